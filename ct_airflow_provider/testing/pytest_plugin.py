@@ -1,0 +1,32 @@
+"""Pytest fixtures for testing DAGs that use this provider, with no cloud and no CleverTap account.
+
+Enable them in a ``conftest.py``::
+
+    pytest_plugins = ["ct_airflow_provider.testing.pytest_plugin"]
+
+``gcs_stack`` runs fake-gcs-server and a local OAuth token endpoint, and hands out real service
+account keys for it; ``clevertap_simulator`` runs the CleverTap API simulator over a real socket.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from ct_airflow_provider.testing.gcs_emulator import GCSTestStack, run_gcs_stack
+from ct_airflow_provider.testing.simulator import SimulatorServer, run_simulator
+
+
+@pytest.fixture(scope="session")
+def gcs_stack() -> Iterator[GCSTestStack]:
+    """fake-gcs-server plus a token endpoint; sets ``STORAGE_EMULATOR_HOST`` while it runs."""
+    with run_gcs_stack() as stack:
+        yield stack
+
+
+@pytest.fixture
+def clevertap_simulator() -> Iterator[SimulatorServer]:
+    """A fresh CleverTap API simulator on a free loopback port, with the default seed."""
+    with run_simulator() as server:
+        yield server
