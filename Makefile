@@ -1,7 +1,7 @@
 # Two commands for a fresh machine with Python 3.11 and make: `make demo`, `make test`.
 # Everything else they need (uv, the locked environment, Airflow's database) is set up here.
 SHELL := /bin/bash
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || echo python3)
 UV_VERSION := 0.13.8
 TOOLS := $(CURDIR)/.tools
 VENV := $(CURDIR)/.venv
