@@ -61,14 +61,16 @@ def parse_service_account_key(raw: object) -> dict[str, Any]:
                 ".json key file, from the opening '{' to the closing '}'."
             ) from None
     if not isinstance(key, dict):
-        raise BucketConnectionError("The Service Account Key must be a JSON object, as in the downloaded key file.")
+        raise BucketConnectionError(
+            "The Service Account Key must be a JSON object, as in the downloaded key file."
+        )
     if key.get("type") != "service_account":
         if "installed" in key or "web" in key:
             kind = "an OAuth client ID file, not a service account key"
         elif key.get("type"):
             kind = f"a credential of type {key.get('type')!r}, not a service account key"
         else:
-            kind = "not a service account key (it has no \"type\": \"service_account\")"
+            kind = 'not a service account key (it has no "type": "service_account")'
         raise BucketConnectionError(
             f"The Service Account Key is {kind}. Create a key for the service account "
             "(IAM > Service Accounts > Keys > Add key > JSON) and paste that file's content."
@@ -189,7 +191,11 @@ class CleverTapGCSHook(GCSHook):
     def upload_bytes(self, data: bytes, object_name: str, content_type: str) -> None:
         """Upload a small object held in memory (the manifest)."""
         self.upload(
-            bucket_name=self.bucket_name, object_name=object_name, data=data, mime_type=content_type, num_max_attempts=3
+            bucket_name=self.bucket_name,
+            object_name=object_name,
+            data=data,
+            mime_type=content_type,
+            num_max_attempts=3,
         )
 
     def list_objects(self, prefix: str) -> list[str]:
@@ -278,7 +284,9 @@ class CleverTapGCSHook(GCSHook):
         if near:
             message += f" A bucket named {near[0]!r} exists: bucket names must match exactly, including case."
         else:
-            message += " Check the Bucket name against the bucket's name in the GCP console (Storage > Buckets)."
+            message += (
+                " Check the Bucket name against the bucket's name in the GCP console (Storage > Buckets)."
+            )
         return message
 
 

@@ -123,7 +123,9 @@ class _GateHandler(BaseHTTPRequestHandler):
             header = google_jwt.decode_header(assertion)
             account = state.accounts_by_key_id.get(str(header.get("kid")))
             if account is None:
-                self._send_json(400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."})
+                self._send_json(
+                    400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
+                )
                 return
             claims = google_jwt.decode(
                 assertion,
@@ -135,7 +137,9 @@ class _GateHandler(BaseHTTPRequestHandler):
             self._send_json(400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."})
             return
         if claims.get("iss") != account.email:
-            self._send_json(400, {"error": "invalid_grant", "error_description": "Invalid JWT: issuer mismatch."})
+            self._send_json(
+                400, {"error": "invalid_grant", "error_description": "Invalid JWT: issuer mismatch."}
+            )
             return
         token = "ya29.local-" + secrets.token_urlsafe(24)
         with state.lock:
@@ -151,15 +155,24 @@ class _GateHandler(BaseHTTPRequestHandler):
         if account is None:
             self._send_json(
                 401,
-                {"error": {"code": 401, "message": "Request is missing or has an invalid authentication credential."}},
+                {
+                    "error": {
+                        "code": 401,
+                        "message": "Request is missing or has an invalid authentication credential.",
+                    }
+                },
             )
             return
         if self.command not in _ALLOWED_METHODS[account.role]:
-            permission = "storage.objects.create" if self.command in {"POST", "PUT"} else "storage.objects.delete"
+            permission = (
+                "storage.objects.create" if self.command in {"POST", "PUT"} else "storage.objects.delete"
+            )
             if self.command == "GET" or account.role == "no_access":
                 permission = "storage.objects.get"
             message = f"{account.email} does not have {permission} access to the Google Cloud Storage bucket."
-            self._send_json(403, {"error": {"code": 403, "message": message, "errors": [{"reason": "forbidden"}]}})
+            self._send_json(
+                403, {"error": {"code": 403, "message": message, "errors": [{"reason": "forbidden"}]}}
+            )
             return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"authorization"}}
         upstream = state.http.request(
@@ -291,7 +304,9 @@ class GCSTestStack:
 
     def read_object(self, bucket: str, name: str) -> bytes:
         quoted = urllib.parse.quote(name, safe="")
-        response = self._http.request("GET", f"{self.upstream_url}/storage/v1/b/{bucket}/o/{quoted}?alt=media")
+        response = self._http.request(
+            "GET", f"{self.upstream_url}/storage/v1/b/{bucket}/o/{quoted}?alt=media"
+        )
         if response.status != 200:
             raise FileNotFoundError(f"gs://{bucket}/{name}: {response.status}")
         return bytes(response.data)

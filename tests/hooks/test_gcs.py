@@ -66,8 +66,14 @@ def test_key_given_as_json_object_in_extra_works(
         (lambda key: "{not json", "is not valid JSON"),
         (lambda key: {"installed": {"client_id": "1.apps.googleusercontent.com"}}, "OAuth client ID file"),
         (lambda key: {**key, "type": "authorized_user"}, "of type 'authorized_user'"),
-        (lambda key: {k: v for k, v in key.items() if k != "client_email"}, "lacks the field(s) client_email"),
-        (lambda key: {**key, "private_key": key["private_key"][:400]}, "private key inside the Service Account Key is malformed"),
+        (
+            lambda key: {k: v for k, v in key.items() if k != "client_email"},
+            "lacks the field(s) client_email",
+        ),
+        (
+            lambda key: {**key, "private_key": key["private_key"][:400]},
+            "private key inside the Service Account Key is malformed",
+        ),
     ],
     ids=["empty", "not-json", "oauth-client", "wrong-type", "missing-field", "truncated-private-key"],
 )
@@ -83,10 +89,15 @@ def test_broken_keys_fail_with_the_cause_and_remedy(
 def test_key_google_refuses_asks_for_a_new_key(test_conn: TestConn, gcs_stack: GCSTestStack) -> None:
     ok, message = test_conn(gcs_stack.new_service_account_key(registered=False))
     assert not ok
-    assert "Google refused the Service Account Key" in message and "Generate the service account key again" in message
+    assert (
+        "Google refused the Service Account Key" in message
+        and "Generate the service account key again" in message
+    )
 
 
-def test_bucket_name_in_wrong_case_names_the_exact_bucket(test_conn: TestConn, admin_key: dict[str, Any]) -> None:
+def test_bucket_name_in_wrong_case_names_the_exact_bucket(
+    test_conn: TestConn, admin_key: dict[str, Any]
+) -> None:
     ok, message = test_conn(admin_key, bucket_name="CT-Exports")
     assert not ok
     assert "'CT-Exports' does not exist" in message and "A bucket named 'ct-exports' exists" in message
@@ -98,7 +109,9 @@ def test_missing_bucket(test_conn: TestConn, admin_key: dict[str, Any]) -> None:
     assert "'no-such-bucket' does not exist" in message and "Storage > Buckets" in message
 
 
-@pytest.mark.parametrize(("role", "expected"), [("object_viewer", "not write"), ("no_access", "may not read")])
+@pytest.mark.parametrize(
+    ("role", "expected"), [("object_viewer", "not write"), ("no_access", "may not read")]
+)
 def test_missing_permission_names_the_roles(
     test_conn: TestConn, gcs_stack: GCSTestStack, role: Any, expected: str
 ) -> None:
@@ -117,7 +130,9 @@ def test_token_endpoint_down_fails_within_seconds(
     assert time.monotonic() - started < 15
 
 
-def test_token_endpoint_unreachable_fails_within_seconds(test_conn: TestConn, admin_key: dict[str, Any]) -> None:
+def test_token_endpoint_unreachable_fails_within_seconds(
+    test_conn: TestConn, admin_key: dict[str, Any]
+) -> None:
     started = time.monotonic()
     ok, message = test_conn({**admin_key, "token_uri": "http://127.0.0.1:9/token"})
     assert not ok and "Could not reach Google's token endpoint" in message
@@ -135,7 +150,11 @@ def test_storage_endpoint_down_fails_within_seconds(
 
 
 def test_upload_list_read_delete_in_the_configured_bucket(
-    monkeypatch: pytest.MonkeyPatch, gcs_stack: GCSTestStack, bucket: str, admin_key: dict[str, Any], tmp_path: Any
+    monkeypatch: pytest.MonkeyPatch,
+    gcs_stack: GCSTestStack,
+    bucket: str,
+    admin_key: dict[str, Any],
+    tmp_path: Any,
 ) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_CT_BUCKET", gcs_stack.connection_env(bucket, admin_key))
     hook = get_bucket_hook("ct_bucket")
@@ -153,7 +172,9 @@ def test_upload_list_read_delete_in_the_configured_bucket(
 
 
 def test_a_connection_of_another_type_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_PLAIN_GCP", orjson.dumps({"conn_type": "google_cloud_platform"}).decode())
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_PLAIN_GCP", orjson.dumps({"conn_type": "google_cloud_platform"}).decode()
+    )
     with pytest.raises(ValueError, match="exports need a 'clevertap_gcs' connection"):
         get_bucket_hook("plain_gcp")
 
@@ -170,7 +191,9 @@ def test_key_is_never_in_the_hook_repr_or_errors(
 
 
 @pytest.fixture
-def airflow_cli_env(gcs_stack: GCSTestStack, bucket: str, admin_key: dict[str, Any]) -> Iterator[dict[str, str]]:
+def airflow_cli_env(
+    gcs_stack: GCSTestStack, bucket: str, admin_key: dict[str, Any]
+) -> Iterator[dict[str, str]]:
     env = dict(os.environ)
     env["AIRFLOW_CONN_CT_BUCKET"] = gcs_stack.connection_env(bucket, admin_key, "Exports")
     env["AIRFLOW_CONN_CT_WRONG_CASE"] = gcs_stack.connection_env(bucket.upper(), admin_key)
