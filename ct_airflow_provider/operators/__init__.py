@@ -1,0 +1,8 @@
+"""Operators that export CleverTap data to Google Cloud Storage."""
+
+from __future__ import annotations
+
+from ct_airflow_provider.operators.events import CleverTapEventsToGCSOperator
+from ct_airflow_provider.operators.profiles import CleverTapProfilesToGCSOperator
+
+__all__ = ["CleverTapEventsToGCSOperator", "CleverTapProfilesToGCSOperator"]

@@ -1,0 +1,323 @@
+"""One export run, start to finish: read the source, write the files, replace an earlier attempt, manifest last.
+
+This is what the operators run; it knows nothing of Airflow. ``source`` is anything with the
+CleverTap hook's page iterators and ``bucket`` anything with the bucket hook's object operations,
+so the same run works against the real services, the simulator and emulator, or plain test doubles.
+
+Exactly once, whatever happens:
+
+1. The manifest of this request and run timestamp is deleted first: until the new one is written,
+   the export is visibly incomplete.
+2. Every file is written under a name that depends only on the request, the run timestamp, the
+   event, the day and the file index, so a retry overwrites what an earlier attempt wrote.
+3. Objects of this request and run timestamp that this attempt did not write (an earlier attempt
+   produced more chunks, or data for an event that is now skipped) are deleted.
+4. The manifest is written last: its presence marks the export complete.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ct_airflow_provider.export.manifest import build_manifest
+from ct_airflow_provider.export.naming import ExportNaming, manifest_object_name
+from ct_airflow_provider.export.profiles import ProfileDeduplicator
+from ct_airflow_provider.export.sinks import UploadingSink
+from ct_airflow_provider.export.windows import ExportWindow
+from ct_airflow_provider.export.writer import ExportedFile, export_event, export_profiles
+
+Pages = Iterator[list[dict[str, Any]]]
+
+#: Seconds between two progress lines in the task log.
+PROGRESS_INTERVAL = 15.0
+
+
+class RecordSource(Protocol):
+    """What an export reads: CleverTap's event and profile pages (the CleverTap hook)."""
+
+    def iter_event_pages(self, event_name: str, from_date: dt.date, to_date: dt.date) -> Pages: ...
+
+    def iter_profile_pages(self, event_name: str, from_date: dt.date, to_date: dt.date) -> Pages: ...
+
+
+class Bucket(Protocol):
+    """Where an export writes (the bucket hook)."""
+
+    @property
+    def bucket_name(self) -> str: ...
+
+    def upload_file(self, local_path: str, object_name: str, content_type: str) -> None: ...
+
+    def upload_bytes(self, data: bytes, object_name: str, content_type: str) -> None: ...
+
+    def list_objects(self, prefix: str) -> list[str]: ...
+
+    def delete_object(self, object_name: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """Everything that decides what one export writes.
+
+    :param naming: request id, run timestamp, database id and object prefix of every file name.
+    :param window: the days to read and, for recurring exports, the ``ts`` range to keep.
+    :param export_format: ``json``, ``csv``, ``xml`` or ``parquet``.
+    :param compression: ``gzip`` or ``None`` (not for Parquet, which compresses itself).
+    :param max_file_bytes: the largest file written; larger exports are split into chunks.
+    """
+
+    naming: ExportNaming
+    window: ExportWindow
+    export_format: str
+    compression: str | None
+    max_file_bytes: int
+
+
+@dataclass
+class ExportResult:
+    """What an export wrote: the summary returned to XCom, and the manifest's content."""
+
+    request_id: str
+    run_timestamp: int
+    bucket: str
+    export_format: str
+    files: list[ExportedFile] = field(default_factory=list)
+    skipped_events: dict[str, str] = field(default_factory=dict)
+    removed_stale_objects: list[str] = field(default_factory=list)
+    manifest_object: str = ""
+
+    @property
+    def records(self) -> int:
+        return sum(f.records for f in self.files)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+    def records_per_event_and_day(self) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = {}
+        for file in self.files:
+            per_day = counts.setdefault(file.event_name, {})
+            day = file.day.strftime("%Y%m%d")
+            per_day[day] = per_day.get(day, 0) + file.records
+        return counts
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-serialisable summary (what the operators push to XCom)."""
+        return {
+            "request_id": self.request_id,
+            "run_timestamp": self.run_timestamp,
+            "bucket": self.bucket,
+            "format": self.export_format,
+            "files": [f"gs://{self.bucket}/{f.object_name}" for f in self.files],
+            "manifest": f"gs://{self.bucket}/{self.manifest_object}",
+            "records": self.records,
+            "bytes": self.bytes,
+            "records_per_event_and_day": self.records_per_event_and_day(),
+            "skipped_events": dict(self.skipped_events),
+        }
+
+
+class _Progress:
+    """Counts what flows through and logs a line every ``PROGRESS_INTERVAL`` seconds, never per record."""
+
+    def __init__(self, log: logging.Logger, what: str) -> None:
+        self.log = log
+        self.what = what
+        self.records = 0
+        self.files = 0
+        self.bytes = 0
+        self.started = time.monotonic()
+        self._last = self.started
+
+    def pages(self, pages: Iterable[list[dict[str, Any]]], label: str) -> Pages:
+        for page in pages:
+            self.records += len(page)
+            now = time.monotonic()
+            if now - self._last >= PROGRESS_INTERVAL:
+                self._last = now
+                self.log.info(
+                    "%s: %s, %d records read, %d files (%.1f MB) written, %.0f records/s",
+                    self.what, label, self.records, self.files, self.bytes / 1e6, self.records / (now - self.started),
+                )  # fmt: skip
+            yield page
+
+    def wrote(self, files: Sequence[ExportedFile]) -> None:
+        self.files += len(files)
+        self.bytes += sum(f.bytes for f in files)
+
+
+class ExportRun:
+    """One export of one request and run timestamp into one bucket.
+
+    :param spec: what to write.
+    :param bucket: where to write it.
+    :param log: the task's logger, for progress and warnings.
+    :param work_dir: local scratch space (spill files, chunks waiting for upload); a temporary
+        folder by default.
+    :param max_in_flight: finished files waiting for or being uploaded while the next is written.
+    """
+
+    def __init__(
+        self,
+        spec: ExportSpec,
+        bucket: Bucket,
+        log: logging.Logger,
+        *,
+        work_dir: Path | None = None,
+        max_in_flight: int = 2,
+    ) -> None:
+        self.spec = spec
+        self.bucket = bucket
+        self.log = log
+        self.work_dir = work_dir
+        self.max_in_flight = max_in_flight
+        naming = spec.naming
+        self.prefix = naming.run_prefix()
+        self.manifest_object = manifest_object_name(naming)
+        self.result = ExportResult(
+            request_id=naming.request_id,
+            run_timestamp=naming.run_timestamp,
+            bucket=bucket.bucket_name,
+            export_format=spec.export_format,
+            manifest_object=self.manifest_object,
+        )
+
+    def events(
+        self,
+        source: RecordSource,
+        event_names: Sequence[str],
+        *,
+        skippable: tuple[type[Exception], ...] = (),
+    ) -> ExportResult:
+        """Export each event of ``event_names``; an event raising one of ``skippable`` is skipped with a warning."""
+        progress = _Progress(self.log, f"Export {self.spec.naming.request_id}")
+        window, keep = self.spec.window, self.spec.window.keep()
+        with self._scratch() as scratch, self._sink() as sink:
+            self._begin()
+            for event_name in event_names:
+                pages = source.iter_event_pages(event_name, window.first_day, window.last_day)
+                try:
+                    files = export_event(
+                        progress.pages(pages, event_name),
+                        event_name=event_name,
+                        naming=self.spec.naming,
+                        export_format=self.spec.export_format,
+                        compression=self.spec.compression,
+                        max_file_bytes=self.spec.max_file_bytes,
+                        sink=sink,
+                        work_dir=scratch / "events",
+                        keep=keep,
+                    )
+                except skippable as error:
+                    self.result.skipped_events[event_name] = str(error)
+                    self.log.warning("Skipping event %r: %s", event_name, error)
+                    continue
+                progress.wrote(files)
+                self.result.files.extend(files)
+        return self._finish(progress)
+
+    def profiles(self, source: RecordSource, event_names: Sequence[str], *, skippable: tuple[type[Exception], ...] = ()) -> ExportResult:
+        """Export every profile active in the window (that did any of ``event_names``), each once."""
+        progress = _Progress(self.log, f"Profile export {self.spec.naming.request_id}")
+        window = self.spec.window
+        with self._scratch() as scratch, self._sink() as sink:
+            self._begin()
+            unique = ProfileDeduplicator(scratch / "profiles.sqlite")
+            try:
+                for event_name in event_names:
+                    try:
+                        unique.add_pages(
+                            progress.pages(
+                                source.iter_profile_pages(event_name, window.first_day, window.last_day), event_name
+                            )
+                        )
+                    except skippable as error:
+                        self.result.skipped_events[event_name] = str(error)
+                        self.log.warning("Skipping the profiles of event %r: %s", event_name, error)
+                self.log.info(
+                    "%d profile records read, %d unique profiles to export", unique.seen, len(unique)
+                )
+                files = export_profiles(
+                    unique.pages(),
+                    naming=self.spec.naming,
+                    day=window.last_day,
+                    export_format=self.spec.export_format,
+                    compression=self.spec.compression,
+                    max_file_bytes=self.spec.max_file_bytes,
+                    sink=sink,
+                    work_dir=scratch / "profiles",
+                )
+            finally:
+                unique.close()
+            progress.wrote(files)
+            self.result.files.extend(files)
+        return self._finish(progress)
+
+    # -- the exactly-once protocol ---------------------------------------------------------------
+    def _begin(self) -> None:
+        # An earlier attempt's manifest would mark this attempt complete before it is.
+        self.bucket.delete_object(self.manifest_object)
+
+    def _finish(self, progress: _Progress) -> ExportResult:
+        written = {f.object_name for f in self.result.files}
+        for name in self.bucket.list_objects(self.prefix):
+            if name not in written and name != self.manifest_object:
+                self.bucket.delete_object(name)
+                self.result.removed_stale_objects.append(name)
+        if self.result.removed_stale_objects:
+            self.log.info(
+                "Removed %d objects an earlier attempt wrote and this one did not: %s",
+                len(self.result.removed_stale_objects), ", ".join(self.result.removed_stale_objects[:10]),
+            )  # fmt: skip
+        manifest = build_manifest(
+            naming=self.spec.naming,
+            files=self.result.files,
+            export_format=self.spec.export_format,
+            window=self.spec.window.describe(),
+            skipped_events=self.result.skipped_events,
+        )
+        self.bucket.upload_bytes(manifest, self.manifest_object, "application/json")
+        elapsed = max(time.monotonic() - progress.started, 1e-9)
+        self.log.info(
+            "Export %s complete: %d records in %d files (%.1f MB) in %.1f s (%.0f records/s); manifest gs://%s/%s",
+            self.result.request_id, self.result.records, len(self.result.files), self.result.bytes / 1e6,
+            elapsed, progress.records / elapsed, self.result.bucket, self.manifest_object,
+        )  # fmt: skip
+        return self.result
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _sink(self) -> UploadingSink:
+        return UploadingSink(self.bucket, max_in_flight=self.max_in_flight)
+
+    def _scratch(self) -> _Scratch:
+        return _Scratch(self.work_dir)
+
+
+class _Scratch:
+    """A private scratch folder, removed afterwards even on failure."""
+
+    def __init__(self, parent: Path | None) -> None:
+        self.parent = parent
+        self.path: Path | None = None
+
+    def __enter__(self) -> Path:
+        if self.parent is not None:
+            self.parent.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix="ct-export-", dir=self.parent))
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+KeepFilter = Callable[[int], bool]

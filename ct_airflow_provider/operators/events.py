@@ -1,0 +1,88 @@
+"""Export CleverTap events to a GCS bucket: all user events, or selected events."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ct_airflow_provider.hooks.clevertap import EventExportNotAllowedError
+from ct_airflow_provider.operators._base import DEFAULT_MAX_FILE_BYTES, _CleverTapToGCSBase
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
+    """
+    Export CleverTap events into a GCS bucket, one set of files per event and day.
+
+    Files are named ``<request id>-<run timestamp>-<event name>-<yyyymmdd>-<file index>-<database id>.<ext>``
+    as CleverTap names them, hold at most ``max_file_bytes`` each, and a manifest
+    ``<request id>-<run timestamp>-manifest.json`` written last marks the export complete. A retry
+    or a cleared task rewrites the same names and removes what an earlier attempt left behind.
+
+    With ``from_date`` and ``to_date`` the export is *once only*: those days (inclusive, within the
+    last 60 days of the account's time zone). Without them it is *recurring*: each run exports exactly
+    the events whose ``ts`` falls in its data interval, so consecutive runs export every event once.
+    Recurring DAGs need a timetable with real intervals of 4 to 24 hours
+    (``CronDataIntervalTimetable``, ``DeltaDataIntervalTimetable`` or ``CronTriggerTimetable(..., interval=...)``).
+
+    :param clevertap_conn_id: the ``clevertap`` connection (account, passcode, region, time zone). (templated)
+    :param gcs_conn_id: the ``clevertap_gcs`` connection of the destination bucket. (templated)
+    :param events: ``None`` for all user events (every event CleverTap lists, minus those that refuse
+        export, each named in a warning), or the names of the events to export. (templated)
+    :param from_date: first day of a once-only export, ``YYYY-MM-DD``. (templated)
+    :param to_date: last day of a once-only export, inclusive. (templated)
+    :param export_format: ``json``, ``csv``, ``xml`` or ``parquet``. (templated)
+    :param compression: ``"gzip"`` for ``.json.gz``, ``.csv.gz`` or ``.xml.gz``; Parquet is always compressed.
+    :param max_file_bytes: largest file written (default 100 MB); bigger days are split into chunks.
+    :param database_id: the database id that ends each file name (CleverTap's instance id).
+    :param request_id: the export's request id; by default derived from the DAG and task, so it is
+        stable across runs and retries and distinct between tasks. (templated)
+    :param object_prefix: a folder in the bucket to write under, e.g. ``"clevertap/events/"``. (templated)
+    :param work_dir: local scratch folder (default: the system's temporary folder).
+    """
+
+    template_fields: Sequence[str] = (*_CleverTapToGCSBase.template_fields, "events")
+
+    def __init__(
+        self,
+        *,
+        events: list[str] | str | None = None,
+        from_date: str | dt.date | None = None,
+        to_date: str | dt.date | None = None,
+        export_format: str = "json",
+        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        **kwargs: Any,
+    ) -> None:
+        self.events = events
+        super().__init__(
+            from_date=from_date, to_date=to_date, export_format=export_format, max_file_bytes=max_file_bytes, **kwargs
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        run, clevertap = self._run(context)
+        selected = _event_list(self.events)
+        if selected:
+            # Selected events: one that refuses export is an error the user must see.
+            names, skippable = selected, ()
+        else:
+            names = clevertap.list_event_names()
+            skippable = (EventExportNotAllowedError,)
+            self.log.info("All user events: %d event names listed by CleverTap", len(names))
+        self._result = run.events(clevertap, names, skippable=skippable)
+        return self._result.summary()
+
+
+def _event_list(events: list[str] | str | None) -> list[str]:
+    if events is None or events == "" or events == []:
+        return []
+    if isinstance(events, str):
+        # A templated list arrives as text: accept "A, B" as well as one name.
+        names = [name.strip() for name in events.split(",")] if "," in events else [events]
+    else:
+        names = [str(name) for name in events]
+    if any(not name for name in names):
+        raise ValueError(f"events={events!r} holds an empty event name: list the names as CleverTap shows them.")
+    return list(dict.fromkeys(names))
