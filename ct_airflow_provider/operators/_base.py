@@ -87,7 +87,6 @@ class _CleverTapToGCSBase(BaseOperator):
         work_dir: str | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("pool", CLEVERTAP_POOL)
         super().__init__(**kwargs)
         self.clevertap_conn_id = clevertap_conn_id
         self.gcs_conn_id = gcs_conn_id
