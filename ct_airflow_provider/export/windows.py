@@ -159,3 +159,35 @@ def recurring_window(start: dt.datetime, end: dt.datetime, tz: ZoneInfo, *, now:
             f"(the earliest exportable day today is {earliest}): leave this window out of the backfill."
         )
     return ExportWindow(first, last, ts_of(start, tz), ts_of(end, tz))
+
+
+#: The once-only ranges CleverTap's export dialog offers, by the names the example DAGs use.
+RANGE_PRESETS = ("specific_day", "date_range", "yesterday", "previous_month", "current_month")
+
+
+def preset_range(
+    preset: str, *, today: dt.date, day: str | None = None, from_date: str | None = None, to_date: str | None = None
+) -> tuple[dt.date, dt.date]:
+    """Turn a once-only range choice into (from_date, to_date), checked against the 60-day limit.
+
+    :param preset: one of :data:`RANGE_PRESETS`.
+    :param today: today in the account's time zone.
+    :param day: the day, for ``specific_day``.
+    :param from_date: first day, for ``date_range``.
+    :param to_date: last day, for ``date_range``.
+    """
+    if preset == "specific_day":
+        first = last = _parse_date(day or "", "day")
+    elif preset == "date_range":
+        first, last = _parse_date(from_date or "", "from_date"), _parse_date(to_date or "", "to_date")
+    elif preset == "yesterday":
+        first = last = today - dt.timedelta(days=1)
+    elif preset == "current_month":
+        first, last = today.replace(day=1), today
+    elif preset == "previous_month":
+        last = today.replace(day=1) - dt.timedelta(days=1)
+        first = last.replace(day=1)
+    else:
+        raise ExportWindowError(f"Unknown range {preset!r}: choose one of {', '.join(RANGE_PRESETS)}.")
+    window = once_only_window(first, last, today=today)
+    return window.first_day, window.last_day

@@ -13,6 +13,7 @@ from ct_airflow_provider.export.windows import (
     ExportWindowError,
     day_of_ts,
     once_only_window,
+    preset_range,
     recurring_window,
     ts_of,
 )
@@ -100,3 +101,26 @@ def test_consecutive_windows_keep_every_ts_exactly_once(
         holders = [w for w in windows if (keep := w.keep()) is not None and keep(ts)]
         assert len(holders) == 1, (ts, [w.describe() for w in holders])
         assert day_of_ts(ts) in holders[0].days
+
+
+@pytest.mark.parametrize(
+    ("preset", "kwargs", "expected"),
+    [
+        ("specific_day", {"day": "2026-11-02"}, (dt.date(2026, 11, 2), dt.date(2026, 11, 2))),
+        (
+            "date_range",
+            {"from_date": "2026-11-01", "to_date": "2026-11-05"},
+            (dt.date(2026, 11, 1), dt.date(2026, 11, 5)),
+        ),
+        ("yesterday", {}, (dt.date(2026, 11, 28), dt.date(2026, 11, 28))),
+        ("current_month", {}, (dt.date(2026, 11, 1), TODAY)),
+        ("previous_month", {}, (dt.date(2026, 10, 1), dt.date(2026, 10, 31))),
+    ],
+)
+def test_range_presets(preset: str, kwargs: dict[str, str], expected: tuple[dt.date, dt.date]) -> None:
+    assert preset_range(preset, today=TODAY, **kwargs) == expected
+
+
+def test_previous_month_beyond_retention_is_refused_not_cut() -> None:
+    with pytest.raises(ExportWindowError, match="more than 60 days ago"):
+        preset_range("previous_month", today=dt.date(2027, 1, 31))
