@@ -27,6 +27,8 @@ with DAG(
     catchup=False,
     doc_md=__doc__,
     tags=["clevertap", "export"],
+    # The selected events reach the operator as a list, whatever characters the names hold.
+    render_template_as_native_obj=True,
     params={
         "event_type": Param(
             "all",
@@ -79,10 +81,9 @@ with DAG(
         task_id="export_events",
         clevertap_conn_id="{{ params.clevertap_conn_id }}",
         gcs_conn_id="{{ params.gcs_conn_id }}",
-        events="{{ params.events | join(',') if params.event_type == 'selected' else '' }}",
-        from_date="{{ ti.xcom_pull(task_ids='resolve_range')['from_date'] }}",
-        to_date="{{ ti.xcom_pull(task_ids='resolve_range')['to_date'] }}",
+        events="{{ params.events if params.event_type == 'selected' else None }}",
+        from_date=dates["from_date"],
+        to_date=dates["to_date"],
         export_format="{{ params.export_format }}",
         pool="clevertap_api",
     )
-    dates >> export
