@@ -80,6 +80,8 @@ class _StackState:
         self.accounts_by_key_id: dict[str, _Account] = {}
         self.accounts_by_token: dict[str, _Account] = {}
         self.token_endpoint_up = True
+        #: Uploads still allowed before every further upload fails (``None``: no limit).
+        self.uploads_left: int | None = None
         self.lock = threading.Lock()
         self.http = urllib3.PoolManager(maxsize=16, retries=False)
 
@@ -174,6 +176,17 @@ class _GateHandler(BaseHTTPRequestHandler):
                 403, {"error": {"code": 403, "message": message, "errors": [{"reason": "forbidden"}]}}
             )
             return
+        if self.command in {"POST", "PUT"} and "/upload/" in self.path:
+            with state.lock:
+                refuse = state.uploads_left is not None and state.uploads_left <= 0
+                if state.uploads_left is not None and not refuse:
+                    state.uploads_left -= 1
+            if refuse:
+                # 400 is not retried by the client: the attempt fails at once, mid-export.
+                self._send_json(
+                    400, {"error": {"code": 400, "message": "Injected upload failure (test stack)."}}
+                )
+                return
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP | {"authorization"}}
         upstream = state.http.request(
             self.command,
@@ -317,6 +330,15 @@ class GCSTestStack:
             self._http.request("DELETE", f"{self.upstream_url}/storage/v1/b/{bucket}/o/{quoted}")
 
     # -- failures -----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def uploads_fail_after(self, count: int) -> Iterator[None]:
+        """While inside, the first ``count`` uploads succeed and every later one fails."""
+        self._state.uploads_left = count
+        try:
+            yield
+        finally:
+            self._state.uploads_left = None
+
     @contextlib.contextmanager
     def token_endpoint_down(self) -> Iterator[None]:
         """While inside, the token endpoint drops every connection without an answer."""

@@ -1,0 +1,288 @@
+"""Real DAG runs (``dag.test()``): simulator -> operators -> local GCS stack, read back and compared with the truth."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import io
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+from airflow.sdk import DAG
+from airflow.timetables.interval import DeltaDataIntervalTimetable
+from lxml import etree
+
+from ct_airflow_provider.export.profiles import profile_key
+from ct_airflow_provider.export.windows import ts_of
+from ct_airflow_provider.operators import CleverTapEventsToGCSOperator, CleverTapProfilesToGCSOperator
+from ct_airflow_provider.testing.gcs_emulator import GCSTestStack
+from ct_airflow_provider.testing.simulator import SimulatorServer, run_simulator
+
+BUCKET = "ct-e2e"
+
+
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[SimulatorServer]:
+    with run_simulator(events_per_day=40, population=300) as server:
+        yield server
+
+
+@pytest.fixture
+def stack(
+    gcs_stack: GCSTestStack, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[GCSTestStack]:
+    gcs_stack.create_bucket(BUCKET)
+    gcs_stack.delete_all_objects(BUCKET)
+    monkeypatch.setenv("AIRFLOW_CONN_CLEVERTAP_DEFAULT", simulator.airflow_conn_env())
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLEVERTAP_GCS_DEFAULT",
+        gcs_stack.connection_env(BUCKET, gcs_stack.new_service_account_key()),
+    )
+    yield gcs_stack
+
+
+def _yesterday(simulator: SimulatorServer) -> dt.date:
+    return simulator.truth.today - dt.timedelta(days=1)
+
+
+def _run(operator_cls: type, dag_id: str, **kwargs: Any) -> tuple[str, Any]:
+    with DAG(dag_id=dag_id, schedule=None, catchup=False) as dag:
+        operator_cls(task_id="export", **kwargs)
+    dag_run = dag.test()
+    return dag_run.state, dag_run
+
+
+def _manifest(stack: GCSTestStack) -> dict[str, Any]:
+    names = [n for n in stack.list_objects(BUCKET) if n.endswith("-manifest.json")]
+    assert len(names) == 1, names
+    return orjson.loads(stack.read_object(BUCKET, names[0]))  # type: ignore[no-any-return]
+
+
+def _read_records(stack: GCSTestStack, name: str) -> list[dict[str, Any]]:
+    """Read one export file back with an independent reader for its format."""
+    data = stack.read_object(BUCKET, name)
+    if name.endswith(".gz"):
+        data = gzip.decompress(data)
+        name = name[:-3]
+    if name.endswith(".json"):
+        lines = data.decode().splitlines()
+        return [orjson.loads(line) for line in lines[1:]]
+    if name.endswith(".csv"):
+        return list(csv.DictReader(io.StringIO(data.decode(), newline="")))
+    if name.endswith(".xml"):
+        root = etree.fromstring(data)
+        return [{child.tag: child.text for child in event} for event in root.iter("Event")]
+    if name.endswith(".parquet"):
+        return pq.read_table(io.BytesIO(data)).to_pylist()  # type: ignore[no-any-return]
+    raise AssertionError(name)
+
+
+def _truth_ts(simulator: SimulatorServer, event: str, day: dt.date) -> Counter[int]:
+    return Counter(int(r["ts"]) for r in simulator.truth.events(event, day))
+
+
+def test_all_user_events_json_match_the_truth_and_skip_the_refusing_event(
+    stack: GCSTestStack, simulator: SimulatorServer
+) -> None:
+    day = _yesterday(simulator)
+    state, _ = _run(
+        CleverTapEventsToGCSOperator, "e2e_all_events", from_date=day.isoformat(), to_date=day.isoformat()
+    )
+    assert state == "success"
+    manifest = _manifest(stack)
+    assert manifest["status"] == "complete"
+    refusing = set(simulator.truth.event_names()) - set(simulator.truth.exportable_event_names())
+    assert refusing and set(manifest["skipped_events"]) == refusing
+    objects = stack.list_objects(BUCKET)
+    assert {f["object_name"] for f in manifest["files"]} | {
+        n for n in objects if n.endswith("manifest.json")
+    } == set(objects)
+    for event in simulator.truth.exportable_event_names():
+        files = [f for f in manifest["files"] if f["event_name"] == event]
+        assert files, event
+        records = [r for f in files for r in _read_records(stack, f["object_name"])]
+        assert Counter(int(r["ts"]) for r in records) == _truth_ts(simulator, event, day)
+        assert {r["eventName"] for r in records} == {event}
+        first_line = stack.read_object(BUCKET, files[0]["object_name"]).split(b"\n", 1)[0]
+        assert first_line.decode() == event
+
+
+@pytest.mark.parametrize("export_format", ["json", "csv", "xml", "parquet"])
+def test_selected_events_in_each_format(
+    stack: GCSTestStack, simulator: SimulatorServer, export_format: str
+) -> None:
+    first = _yesterday(simulator) - dt.timedelta(days=1)
+    last = _yesterday(simulator)
+    events = ["Charged", "Added To Cart/Wishlist"]
+    state, _ = _run(
+        CleverTapEventsToGCSOperator,
+        f"e2e_selected_{export_format}",
+        events=events,
+        from_date=first.isoformat(),
+        to_date=last.isoformat(),
+        export_format=export_format,
+        max_file_bytes=64 * 1024,
+    )
+    assert state == "success"
+    manifest = _manifest(stack)
+    assert {f["event_name"] for f in manifest["files"]} == set(events)
+    for event in events:
+        for day in (first, last):
+            files = sorted(
+                (
+                    f
+                    for f in manifest["files"]
+                    if f["event_name"] == event and f["day"] == day.strftime("%Y%m%d")
+                ),
+                key=lambda f: f["file_index"],
+            )
+            assert [f["file_index"] for f in files] == list(range(len(files)))
+            records = [r for f in files for r in _read_records(stack, f["object_name"])]
+            got = Counter(_ts_value(r["ts"]) for r in records)
+            assert got == _truth_ts(simulator, event, day), (event, day)
+            for file in files:
+                assert file["bytes"] <= 64 * 1024
+                assert "Added-To-Cart-Wishlist" in file["object_name"] or event == "Charged"
+
+
+def _ts_value(value: Any) -> int:
+    if isinstance(value, dt.datetime):
+        return int(value.strftime("%Y%m%d%H%M%S"))
+    return int(value)
+
+
+def test_profiles_are_exported_once_each(stack: GCSTestStack, simulator: SimulatorServer) -> None:
+    day = _yesterday(simulator)
+    state, _ = _run(
+        CleverTapProfilesToGCSOperator, "e2e_profiles", from_date=day.isoformat(), to_date=day.isoformat()
+    )
+    assert state == "success"
+    expected = set()
+    for event in simulator.truth.exportable_event_names():
+        for profile in simulator.truth.profiles(event, day, day):
+            expected.add(profile_key(profile))
+    manifest = _manifest(stack)
+    assert all(f["event_name"] == "profiles" for f in manifest["files"])
+    exported = [profile_key(r) for f in manifest["files"] for r in _read_records(stack, f["object_name"])]
+    assert len(exported) == len(set(exported))
+    assert set(exported) == expected
+
+
+def test_a_day_cut_into_six_4_hour_windows_exports_every_event_once(
+    stack: GCSTestStack, simulator: SimulatorServer
+) -> None:
+    tz = simulator.truth.today and __import__("zoneinfo").ZoneInfo(simulator.timezone)
+    day = _yesterday(simulator) - dt.timedelta(days=1)
+    midnight = dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.UTC)
+    with DAG(
+        dag_id="e2e_recurring_4h",
+        schedule=DeltaDataIntervalTimetable(dt.timedelta(hours=4)),
+        start_date=midnight,
+        catchup=False,
+    ) as dag:
+        CleverTapEventsToGCSOperator(task_id="export", events=["App Launched"], export_format="csv")
+    seen: Counter[int] = Counter()
+    for window in range(6):
+        dag_run = dag.test(logical_date=midnight + dt.timedelta(hours=4 * window))
+        assert dag_run.state == "success"
+    for name in stack.list_objects(BUCKET):
+        if name.endswith(".csv"):
+            seen.update(int(r["ts"]) for r in _read_records(stack, name))
+    manifests = [n for n in stack.list_objects(BUCKET) if n.endswith("manifest.json")]
+    assert len(manifests) == 6
+    assert seen == _truth_ts(simulator, "App Launched", day)
+    assert min(seen) >= ts_of(midnight, tz)
+
+
+def test_refused_inputs_fail_before_any_api_call(stack: GCSTestStack, simulator: SimulatorServer) -> None:
+    before = simulator.stats.snapshot()["requests_served"]
+    today = simulator.truth.today
+    for from_date, to_date in [
+        (today - dt.timedelta(days=61), today - dt.timedelta(days=50)),
+        (today - dt.timedelta(days=2), today - dt.timedelta(days=3)),
+        (today, today + dt.timedelta(days=1)),
+    ]:
+        state, _ = _run(
+            CleverTapEventsToGCSOperator,
+            "e2e_refused",
+            events=["Charged"],
+            from_date=from_date.isoformat(),
+            to_date=to_date.isoformat(),
+        )
+        assert state == "failed"
+    assert simulator.stats.snapshot()["requests_served"] == before
+    assert stack.list_objects(BUCKET) == {}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"export_format": "xlsx"}, "xlsx"),
+        ({"from_date": "2026-01-01"}, "both from_date and to_date"),
+        ({"max_file_bytes": 10}, "too small"),
+    ],
+)
+def test_bad_arguments_are_refused_when_the_dag_is_parsed(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message), DAG(dag_id="e2e_bad_args", schedule=None):
+        CleverTapEventsToGCSOperator(task_id="export", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        (DeltaDataIntervalTimetable(dt.timedelta(hours=2)), "every 4 to 24 hours"),
+        ("0 */6 * * *", "empty data interval"),
+    ],
+)
+def test_recurring_schedules_outside_4_to_24_hours_are_refused_at_parse_time(
+    schedule: Any, message: str
+) -> None:
+    with (
+        pytest.raises(ValueError, match=message),
+        DAG(dag_id="e2e_bad_schedule", schedule=schedule, start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)),
+    ):
+        CleverTapEventsToGCSOperator(task_id="export")
+
+
+def test_retry_after_a_failed_upload_leaves_exactly_the_right_objects(
+    stack: GCSTestStack, simulator: SimulatorServer
+) -> None:
+    day = _yesterday(simulator)
+    logical_date = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+
+    def dag_with(max_file_bytes: int) -> Any:
+        with DAG(dag_id="e2e_retry", schedule=None, catchup=False) as dag:
+            CleverTapEventsToGCSOperator(
+                task_id="export",
+                events=["Charged", "App Launched"],
+                from_date=day.isoformat(),
+                to_date=day.isoformat(),
+                max_file_bytes=max_file_bytes,
+            )
+        return dag
+
+    # First attempt: small chunks, and the bucket starts refusing uploads half-way through.
+    with stack.uploads_fail_after(3):
+        assert dag_with(8 * 1024).test(logical_date=logical_date).state == "failed"
+    leftovers = stack.list_objects(BUCKET)
+    assert leftovers and not any(n.endswith("manifest.json") for n in leftovers)
+
+    # The retry writes bigger chunks under the same names: what the first left must not survive.
+    assert dag_with(1024 * 1024).test(logical_date=logical_date).state == "success"
+    manifest = _manifest(stack)
+    listed = {f["object_name"] for f in manifest["files"]}
+    objects = set(stack.list_objects(BUCKET))
+    assert objects == listed | {n for n in objects if n.endswith("manifest.json")}
+    for event in ("Charged", "App Launched"):
+        records = [
+            r
+            for f in manifest["files"]
+            if f["event_name"] == event
+            for r in _read_records(stack, f["object_name"])
+        ]
+        assert Counter(int(r["ts"]) for r in records) == _truth_ts(simulator, event, day)
