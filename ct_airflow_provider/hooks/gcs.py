@@ -231,7 +231,7 @@ class CleverTapGCSHook(GCSHook):
         key = self.service_account_key
         credentials = self.get_credentials()
         try:
-            credentials.refresh(_short_timeout_request())
+            credentials.refresh(_short_timeout_request())  # type: ignore[no-untyped-call]
         except auth_errors.RefreshError as error:
             raise BucketConnectionError(
                 f"Google refused the Service Account Key of {key['client_email']} ({_auth_reason(error)}): "
@@ -297,7 +297,7 @@ def _short_timeout_request() -> Any:
     class _Request(auth_requests.Request):
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             kwargs["timeout"] = min(float(kwargs.get("timeout") or 10.0), 10.0)
-            return super().__call__(*args, **kwargs)
+            return super().__call__(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     return _Request()
 

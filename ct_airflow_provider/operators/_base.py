@@ -111,7 +111,7 @@ class _CleverTapToGCSBase(BaseOperator):
                 f"max_file_bytes={self.max_file_bytes} is too small: give at least 1024 bytes "
                 "(CleverTap's own limit is 100 MB, the default)."
             )
-        if not 0 <= int(self.database_id):
+        if int(self.database_id) < 0:
             raise ValueError(f"database_id={self.database_id} must be 0 or more (CleverTap's instance id).")
         if (self.from_date is None) != (self.to_date is None):
             raise ValueError(

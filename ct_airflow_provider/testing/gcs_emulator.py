@@ -122,14 +122,14 @@ class _GateHandler(BaseHTTPRequestHandler):
             return
         assertion = (form.get("assertion") or [""])[0]
         try:
-            header = google_jwt.decode_header(assertion)
+            header = google_jwt.decode_header(assertion)  # type: ignore[no-untyped-call]
             account = state.accounts_by_key_id.get(str(header.get("kid")))
             if account is None:
                 self._send_json(
                     400, {"error": "invalid_grant", "error_description": "Invalid JWT Signature."}
                 )
                 return
-            claims = google_jwt.decode(
+            claims = google_jwt.decode(  # type: ignore[no-untyped-call]
                 assertion,
                 certs={str(header["kid"]): account.public_key_pem.decode()},
                 # google-auth addresses the assertion to Google's endpoint whatever the key's token_uri.
