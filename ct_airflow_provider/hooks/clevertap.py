@@ -37,6 +37,7 @@ from urllib3.exceptions import (
     HTTPError,
     LocationParseError,
     NameResolutionError,
+    NewConnectionError,
     ProtocolError,
     SSLError,
 )
@@ -482,6 +483,12 @@ class CleverTapClient:
             except LocationParseError:
                 raise CleverTapConfigError(
                     f"{self.base_url} is not a valid URL: fix the connection's host override."
+                ) from None
+            except NewConnectionError as error:
+                # Before the timeout clause: urllib3 files refused connections under TimeoutError.
+                raise _Retryable(
+                    f"cannot connect ({error.__class__.__name__}: refused or unreachable)",
+                    f"Check that {self.base_url} is reachable from this machine (proxy, firewall, region).",
                 ) from None
             except Urllib3TimeoutError as error:
                 raise _Retryable(

@@ -671,10 +671,12 @@ class _Handler(BaseHTTPRequestHandler):
             if answer is None:
                 answer = api.answer(method, split.path, query, body, self.headers.get("Content-Type", ""))
                 answer.truncate = fault is Fault.TRUNCATED_BODY
-            self._send(answer)
         finally:
+            # The slot is free once the answer is ready, before its bytes go out: a client that
+            # has read its whole answer must never find its slot still taken.
             if is_read:
                 api.stats.leave_read()
+        self._send(answer)
 
     @staticmethod
     def _faulty_answer(fault: Fault | None) -> _Answer | None:
