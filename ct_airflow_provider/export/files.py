@@ -1,0 +1,222 @@
+"""One export file: what a finished file is (:class:`ExportedFile`), and how bytes get into it.
+
+:class:`OutputFile` buffers, optionally gzips, and checksums what is written, and answers whether
+more bytes still fit under a size limit. For gzip the compressed size of data still inside the
+compressor is not known, so the answer uses an upper bound (deflate never grows data by more than
+a few bytes per 16 KiB); when the bound says no, the compressor is flushed (``Z_SYNC_FLUSH``) so the
+size becomes exact and the answer is asked again. Files therefore fill up to their limit without
+ever passing it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+_crc32c: Any
+try:  # Shipped with google-cloud-storage; the checksum is optional, so the core does not require it.
+    _crc32c = importlib.import_module("google_crc32c")
+except ImportError:  # pragma: no cover - depends on the environment
+    _crc32c = None
+
+#: Default gzip level: the one of the gzip command line.
+DEFAULT_GZIP_LEVEL = 6
+
+_BUFFER_BYTES = 1 << 18
+# Gzip header and trailer (18 bytes) plus the final empty block and a sync flush marker, rounded up.
+_GZIP_FIXED_OVERHEAD = 64
+
+CONTENT_TYPES: dict[str, str] = {
+    "json": "application/x-ndjson",
+    "csv": "text/csv",
+    "xml": "application/xml",
+    "parquet": "application/vnd.apache.parquet",
+}
+GZIP_CONTENT_TYPE = "application/gzip"
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """A finished export file, as handed to a sink and listed in the manifest.
+
+    :param object_name: full object name in the bucket (prefix included).
+    :param event_name: the event name as CleverTap reports it, or ``profiles``.
+    :param day: the day of the records' ``ts`` (for profiles: the day the export names).
+    :param file_index: chunk number from 0, contiguous per event and day.
+    :param records: number of records in the file.
+    :param bytes: size of the file in bytes.
+    :param md5: base64 of the MD5 digest, as Google Cloud Storage reports ``md5Hash``.
+    :param crc32c: base64 of the big-endian CRC32C, as Google Cloud Storage reports ``crc32c``
+        (``None`` when the ``google_crc32c`` module is not installed).
+    :param content_type: the content type to store the object with.
+    """
+
+    object_name: str
+    event_name: str
+    day: date
+    file_index: int
+    records: int
+    bytes: int
+    md5: str
+    crc32c: str | None
+    content_type: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the file as plain JSON-able values (the day as ``yyyymmdd``, as in file names)."""
+        return {
+            "object_name": self.object_name,
+            "event_name": self.event_name,
+            "day": f"{self.day:%Y%m%d}",
+            "file_index": self.file_index,
+            "records": self.records,
+            "bytes": self.bytes,
+            "md5": self.md5,
+            "crc32c": self.crc32c,
+            "content_type": self.content_type,
+        }
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """Size and checksums of a closed file."""
+
+    size: int
+    md5: str
+    crc32c: str | None
+
+
+class _Checksums:
+    __slots__ = ("crc", "md5")
+
+    def __init__(self) -> None:
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.crc = _crc32c.Checksum() if _crc32c is not None else None
+
+    def update(self, data: bytes) -> None:
+        self.md5.update(data)
+        if self.crc is not None:
+            self.crc.update(data)
+
+    def digest(self, size: int) -> FileDigest:
+        crc = base64.b64encode(self.crc.digest()).decode("ascii") if self.crc is not None else None
+        return FileDigest(size, base64.b64encode(self.md5.digest()).decode("ascii"), crc)
+
+
+def digest_of_path(path: Path) -> FileDigest:
+    """Return size and checksums of a file already on disk (used for files written by a library).
+
+    :param path: the file.
+    """
+    checksums = _Checksums()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            checksums.update(chunk)
+            size += len(chunk)
+    return checksums.digest(size)
+
+
+class OutputFile:
+    """A file being written: buffered, optionally gzip-compressed, checksummed on the way out.
+
+    :param path: where to write (created or truncated).
+    :param gzip_level: gzip compression level 1-9, or ``None`` for no compression.
+    """
+
+    __slots__ = ("_buffer", "_checksums", "_compressor", "_handle", "_in_since_sync", "_out_bytes", "path")
+
+    def __init__(self, path: Path, *, gzip_level: int | None) -> None:
+        self.path = path
+        self._handle = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by finish() or abort()
+        self._buffer = bytearray()
+        self._checksums = _Checksums()
+        # wbits 31: gzip wrapper; mtime 0 in the header keeps files reproducible.
+        self._compressor = zlib.compressobj(gzip_level, zlib.DEFLATED, 31) if gzip_level is not None else None
+        self._out_bytes = 0
+        self._in_since_sync = 0
+
+    def write(self, data: bytes) -> None:
+        """Append ``data`` (already checked with :meth:`fits`)."""
+        self._buffer += data
+        if len(self._buffer) >= _BUFFER_BYTES:
+            self._drain()
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self._checksums.update(data)
+            self._handle.write(data)
+            self._out_bytes += len(data)
+
+    def _drain(self) -> None:
+        if not self._buffer:
+            return
+        if self._compressor is None:
+            self._emit(bytes(self._buffer))
+        else:
+            self._in_since_sync += len(self._buffer)
+            self._emit(self._compressor.compress(self._buffer))
+        self._buffer = bytearray()
+
+    def _bound(self, extra: int) -> int:
+        pending = len(self._buffer) + extra
+        if self._compressor is None:
+            return self._out_bytes + pending
+        pending += self._in_since_sync
+        return self._out_bytes + pending + (pending >> 10) + _GZIP_FIXED_OVERHEAD
+
+    def fits(self, size: int, footer_size: int, limit: int) -> bool:
+        """Whether ``size`` more bytes, then a footer of ``footer_size``, keep the file within ``limit``.
+
+        :param size: bytes about to be written.
+        :param footer_size: bytes the file ends with (written by :meth:`finish`).
+        :param limit: the file size limit in bytes.
+        """
+        if self._bound(size + footer_size) <= limit:
+            return True
+        if self._compressor is not None and (self._in_since_sync or self._buffer):
+            self._drain()
+            self._emit(self._compressor.flush(zlib.Z_SYNC_FLUSH))
+            self._in_since_sync = 0
+            return self._bound(size + footer_size) <= limit
+        return False
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes written to disk so far (compressed bytes for gzip)."""
+        return self._out_bytes
+
+    def finish(self, footer: bytes = b"") -> FileDigest:
+        """Write ``footer``, flush, close, and return size and checksums.
+
+        :param footer: the bytes that end the file (for example the closing root tag of XML).
+        """
+        self._buffer += footer
+        self._drain()
+        if self._compressor is not None:
+            self._emit(self._compressor.flush(zlib.Z_FINISH))
+        self._handle.close()
+        return self._checksums.digest(self._out_bytes)
+
+    def abort(self) -> None:
+        """Close and delete the unfinished file."""
+        self._handle.close()
+        self.path.unlink(missing_ok=True)
+
+
+def new_output_path(directory: Path, suffix: str) -> Path:
+    """Return a fresh, unique, empty file path inside ``directory``.
+
+    :param directory: the work directory.
+    :param suffix: file name suffix, for readability of the work directory.
+    """
+    handle, name = tempfile.mkstemp(prefix=".ct-export-", suffix="." + suffix, dir=directory)
+    os.close(handle)
+    return Path(name)

@@ -1,0 +1,603 @@
+"""Parquet: one schema for every file of an event in one export, files kept under the size limit.
+
+Columns: ``ts`` (a timestamp, millisecond unit since Parquet has no seconds, in the account's local time
+as CleverTap sends it, without time zone),
+``eventName`` (string), then ``profile``, ``deviceInfo``, ``eventProps``, ``sessionProps`` (and any
+other top-level field) as struct columns whose fields are the keys seen in the export's records.
+Profile exports have the profile's own top-level keys as columns.
+
+Types are learned over every record of the export before the first file is written (records are
+spilled to per-day files in the work directory meanwhile), so all files share one schema even when
+keys differ between records:
+
+* booleans -> ``bool``; integers -> ``int64``; text -> ``string``;
+* floats, or integers mixed with floats -> ``double`` (when every integer is exact as a double);
+* lists -> ``list<item>`` and objects -> ``struct<...>``, recursively, when their items agree;
+* anything else -- a key whose values have different types in different records (text in one,
+  a number in another), integers beyond what the column type holds exactly, empty objects --
+  becomes a ``string`` column holding each value as compact JSON text (``"abc"`` with its quotes,
+  ``5``, ``true``, ``{"a":1}``), so ``json.loads`` gives back the value and its type. Such fields carry
+  the field metadata ``ct_airflow_provider.encoding = json``.
+
+A key absent from a record, or null, reads back as null. Files are compressed inside with a codec
+(``snappy`` by default) and written in row groups of bounded size. Each file stays within
+``max_file_bytes``: a row group is sized from the bytes earlier groups took, the file is closed
+before a group would pass the limit, and should a closed file still be over (an estimate missed),
+it is written again without its last row group, which starts the next file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
+
+from ct_airflow_provider.export.chunking import Delivery, too_small_error
+from ct_airflow_provider.export.errors import ExportConfigError, ExportDataError
+from ct_airflow_provider.export.files import digest_of_path
+from ct_airflow_provider.export.records import day_of
+
+#: Codecs a Parquet export may use inside its files.
+PARQUET_CODECS = ("snappy", "zstd", "gzip", "brotli", "lz4", "none")
+DEFAULT_PARQUET_CODEC = "snappy"
+
+JSON_ENCODING_METADATA = {b"ct_airflow_provider.encoding": b"json"}
+
+_NULL, _BOOL, _INT, _FLOAT, _STR, _LIST, _OBJECT, _OTHER = (1 << bit for bit in range(8))
+_KIND_BITS: dict[type, int] = {
+    type(None): _NULL,
+    bool: _BOOL,
+    int: _INT,
+    float: _FLOAT,
+    str: _STR,
+    list: _LIST,
+    dict: _OBJECT,
+}
+_EXACT_DOUBLE = 2**53
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_MAX_SIGNATURES = 512
+_FLAT_KINDS = frozenset({str, float, bool, type(None)})
+_SPILL_FLUSH_BYTES = 1 << 18
+
+# Row groups are read from the spill in blocks of at most this many bytes of JSON lines.
+_BLOCK_BYTES = 16 << 20
+# Compressed bytes per byte of JSON assumed before any row group was measured.
+_INITIAL_RATIO = 1.0
+_RATIO_MARGIN = 1.25
+
+
+class _Node:
+    """What one key (at one path) held across the export's records: value kinds and sub-keys."""
+
+    __slots__ = ("fields", "inexact_in_double", "item", "kinds", "outside_int64", "signatures")
+
+    def __init__(self) -> None:
+        self.kinds = 0
+        self.fields: dict[str, _Node] | None = None
+        self.item: _Node | None = None
+        self.inexact_in_double = False
+        self.outside_int64 = False
+        self.signatures: dict[tuple[Any, ...], tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {}
+
+    def merge(self, value: Any) -> None:
+        kind = type(value)
+        if kind is dict:
+            self.kinds |= _OBJECT
+            self.merge_object(value)
+        elif kind is list:
+            self.kinds |= _LIST
+            self.merge_list(value)
+        elif kind is int:
+            self.kinds |= _INT
+            if not -_EXACT_DOUBLE <= value <= _EXACT_DOUBLE:
+                self.big_int(value)
+        else:
+            self.kinds |= _KIND_BITS.get(kind, _OTHER)
+
+    def big_int(self, value: int) -> None:
+        self.inexact_in_double = True
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            self.outside_int64 = True
+
+    def merge_object(self, obj: dict[str, Any]) -> None:
+        # Records mostly repeat a few shapes (same keys, same value types): remember each shape so
+        # that a repeat only needs the checks that depend on values (big integers, nested values).
+        signature = (*obj, *map(type, obj.values()))
+        known = self.signatures.get(signature)
+        fields = self.fields
+        if known is None:
+            if fields is None:
+                fields = self.fields = {}
+            for key, value in obj.items():
+                node = fields.get(key)
+                if node is None:
+                    node = fields[key] = _Node()
+                node.merge(value)
+            if len(self.signatures) >= _MAX_SIGNATURES:
+                self.signatures.clear()
+            self.signatures[signature] = (
+                tuple(key for key, value in obj.items() if type(value) is int),
+                tuple(key for key, value in obj.items() if type(value) is dict),
+                tuple(key for key, value in obj.items() if type(value) is list),
+            )
+            return
+        assert fields is not None
+        int_keys, dict_keys, list_keys = known
+        for key in int_keys:
+            value = obj[key]
+            if value > _EXACT_DOUBLE or value < -_EXACT_DOUBLE:
+                fields[key].big_int(value)
+        for key in dict_keys:
+            fields[key].merge_object(obj[key])
+        for key in list_keys:
+            fields[key].merge_list(obj[key])
+
+    def merge_list(self, items: list[Any]) -> None:
+        item = self.item
+        if item is None:
+            item = self.item = _Node()
+        kinds = set(map(type, items))
+        if kinds <= _FLAT_KINDS:
+            for kind in kinds:
+                item.kinds |= _KIND_BITS[kind]
+            return
+        for value in items:
+            item.merge(value)
+
+    def is_json(self, final: bool) -> bool:
+        """Whether values are stored as JSON text; ``final`` once every record was seen.
+
+        Before the end the answer only ever turns from no to yes as records arrive (so values
+        can be encoded as the spill is written); the one exception, a key seen only with empty
+        objects, is settled at the end.
+        """
+        kinds = self.kinds & ~_NULL
+        if kinds in (0, _BOOL, _STR):
+            return False
+        if kinds == _INT:
+            return self.outside_int64
+        if kinds in (_FLOAT, _INT | _FLOAT):
+            return self.inexact_in_double
+        if kinds == _LIST:
+            return self.item is not None and (self.item.is_json(final) or self.item.holds_json(final))
+        if kinds == _OBJECT:
+            return final and not self.fields
+        return True
+
+    def holds_json(self, final: bool) -> bool:
+        """Whether some value inside (a struct field, at any depth) is stored as JSON text."""
+        if self.kinds & ~_NULL != _OBJECT or not self.fields:
+            return False
+        return any(child.is_json(final) or child.holds_json(final) for child in self.fields.values())
+
+    def json_paths(self, final: bool) -> dict[str, Any]:
+        """The keys below this object whose values are JSON text (``True``) or hold some (a subtree)."""
+        paths: dict[str, Any] = {}
+        for key, child in (self.fields or {}).items():
+            if child.is_json(final):
+                paths[key] = True
+            elif child.holds_json(final):
+                paths[key] = child.json_paths(final)
+        return paths
+
+    def arrow_type(self) -> tuple[pa.DataType, bool]:
+        """The column type for this node, and whether values are stored as JSON text."""
+        if self.is_json(final=True):
+            return pa.string(), True
+        kinds = self.kinds & ~_NULL
+        if kinds == _BOOL:
+            return pa.bool_(), False
+        if kinds == _INT:
+            return pa.int64(), False
+        if kinds in (_FLOAT, _INT | _FLOAT):
+            return pa.float64(), False
+        if kinds == _LIST and self.item is not None:
+            return pa.list_(self.item.arrow_type()[0]), False
+        if kinds == _OBJECT and self.fields:
+            return pa.struct([field_of(key, node) for key, node in self.fields.items()]), False
+        return pa.string(), False
+
+
+def field_of(name: str, node: _Node) -> pa.Field:
+    """The Arrow field of a key, marked when its values are JSON text."""
+    arrow_type, as_json = node.arrow_type()
+    return pa.field(name, arrow_type, nullable=True, metadata=JSON_ENCODING_METADATA if as_json else None)
+
+
+def _to_json_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _encoded(obj: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` with the values at ``paths`` as JSON text (copied where changed, never modified)."""
+    copy = None
+    for key, sub in paths.items():
+        value = obj.get(key)
+        if value is None:
+            continue
+        if sub is True:
+            new: Any = _to_json_text(value)
+        elif type(value) is dict:
+            new = _encoded(value, sub)
+            if new is value:
+                continue
+        else:
+            continue
+        if copy is None:
+            copy = dict(obj)
+        copy[key] = new
+    return obj if copy is None else copy
+
+
+def _decoded(obj: dict[str, Any], paths: dict[str, Any], loads: Any) -> dict[str, Any]:
+    """The inverse of :func:`_encoded` (modifies ``obj``, a record read back from the spill)."""
+    for key, sub in paths.items():
+        value = obj.get(key)
+        if value is None:
+            continue
+        if sub is True:
+            obj[key] = loads(value)
+        elif type(value) is dict:
+            _decoded(value, sub, loads)
+    return obj
+
+
+class _DaySpill:
+    __slots__ = ("buffer", "careful", "longest", "path", "records")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.buffer = bytearray()
+        self.records = 0
+        self.longest = 0
+        self.careful = False
+
+    def flush(self) -> None:
+        if self.buffer:
+            with open(self.path, "ab") as handle:
+                handle.write(self.buffer)
+            self.buffer = bytearray()
+
+
+class ParquetWriter:
+    """Spills records per day while learning the schema, then writes each day's Parquet files.
+
+    :param delivery: where finished files go.
+    :param spill_dir: a private directory for the spill files.
+    :param event_name: the event name for the ``eventName`` column, ``None`` for profile exports.
+    :param codec: the compression codec inside the files.
+    """
+
+    def __init__(self, delivery: Delivery, spill_dir: Path, event_name: str | None, codec: str) -> None:
+        if codec not in PARQUET_CODECS:
+            raise ExportConfigError(
+                f"Unknown Parquet codec {codec!r}; choose one of {', '.join(PARQUET_CODECS)}."
+            )
+        self.delivery = delivery
+        self.spill_dir = spill_dir
+        self.event_name = event_name
+        self.codec = codec
+        self._root = _Node()
+        self._days: dict[int, _DaySpill] = {}
+        self._encoded_paths: dict[str, Any] = {}
+        self._ratio: float | None = None
+        self._footer_per_group = 0.0
+        self._footer_base = 0
+
+    def add(self, day_numbers: list[int], records: list[dict[str, Any]]) -> None:
+        """Learn the types of one page of records and spill them.
+
+        :param day_numbers: ``yyyymmdd`` of each record.
+        :param records: the file records.
+        """
+        days = self._days
+        merge = self._root.merge_object
+        dumps = orjson.dumps
+        option = orjson.OPT_APPEND_NEWLINE
+        paths = self._encoded_paths
+        for day_number, record in zip(day_numbers, records, strict=True):
+            merge(record)
+            spill = days.get(day_number)
+            if spill is None:
+                day_of(day_number)
+                spill = days[day_number] = _DaySpill(self.spill_dir / f"{day_number}.jsonl")
+            if paths:
+                record = _encoded(record, paths)
+            try:
+                line = dumps(record, option=option)
+            except TypeError:
+                line = self._careful_line(record)
+                spill.careful = True
+            spill.buffer += line
+            spill.records += 1
+            if len(line) > spill.longest:
+                spill.longest = len(line)
+            if len(spill.buffer) >= _SPILL_FLUSH_BYTES:
+                spill.flush()
+        self._encode_spill(self._root.json_paths(final=False))
+
+    @staticmethod
+    def _careful_line(record: dict[str, Any]) -> bytes:
+        try:
+            text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ExportDataError(f"A record cannot be written to Parquet: {exc}.") from exc
+        return text.encode("utf-8") + b"\n"
+
+    def _encode_spill(self, paths: dict[str, Any]) -> None:
+        """Make every spilled record hold the values at ``paths`` as JSON text.
+
+        The Arrow JSON reader that turns the spill into Parquet needs one type per field, so a key
+        found to hold values of several types has its values stored as JSON text from then on, and
+        what was spilled before is rewritten once. Keys turn mixed early in an export (the first
+        pages show most shapes), so this costs little; it happens once per such key.
+        """
+        if paths == self._encoded_paths:
+            return
+        old = self._encoded_paths
+        for spill in self._days.values():
+            spill.flush()
+            if not spill.path.exists():
+                continue
+            loads = json.loads if spill.careful else orjson.loads
+            rewritten = spill.path.with_suffix(".rewrite")
+            longest = 0
+            careful = False
+            with open(spill.path, "rb") as source, open(rewritten, "wb") as target:
+                for line in source:
+                    record = _encoded(_decoded(loads(line), old, loads), paths)
+                    try:
+                        out = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+                    except TypeError:
+                        out = self._careful_line(record)
+                        careful = True
+                    target.write(out)
+                    longest = max(longest, len(out))
+            rewritten.replace(spill.path)
+            spill.longest = longest
+            spill.careful = careful
+        self._encoded_paths = paths
+
+    # Schema -----------------------------------------------------------------------------------
+
+    def _schemas(self) -> tuple[pa.Schema, pa.Schema]:
+        """The schema read from the spill (``ts`` as integer) and the schema of the files."""
+        fields = self._root.fields or {}
+        order = list(fields)
+        if self.event_name is not None:
+            preferred = ["ts", "profile", "deviceInfo", "eventProps", "sessionProps"]
+            order = [key for key in preferred if key in fields] + [
+                key for key in fields if key not in preferred
+            ]
+        raw_fields = []
+        for key in order:
+            if key == "ts" and self.event_name is not None:
+                raw_fields.append(pa.field("ts", pa.int64()))
+            else:
+                raw_fields.append(field_of(key, fields[key]))
+        raw = pa.schema(raw_fields)
+        if self.event_name is None:
+            return raw, raw
+        final_fields = [pa.field("ts", pa.timestamp("ms")), pa.field("eventName", pa.string())]
+        final_fields += [field for field in raw_fields if field.name != "ts"]
+        return raw, pa.schema(final_fields)
+
+    # Writing ----------------------------------------------------------------------------------
+
+    def finish(self) -> None:
+        """Write every day's files, in day order, from the spilled records."""
+        for spill in self._days.values():
+            spill.flush()
+        if not self._days:
+            return
+        self._encode_spill(self._root.json_paths(final=True))
+        raw_schema, schema = self._schemas()
+        self._footer_base = self._empty_file_size(schema)
+        leaves = sum(_leaf_count(field.type) for field in schema)
+        self._footer_per_group = 150.0 * leaves
+        for day_number in sorted(self._days):
+            spill = self._days[day_number]
+            _DayWriter(self, spill, day_number, raw_schema, schema).write()
+            spill.path.unlink(missing_ok=True)
+
+    def _empty_file_size(self, schema: pa.Schema) -> int:
+        buffer = io.BytesIO()
+        pq.write_table(schema.empty_table(), buffer, compression=self.codec)
+        return len(buffer.getvalue())
+
+    def footer_estimate(self, groups: int) -> int:
+        return int(self._footer_base + self._footer_per_group * groups * 1.2) + 1024
+
+    def ratio_estimate(self) -> float:
+        return (self._ratio if self._ratio is not None else _INITIAL_RATIO) * _RATIO_MARGIN
+
+    def learn(self, json_bytes: int, parquet_bytes: int, footer_bytes: int | None, groups: int) -> None:
+        if json_bytes > 0:
+            ratio = parquet_bytes / json_bytes
+            # Follow the data, but let a larger ratio take over at once: overshooting costs a rewrite.
+            self._ratio = (
+                ratio if self._ratio is None or ratio > self._ratio else 0.8 * self._ratio + 0.2 * ratio
+            )
+        if footer_bytes is not None and groups:
+            per_group = max(0.0, (footer_bytes - self._footer_base) / groups)
+            self._footer_per_group = max(per_group, 0.5 * self._footer_per_group)
+
+    def abort(self) -> None:
+        """Nothing to delete beyond the spill directory, which the driver removes."""
+
+
+def _leaf_count(arrow_type: pa.DataType) -> int:
+    if pa.types.is_struct(arrow_type):
+        return sum(_leaf_count(field.type) for field in arrow_type) or 1
+    if pa.types.is_list(arrow_type):
+        return _leaf_count(arrow_type.value_type)
+    return 1
+
+
+class _DayWriter:
+    """Writes the Parquet files of one day from its spill file."""
+
+    def __init__(
+        self,
+        owner: ParquetWriter,
+        spill: _DaySpill,
+        day_number: int,
+        raw_schema: pa.Schema,
+        schema: pa.Schema,
+    ) -> None:
+        self.owner = owner
+        self.spill = spill
+        self.day = day_of(day_number)
+        self.raw_schema = raw_schema
+        self.schema = schema
+        self.limit = owner.delivery.max_file_bytes
+        self.block_bytes = max(_BLOCK_BYTES, spill.longest)
+        self.read_options = pa_json.ReadOptions(block_size=max(1 << 20, 2 * spill.longest + 1))
+        self.parse_options = pa_json.ParseOptions(
+            explicit_schema=raw_schema, unexpected_field_behavior="error"
+        )
+
+    def write(self) -> None:
+        with open(self.spill.path, "rb") as handle:
+            self.handle = handle
+            self.size = handle.seek(0, io.SEEK_END)
+            self.offset = 0
+            index = 0
+            while self.offset < self.size:
+                self._write_file(index)
+                index += 1
+
+    # Reading the spill --------------------------------------------------------------------------
+
+    def _read(self, start: int, end: int) -> bytes:
+        self.handle.seek(start)
+        return self.handle.read(end - start)
+
+    def _take(self, budget: int, at_least_one: bool) -> tuple[int, int] | None:
+        """The byte range of whole lines from the current offset within ``budget`` bytes."""
+        start = self.offset
+        data = self._read(start, min(self.size, start + max(budget, 0)))
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            if not at_least_one:
+                return None
+            self.handle.seek(start)
+            line = self.handle.readline()
+            cut = len(line)
+        return start, start + cut
+
+    # Converting ---------------------------------------------------------------------------------
+
+    def _table(self, start: int, end: int) -> pa.Table:
+        data = self._read(start, end)
+        try:
+            raw = pa_json.read_json(
+                pa.BufferReader(data), read_options=self.read_options, parse_options=self.parse_options
+            )
+        except pa.ArrowInvalid as exc:  # the schema was learned from these very records
+            raise ExportDataError(
+                f"Records of {self.day} do not match the export's Parquet schema: {exc}."
+            ) from exc
+        if self.owner.event_name is None:
+            return raw
+        try:
+            stamps = pc.strptime(pc.cast(raw.column("ts"), pa.string()), format="%Y%m%d%H%M%S", unit="ms")
+        except pa.ArrowInvalid as exc:
+            raise ExportDataError(f"A record's ts is not a valid yyyyMMddHHmmss time: {exc}.") from exc
+        names = pa.array([self.owner.event_name] * raw.num_rows, pa.string())
+        columns = [stamps, names] + [
+            raw.column(field.name) for field in self.raw_schema if field.name != "ts"
+        ]
+        return pa.Table.from_arrays(columns, schema=self.schema)
+
+    # Files --------------------------------------------------------------------------------------
+
+    def _open(self, path: Path) -> tuple[Any, pq.ParquetWriter]:
+        sink = pa.OSFile(str(path), "wb")
+        writer = pq.ParquetWriter(sink, self.schema, compression=self.owner.codec)
+        return sink, writer
+
+    def _write_groups(self, path: Path, groups: list[tuple[int, int, int]]) -> int:
+        sink, writer = self._open(path)
+        try:
+            for start, end, _rows in groups:
+                writer.write_table(self._table(start, end))
+        finally:
+            writer.close()
+            sink.close()
+        return path.stat().st_size
+
+    def _write_file(self, index: int) -> None:
+        owner = self.owner
+        path = owner.delivery.new_path()
+        groups: list[tuple[int, int, int]] = []
+        sink, writer = self._open(path)
+        position = sink.tell()
+        try:
+            while self.offset < self.size:
+                room = self.limit - position - owner.footer_estimate(len(groups) + 1)
+                budget = min(self.block_bytes, int(room / owner.ratio_estimate()))
+                taken = self._take(budget, at_least_one=not groups)
+                if taken is None:
+                    break
+                start, end = taken
+                table = self._table(start, end)
+                writer.write_table(table)
+                after = sink.tell()
+                owner.learn(end - start, after - position, None, 0)
+                position = after
+                groups.append((start, end, table.num_rows))
+                del table
+                self.offset = end
+                if position + owner.footer_estimate(len(groups)) > self.limit:
+                    break
+        except BaseException:
+            writer.close()
+            sink.close()
+            path.unlink(missing_ok=True)
+            raise
+        writer.close()
+        sink.close()
+        size = path.stat().st_size
+        owner.learn(0, 0, size - position, len(groups))
+        while size > self.limit:
+            size = self._shrink(path, groups)
+        records = sum(rows for _start, _end, rows in groups)
+        digest = digest_of_path(path)
+        owner.delivery.deliver(path, digest, self.day, index, records)
+
+    def _shrink(self, path: Path, groups: list[tuple[int, int, int]]) -> int:
+        """Rewrite an over-size file without its last row group (or half of its only one)."""
+        start, end, rows = groups[-1]
+        if len(groups) > 1:
+            groups.pop()
+            self.offset = start
+        else:
+            data = self._read(start, end)
+            if rows <= 1:
+                path.unlink(missing_ok=True)
+                raise too_small_error(
+                    end - start, self.owner.footer_estimate(1), self.limit, "Parquet (as JSON text)"
+                )
+            middle = start + _nth_line_end(data, rows // 2)
+            groups[-1] = (start, middle, rows // 2)
+            self.offset = middle
+        return self._write_groups(path, groups)
+
+
+def _nth_line_end(data: bytes, count: int) -> int:
+    """Offset just after the ``count``-th newline of ``data``."""
+    position = -1
+    for _ in range(count):
+        position = data.index(b"\n", position + 1)
+    return position + 1

@@ -1,0 +1,149 @@
+"""Record shaping: an API event record becomes the record the export files hold.
+
+The API sends ``{"profile", "ts", "event_props", "session_props"}`` (and device fields when asked
+with ``app=true``); files carry the camelCase keys ``profile``, ``ts``, ``deviceInfo`` (when
+present), ``eventProps`` and ``sessionProps`` (when present), in that order, which is the order of
+the JSON sample of the product page. ``eventName`` is not repeated in JSON lines (the first line of a
+JSON file names the event); CSV, XML and Parquet add it as the second field after ``ts``.
+
+A key absent from the API record stays absent from the file record. Either spelling of a renamed
+key is accepted (``event_props`` or ``eventProps``). Device fields come from a top-level
+``deviceInfo`` (or ``device_info``) object, or -- as the API sends them with ``app=true`` -- from the
+profile: the profile keys in :data:`DEVICE_FIELDS` move from ``profile`` to ``deviceInfo`` (in the
+profile's order; a top-level ``deviceInfo`` wins for a key found in both). Any other top-level key is
+kept under its own name, after the known ones, so that no field is dropped. Profile records keep
+their own shape: they are written as the API sends them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+
+from ct_airflow_provider.export.errors import ExportDataError
+
+#: The file keys of an event record, in the order CSV, XML and Parquet put them.
+EVENT_FILE_KEYS = ("ts", "eventName", "profile", "deviceInfo", "eventProps", "sessionProps")
+
+#: API spelling -> file key, for the keys that are renamed or have two spellings.
+_ALIASES: dict[str, str] = {
+    "deviceInfo": "deviceInfo",
+    "device_info": "deviceInfo",
+    "eventProps": "eventProps",
+    "event_props": "eventProps",
+    "sessionProps": "sessionProps",
+    "session_props": "sessionProps",
+}
+#: Profile keys that describe the device rather than the user; they go to ``deviceInfo``.
+DEVICE_FIELDS = frozenset(
+    {"make", "model", "os_version", "app_version", "sdk_version", "browser", "browser_version", "device_type"}
+)
+
+_KNOWN = frozenset({"profile", "ts", *_ALIASES})
+_DEVICE_FIELDS = DEVICE_FIELDS
+_RESERVED_EXTRAS = frozenset({"eventName", "event_name"})
+_ABSENT: Any = object()
+
+# 14-digit yyyyMMddHHmmss.
+_TS_MIN = 10000101000000
+_TS_MAX = 99991231235959
+
+
+def shape_event(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the file record of one API event record (see the module documentation for the rules).
+
+    :param record: one element of the ``records`` list of an events page.
+    :raises ExportDataError: if the record has no ``ts``, names a key twice (``event_props`` and
+        ``eventProps``), or carries its own ``eventName``.
+    """
+    shaped: dict[str, Any] = {}
+    found = 1
+    device_from_profile = None
+    value = record.get("profile", _ABSENT)
+    if value is not _ABSENT:
+        if type(value) is dict and not _DEVICE_FIELDS.isdisjoint(value):
+            device_from_profile = {key: item for key, item in value.items() if key in _DEVICE_FIELDS}
+            value = value.copy()
+            for key in device_from_profile:
+                del value[key]
+        shaped["profile"] = value
+        found += 1
+    try:
+        shaped["ts"] = record["ts"]
+    except KeyError:
+        raise ExportDataError(f"An event record has no 'ts' (keys: {sorted(record)}).") from None
+    value = record.get("deviceInfo", _ABSENT)
+    if value is _ABSENT:
+        value = record.get("device_info", _ABSENT)
+    if value is not _ABSENT:
+        if device_from_profile is not None and type(value) is dict:
+            device_from_profile.update(value)
+            value = device_from_profile
+        shaped["deviceInfo"] = value
+        found += 1
+    elif device_from_profile is not None:
+        shaped["deviceInfo"] = device_from_profile
+    value = record.get("event_props", _ABSENT)
+    if value is _ABSENT:
+        value = record.get("eventProps", _ABSENT)
+    if value is not _ABSENT:
+        shaped["eventProps"] = value
+        found += 1
+    value = record.get("session_props", _ABSENT)
+    if value is _ABSENT:
+        value = record.get("sessionProps", _ABSENT)
+    if value is not _ABSENT:
+        shaped["sessionProps"] = value
+        found += 1
+    if len(record) != found:
+        _add_extras(record, shaped)
+    return shaped
+
+
+def _add_extras(record: Mapping[str, Any], shaped: dict[str, Any]) -> None:
+    seen_file_keys: set[str] = set()
+    for key, value in record.items():
+        if key in _KNOWN:
+            file_key = _ALIASES.get(key, key)
+            if file_key in seen_file_keys:
+                raise ExportDataError(
+                    f"An event record carries {file_key!r} under two spellings; keep only one of "
+                    f"{sorted(k for k, v in _ALIASES.items() if v == file_key)}."
+                )
+            seen_file_keys.add(file_key)
+        elif key in _RESERVED_EXTRAS:
+            raise ExportDataError(
+                f"An event record carries its own {key!r}; the export names the event itself, "
+                "so records must not repeat it."
+            )
+        else:
+            shaped[key] = value
+
+
+def check_ts(ts: object) -> int:
+    """Return ``ts`` if it is a 14-digit ``yyyyMMddHHmmss`` integer, else raise a clear error.
+
+    :param ts: the ``ts`` of an API record.
+    :raises ExportDataError: if ``ts`` is not such an integer.
+    """
+    if type(ts) is not int or not _TS_MIN <= ts <= _TS_MAX:
+        raise ExportDataError(
+            f"A record's ts must be a 14-digit integer yyyyMMddHHmmss (as the CleverTap API sends it), "
+            f"got {ts!r}."
+        )
+    return ts
+
+
+def day_of(day_number: int) -> date:
+    """Return the date of a ``yyyymmdd`` integer (the ``ts`` divided by 1,000,000).
+
+    :param day_number: ``yyyymmdd``.
+    :raises ExportDataError: if it is not a calendar day.
+    """
+    try:
+        return date(day_number // 10000, day_number // 100 % 100, day_number % 100)
+    except ValueError:
+        raise ExportDataError(
+            f"A record's ts starts with {day_number}, which is not a calendar day yyyymmdd."
+        ) from None

@@ -1,0 +1,344 @@
+"""The entry points: a stream of API pages in, size-bounded export files handed to a sink out.
+
+:func:`export_event` writes the records of one event; :func:`export_profiles` writes profile
+records. Both read the pages once, shape each record (:mod:`~ct_airflow_provider.export.records`),
+split records by the day of their ``ts`` and write each day's files in the chosen format, handing
+every finished file to the sink while the next one is written. Memory stays bounded whatever the
+number of records: JSON and XML stream straight into files; CSV and Parquet, which need every
+column (and type) before the first file, spill records to per-day files in ``work_dir`` first.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, Protocol
+
+from ct_airflow_provider.export.chunking import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_OPEN_DAYS,
+    Delivery,
+    StreamWriter,
+)
+from ct_airflow_provider.export.errors import ExportConfigError, ExportDataError, ExportError
+from ct_airflow_provider.export.files import DEFAULT_GZIP_LEVEL, ExportedFile
+from ct_airflow_provider.export.formats import json as json_format
+from ct_airflow_provider.export.formats import validate_format
+from ct_airflow_provider.export.formats.csv import CsvWriter
+from ct_airflow_provider.export.formats.parquet import DEFAULT_PARQUET_CODEC, PARQUET_CODECS, ParquetWriter
+from ct_airflow_provider.export.formats.xml import XmlEncoder
+from ct_airflow_provider.export.naming import PROFILES_NAME, ExportNaming, sanitize_event_name
+from ct_airflow_provider.export.records import check_ts, shape_event
+from ct_airflow_provider.export.sinks import Sink
+
+#: Smallest ``max_file_bytes`` accepted: below it no file could hold a record.
+MIN_MAX_FILE_BYTES = 1024
+
+_TS_MIN = 10000101000000
+_TS_MAX = 99991231235959
+
+
+class ExportedFiles(list[ExportedFile]):
+    """The files one export call wrote, in the order they were handed to the sink, with its counts.
+
+    A plain list of :class:`ExportedFile` for whoever only needs the files.
+
+    :param files: the finished files.
+    :param event_name: the event name, or ``profiles``.
+    :param records_received: records read from the pages.
+    :param records_kept: records that passed the ``keep`` filter (all of them without one); every
+        kept record is in exactly one file.
+    """
+
+    def __init__(
+        self, files: Iterable[ExportedFile], event_name: str, records_received: int, records_kept: int
+    ) -> None:
+        super().__init__(files)
+        self.event_name = event_name
+        self.records_received = records_received
+        self.records_kept = records_kept
+
+    @property
+    def records_written(self) -> int:
+        """Records across all files (equals :attr:`records_kept`)."""
+        return sum(file.records for file in self)
+
+    @property
+    def bytes_written(self) -> int:
+        """Bytes across all files."""
+        return sum(file.bytes for file in self)
+
+
+class _Writer(Protocol):
+    def add(self, day_numbers: list[int], records: list[dict[str, Any]]) -> None: ...
+
+    def finish(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Settings:
+    export_format: str
+    gzip_level: int | None
+    max_file_bytes: int
+    parquet_codec: str
+    work_dir: Path
+
+
+def _check_settings(
+    export_format: str,
+    compression: str | None,
+    max_file_bytes: int,
+    gzip_level: int,
+    parquet_codec: str,
+    work_dir: Path | str,
+    sink: Sink,
+    naming: ExportNaming,
+) -> _Settings:
+    export_format, compression = validate_format(export_format, compression)
+    if isinstance(gzip_level, bool) or not isinstance(gzip_level, int) or not 1 <= gzip_level <= 9:
+        raise ExportConfigError(f"gzip_level must be an integer from 1 to 9, got {gzip_level!r}.")
+    if parquet_codec not in PARQUET_CODECS:
+        raise ExportConfigError(
+            f"Unknown Parquet codec {parquet_codec!r}; choose one of {', '.join(PARQUET_CODECS)}."
+        )
+    if isinstance(max_file_bytes, bool) or not isinstance(max_file_bytes, int):
+        raise ExportConfigError(f"max_file_bytes must be an integer number of bytes, got {max_file_bytes!r}.")
+    if max_file_bytes < MIN_MAX_FILE_BYTES:
+        raise ExportConfigError(
+            f"max_file_bytes={max_file_bytes} is too small for any file to hold a record; "
+            f"use at least {MIN_MAX_FILE_BYTES} (CleverTap uses {DEFAULT_MAX_FILE_BYTES})."
+        )
+    if not isinstance(naming, ExportNaming):
+        raise ExportConfigError(f"naming must be an ExportNaming, got {type(naming).__name__}.")
+    if not callable(getattr(sink, "submit", None)):
+        raise ExportConfigError(
+            f"sink must have a submit(local_path, file) method; {type(sink).__name__} has none."
+        )
+    directory = Path(work_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ExportConfigError(f"The work directory {directory} cannot be created: {exc}.") from exc
+    return _Settings(
+        export_format,
+        gzip_level if compression is not None else None,
+        max_file_bytes,
+        parquet_codec,
+        directory,
+    )
+
+
+def _writer(
+    settings: _Settings,
+    delivery: Delivery,
+    spill_dir: Path,
+    title: str,
+    event_name: str | None,
+    max_open_days: int = DEFAULT_MAX_OPEN_DAYS,
+) -> _Writer:
+    if settings.export_format == "json":
+        return StreamWriter(
+            delivery, json_format.title_line(title), b"", json_format.encode_line, max_open_days
+        )
+    if settings.export_format == "xml":
+        encoder = XmlEncoder(event_name)
+        return StreamWriter(delivery, encoder.header, encoder.footer, encoder.encode, max_open_days)
+    if settings.export_format == "csv":
+        return CsvWriter(delivery, spill_dir, event_name)
+    return ParquetWriter(delivery, spill_dir, event_name, settings.parquet_codec)
+
+
+def _run(writer: _Writer, batches: Iterable[tuple[list[int], list[dict[str, Any]]]]) -> None:
+    try:
+        for day_numbers, records in batches:
+            if records:
+                writer.add(day_numbers, records)
+        writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def export_event(
+    pages: Iterable[list[dict[str, Any]]],
+    *,
+    event_name: str,
+    naming: ExportNaming,
+    export_format: str,
+    sink: Sink,
+    work_dir: Path | str,
+    compression: str | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    keep: Callable[[int], bool] | None = None,
+    gzip_level: int = DEFAULT_GZIP_LEVEL,
+    parquet_codec: str = DEFAULT_PARQUET_CODEC,
+    max_open_days: int = DEFAULT_MAX_OPEN_DAYS,
+) -> ExportedFiles:
+    """Write the records of one event as export files, split per day and per ``max_file_bytes``.
+
+    :param pages: pages of API event records (``records`` of each events page), in any ts order.
+    :param event_name: the event name as CleverTap reports it.
+    :param naming: request id, run timestamp, database id and prefix of the object names.
+    :param export_format: ``json``, ``csv``, ``xml`` or ``parquet``.
+    :param sink: receives each finished file (not closed here: the caller closes it after the
+        last export of the run, then writes the manifest).
+    :param work_dir: where files are written before the sink takes them, and spill files live.
+    :param compression: ``"gzip"`` for ``.gz`` JSON, CSV or XML files, or ``None``.
+    :param max_file_bytes: size limit of each file (default 100 MiB).
+    :param keep: optional predicate on a record's ``ts`` (``yyyyMMddHHmmss`` integer); records for
+        which it is false are not exported (counted in ``records_received`` only).
+    :param gzip_level: gzip level 1-9 when ``compression`` is ``"gzip"``.
+    :param parquet_codec: codec inside Parquet files: ``snappy`` (default), ``zstd``, ``gzip``,
+        ``brotli``, ``lz4`` or ``none``.
+    :param max_open_days: how many days' files may be open at once for JSON and XML.
+    :raises ExportConfigError: for settings that cannot work, before any page is read.
+    :raises ExportDataError: for a record that cannot be exported (no valid ``ts``, too big for
+        ``max_file_bytes``, ...); files already handed to the sink stay with it.
+    """
+    settings = _check_settings(
+        export_format, compression, max_file_bytes, gzip_level, parquet_codec, work_dir, sink, naming
+    )
+    if isinstance(max_open_days, bool) or not isinstance(max_open_days, int) or max_open_days < 1:
+        raise ExportConfigError(f"max_open_days must be an integer of at least 1, got {max_open_days!r}.")
+    sanitize_event_name(event_name)
+    if settings.export_format == "json":
+        json_format.title_line(event_name)
+    # Fail now rather than at the first file if the names would be too long.
+    naming.event_object_name(event_name, date(2000, 1, 1), 0, "json.gz")
+    delivery = Delivery(
+        naming,
+        event_name,
+        settings.export_format,
+        settings.gzip_level,
+        max_file_bytes,
+        sink,
+        settings.work_dir,
+    )
+    counts = [0, 0]
+
+    def batches() -> Iterable[tuple[list[int], list[dict[str, Any]]]]:
+        for page in pages:
+            day_numbers: list[int] = []
+            records: list[dict[str, Any]] = []
+            for record in page:
+                try:
+                    ts = record["ts"]
+                except (KeyError, TypeError, IndexError):
+                    raise ExportDataError(
+                        f"An events page holds a record without 'ts': {_describe(record)}."
+                    ) from None
+                if type(ts) is not int or not _TS_MIN <= ts <= _TS_MAX:
+                    check_ts(ts)
+                if keep is not None and not keep(ts):
+                    continue
+                day_numbers.append(ts // 1_000_000)
+                records.append(shape_event(record))
+            counts[0] += len(page)
+            counts[1] += len(records)
+            yield day_numbers, records
+
+    with _spill_area(settings.work_dir) as spill_dir:
+        writer = _writer(settings, delivery, spill_dir, event_name, event_name, max_open_days)
+        _run(writer, batches())
+    return _result(event_name, delivery, counts[0], counts[1])
+
+
+def export_profiles(
+    pages: Iterable[list[dict[str, Any]]],
+    *,
+    day: date,
+    naming: ExportNaming,
+    export_format: str,
+    sink: Sink,
+    work_dir: Path | str,
+    compression: str | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    gzip_level: int = DEFAULT_GZIP_LEVEL,
+    parquet_codec: str = DEFAULT_PARQUET_CODEC,
+) -> ExportedFiles:
+    """Write profile records as export files named with ``profiles`` for the event name.
+
+    Profiles have no ``ts`` of their own, so every file of the export carries one day in its
+    name: ``day``, which the caller sets to the last day of the export window (the day the
+    profiles were read for). Records keep the API's own profile shape.
+
+    :param pages: pages of API profile records.
+    :param day: the day in the file names (the export window's last day).
+    :param naming: request id, run timestamp, database id and prefix of the object names.
+    :param export_format: ``json``, ``csv``, ``xml`` or ``parquet``.
+    :param sink: receives each finished file (not closed here).
+    :param work_dir: where files are written before the sink takes them.
+    :param compression: ``"gzip"`` or ``None``.
+    :param max_file_bytes: size limit of each file.
+    :param gzip_level: gzip level 1-9 when gzipped.
+    :param parquet_codec: codec inside Parquet files.
+    :raises ExportConfigError: for settings that cannot work.
+    :raises ExportDataError: for a record that is not a JSON object or does not fit in a file.
+    """
+    settings = _check_settings(
+        export_format, compression, max_file_bytes, gzip_level, parquet_codec, work_dir, sink, naming
+    )
+    if not isinstance(day, date):
+        raise ExportConfigError(f"day must be a datetime.date (the export window's last day), got {day!r}.")
+    day_number = day.year * 10000 + day.month * 100 + day.day
+    delivery = Delivery(
+        naming,
+        PROFILES_NAME,
+        settings.export_format,
+        settings.gzip_level,
+        max_file_bytes,
+        sink,
+        settings.work_dir,
+        profiles=True,
+    )
+    counts = [0, 0]
+
+    def batches() -> Iterable[tuple[list[int], list[dict[str, Any]]]]:
+        for page in pages:
+            records = list(page)
+            for record in records:
+                if not isinstance(record, dict):
+                    raise ExportDataError(
+                        f"A profiles page holds something else than an object: {_describe(record)}."
+                    )
+            counts[0] += len(records)
+            counts[1] += len(records)
+            yield [day_number] * len(records), records
+
+    with _spill_area(settings.work_dir) as spill_dir:
+        writer = _writer(settings, delivery, spill_dir, PROFILES_NAME, None)
+        _run(writer, batches())
+    return _result(PROFILES_NAME, delivery, counts[0], counts[1])
+
+
+def _result(event_name: str, delivery: Delivery, received: int, kept: int) -> ExportedFiles:
+    result = ExportedFiles(delivery.files, event_name, received, kept)
+    if result.records_written != kept:
+        raise ExportError(
+            f"Export of {event_name!r} kept {kept} records but its files hold {result.records_written}; "
+            "this is a bug: please report it with the event's record count."
+        )
+    return result
+
+
+def _describe(record: object) -> str:
+    if isinstance(record, Mapping):
+        return f"an object with keys {sorted(map(str, record))[:10]}"
+    return f"a {type(record).__name__}"
+
+
+@contextmanager
+def _spill_area(work_dir: Path) -> Iterator[Path]:
+    """A private directory under the work directory, removed afterwards whatever happens."""
+    path = Path(tempfile.mkdtemp(prefix=".ct-spill-", dir=work_dir))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

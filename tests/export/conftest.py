@@ -1,0 +1,38 @@
+"""A helper to run an export of one event into a folder."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ct_airflow_provider.export import ExportedFiles, LocalFolderSink, export_event
+from tests.export.sample_records import NAMING, pages_of
+
+Exporter = Callable[..., tuple[ExportedFiles, Path]]
+
+
+@pytest.fixture
+def run_export(tmp_path: Path) -> Exporter:
+    """Export records of one event into ``tmp_path/out``; returns the files and that folder."""
+
+    def run(
+        records: list[dict[str, Any]], export_format: str, *, event_name: str = "Charged", **options: Any
+    ) -> tuple[ExportedFiles, Path]:
+        out = tmp_path / f"out-{export_format}-{options.get('compression')}"
+        sink = LocalFolderSink(out)
+        files = export_event(
+            pages_of(records),
+            event_name=event_name,
+            naming=options.pop("naming", NAMING),
+            export_format=export_format,
+            sink=sink,
+            work_dir=tmp_path / "work",
+            **options,
+        )
+        sink.close()
+        return files, out
+
+    return run
