@@ -91,7 +91,11 @@ def test_csv_rows_match_the_records_under_one_header(run_export: Exporter, compr
     assert len(headers) == 1
     header = list(headers.pop())
     assert header[:2] == ["ts", "eventName"]
-    assert header.index("profile.identity") < header.index("eventProps.Amount") < header.index("sessionProps.utm_source")
+    assert (
+        header.index("profile.identity")
+        < header.index("eventProps.Amount")
+        < header.index("sessionProps.utm_source")
+    )
     # Every key of every record has its column.
     for record in map(expected_record, records):
         for section in ("profile", "deviceInfo", "eventProps", "sessionProps"):
@@ -133,7 +137,11 @@ def test_parquet_rows_match_the_records_with_one_schema(run_export: Exporter) ->
             assert row["eventName"] == EVENT
             for field in schema:
                 if field.name not in ("ts", "eventName"):
-                    assert parquet_matches(row[field.name], record.get(field.name), field), (field.name, row, record)
+                    assert parquet_matches(row[field.name], record.get(field.name), field), (
+                        field.name,
+                        row,
+                        record,
+                    )
     assert len(schemas) == 1
     assert schema.field("ts").type == pa.timestamp("ms")
     assert schema.names[:2] == ["ts", "eventName"]
