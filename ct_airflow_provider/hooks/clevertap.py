@@ -14,6 +14,7 @@ requests per account, 401 for a wrong region as well as for wrong credentials).
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -170,6 +171,40 @@ def _account_semaphore(account_id: str) -> threading.BoundedSemaphore:
         if semaphore is None:
             semaphore = _account_semaphores[account_id] = threading.BoundedSemaphore(MAX_CONCURRENT_REQUESTS)
         return semaphore
+
+
+# -- parsing ------------------------------------------------------------------------------------
+
+#: Bodies at least this large are parsed with the cyclic garbage collector paused.
+_GC_PAUSE_MIN_BYTES = 64 * 1024
+_gc_pause_lock = threading.Lock()
+_gc_pause_depth = 0
+_gc_enabled_before_pause = False
+
+
+def _parse_json(data: bytes) -> Any:
+    """``orjson.loads``, with the cyclic GC paused for big bodies.
+
+    A page of 5,000 records allocates some 150,000 dicts and lists; each 700 allocations trigger a
+    collection that walks them all again, which doubles the parse time. Parsed JSON cannot hold
+    reference cycles, so there is nothing for the collector to find. The pause is process-wide
+    but nested safely across threads, and lasts one parse (milliseconds).
+    """
+    global _gc_pause_depth, _gc_enabled_before_pause
+    if len(data) < _GC_PAUSE_MIN_BYTES:
+        return orjson.loads(data)
+    with _gc_pause_lock:
+        if _gc_pause_depth == 0:
+            _gc_enabled_before_pause = gc.isenabled()
+            gc.disable()
+        _gc_pause_depth += 1
+    try:
+        return orjson.loads(data)
+    finally:
+        with _gc_pause_lock:
+            _gc_pause_depth -= 1
+            if _gc_pause_depth == 0 and _gc_enabled_before_pause:
+                gc.enable()
 
 
 # -- the HTTP client ----------------------------------------------------------------------------
@@ -525,7 +560,7 @@ class CleverTapClient:
         if status == 401:
             raise self._auth_error()
         try:
-            payload = orjson.loads(data)
+            payload = _parse_json(data)
         except orjson.JSONDecodeError:
             if status == 200:
                 raise _Retryable("HTTP 200 whose body is not JSON (cut short?)", _SERVER_REMEDY) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import logging
 import socket
@@ -454,3 +455,29 @@ def test_never_more_than_three_requests_at_once_across_hooks_and_threads(
     assert clevertap_simulator.stats.concurrency_rejections == 0
     for event in events:
         assert results[event] == list(clevertap_simulator.truth.events(event, day))
+
+
+def test_garbage_collector_state_is_restored_after_parsing_pages(
+    make_hook: MakeHook, clevertap_simulator: SimulatorServer
+) -> None:
+    # The hook pauses the cyclic GC while parsing big pages; it must always switch it back,
+    # including when pages are parsed in several threads at once, and leave it off if it was off.
+    day = yesterday(clevertap_simulator)
+    assert gc.isenabled()
+    threads = [
+        threading.Thread(
+            target=lambda: list(make_hook(batch_size=5000).iter_events("App Launched", day, day))
+        )
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert list(make_hook(batch_size=5000).iter_events("App Launched", day, day))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
