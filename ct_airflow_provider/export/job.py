@@ -22,17 +22,18 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ct_airflow_provider.export.manifest import build_manifest
-from ct_airflow_provider.export.naming import ExportNaming, manifest_object_name
+from ct_airflow_provider.export.files import ExportedFile
+from ct_airflow_provider.export.manifest import MANIFEST_CONTENT_TYPE, build_manifest
+from ct_airflow_provider.export.naming import ExportNaming
 from ct_airflow_provider.export.profiles import ProfileDeduplicator
 from ct_airflow_provider.export.sinks import UploadingSink
 from ct_airflow_provider.export.windows import ExportWindow
-from ct_airflow_provider.export.writer import ExportedFile, export_event, export_profiles
+from ct_airflow_provider.export.writer import export_event, export_profiles
 
 Pages = Iterator[list[dict[str, Any]]]
 
@@ -182,7 +183,7 @@ class ExportRun:
         self.max_in_flight = max_in_flight
         naming = spec.naming
         self.prefix = naming.run_prefix()
-        self.manifest_object = manifest_object_name(naming)
+        self.manifest_object = naming.manifest_object_name()
         self.result = ExportResult(
             request_id=naming.request_id,
             run_timestamp=naming.run_timestamp,
@@ -204,8 +205,9 @@ class ExportRun:
         with self._scratch() as scratch, self._sink() as sink:
             self._begin()
             for event_name in event_names:
-                pages = source.iter_event_pages(event_name, window.first_day, window.last_day)
                 try:
+                    # The source may start the export (and be refused) when called, or on the first page.
+                    pages = source.iter_event_pages(event_name, window.first_day, window.last_day)
                     files = export_event(
                         progress.pages(pages, event_name),
                         event_name=event_name,
@@ -225,7 +227,9 @@ class ExportRun:
                 self.result.files.extend(files)
         return self._finish(progress)
 
-    def profiles(self, source: RecordSource, event_names: Sequence[str], *, skippable: tuple[type[Exception], ...] = ()) -> ExportResult:
+    def profiles(
+        self, source: RecordSource, event_names: Sequence[str], *, skippable: tuple[type[Exception], ...] = ()
+    ) -> ExportResult:
         """Export every profile active in the window (that did any of ``event_names``), each once."""
         progress = _Progress(self.log, f"Profile export {self.spec.naming.request_id}")
         window = self.spec.window
@@ -237,7 +241,8 @@ class ExportRun:
                     try:
                         unique.add_pages(
                             progress.pages(
-                                source.iter_profile_pages(event_name, window.first_day, window.last_day), event_name
+                                source.iter_profile_pages(event_name, window.first_day, window.last_day),
+                                event_name,
                             )
                         )
                     except skippable as error:
@@ -283,9 +288,10 @@ class ExportRun:
             files=self.result.files,
             export_format=self.spec.export_format,
             window=self.spec.window.describe(),
+            compression=self.spec.compression,
             skipped_events=self.result.skipped_events,
         )
-        self.bucket.upload_bytes(manifest, self.manifest_object, "application/json")
+        self.bucket.upload_bytes(manifest, self.manifest_object, MANIFEST_CONTENT_TYPE)
         elapsed = max(time.monotonic() - progress.started, 1e-9)
         self.log.info(
             "Export %s complete: %d records in %d files (%.1f MB) in %.1f s (%.0f records/s); manifest gs://%s/%s",
@@ -318,6 +324,3 @@ class _Scratch:
     def __exit__(self, *exc: object) -> None:
         if self.path is not None:
             shutil.rmtree(self.path, ignore_errors=True)
-
-
-KeepFilter = Callable[[int], bool]

@@ -143,7 +143,11 @@ class _CleverTapToGCSBase(BaseOperator):
         ti = context["ti"]
         dag_run = context["dag_run"]
         # Both derive from the DAG run, so a retry or a cleared task writes the same object names.
-        request_id = str(self.request_id) if self.request_id else _derived_request_id(ti.dag_id, ti.task_id, ti.map_index)
+        request_id = (
+            str(self.request_id)
+            if self.request_id
+            else _derived_request_id(ti.dag_id, ti.task_id, ti.map_index)
+        )
         moment = dag_run.logical_date or dag_run.run_after
         return ExportNaming(
             request_id=request_id,
@@ -155,13 +159,13 @@ class _CleverTapToGCSBase(BaseOperator):
     def _run(self, context: Context) -> tuple[ExportRun, CleverTapHook]:
         clevertap = CleverTapHook(clevertap_conn_id=self.clevertap_conn_id)
         bucket = get_bucket_hook(self.gcs_conn_id)
-        validate_format(self.export_format, self.compression)
+        export_format, compression = validate_format(self.export_format, self.compression)
         window = self._window(context, clevertap)
         spec = ExportSpec(
             naming=self._naming(context),
             window=window,
-            export_format=self.export_format,
-            compression=self.compression,
+            export_format=export_format,
+            compression=compression,
             max_file_bytes=self.max_file_bytes,
         )
         self.log.info(
@@ -194,5 +198,7 @@ def _is_template(value: object) -> bool:
 
 def _derived_request_id(dag_id: str, task_id: str, map_index: int | None) -> str:
     """A 10-digit id (CleverTap's are epoch-second sized) stable for one task, distinct between tasks."""
-    digest = hashlib.sha256(f"{dag_id}\x00{task_id}\x00{map_index if map_index not in (None, -1) else ''}".encode())
+    digest = hashlib.sha256(
+        f"{dag_id}\x00{task_id}\x00{map_index if map_index not in (None, -1) else ''}".encode()
+    )
     return str(int.from_bytes(digest.digest()[:8], "big") % 9_000_000_000 + 1_000_000_000)

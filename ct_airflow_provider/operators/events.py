@@ -58,7 +58,11 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
     ) -> None:
         self.events = events
         super().__init__(
-            from_date=from_date, to_date=to_date, export_format=export_format, max_file_bytes=max_file_bytes, **kwargs
+            from_date=from_date,
+            to_date=to_date,
+            export_format=export_format,
+            max_file_bytes=max_file_bytes,
+            **kwargs,
         )
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -84,5 +88,7 @@ def _event_list(events: list[str] | str | None) -> list[str]:
     else:
         names = [str(name) for name in events]
     if any(not name for name in names):
-        raise ValueError(f"events={events!r} holds an empty event name: list the names as CleverTap shows them.")
+        raise ValueError(
+            f"events={events!r} holds an empty event name: list the names as CleverTap shows them."
+        )
     return list(dict.fromkeys(names))
