@@ -56,7 +56,7 @@ test-fast: env
 	$(BIN)/pytest -q -m "not slow"
 
 demo: env
-	$(BIN)/python -m ct_airflow_provider.testing.demo
+	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m ct_airflow_provider.testing.demo
 
 bench: env
 	$(BIN)/python bench/run_all.py

@@ -207,8 +207,11 @@ class CleverTapGCSHook(GCSHook):
         return bytes(self.download(bucket_name=self.bucket_name, object_name=object_name))
 
     def delete_object(self, object_name: str) -> None:
-        """Delete one object; an object already gone is not an error."""
-        self.delete(bucket_name=self.bucket_name, object_name=object_name, ignore_error=True)
+        """Delete one object; an object already gone is not an error (and not worth a warning)."""
+        try:
+            self.get_conn().bucket(self.bucket_name).blob(object_name).delete()
+        except google_errors.NotFound:
+            pass
 
     def uri(self, object_name: str) -> str:
         """The ``gs://`` URI of an object in this bucket."""
