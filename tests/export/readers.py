@@ -151,11 +151,8 @@ def xml_nodes(tag: str, value: Any, map_form: bool) -> list[Node]:
         out: list[Node] = []
         for item in value:
             if isinstance(item, list):
-                out.append(
-                    (tag, [n for sub in item for n in xml_nodes("item", sub, map_form)])
-                    if item
-                    else (tag, "")
-                )
+                # A list inside a list: one element holding an <item> per sub-item.
+                out.append((tag, xml_nodes("item", item, map_form)) if item else (tag, ""))
             else:
                 out.extend(xml_nodes(tag, item, map_form))
         return out

@@ -239,16 +239,17 @@ def _encoded(obj: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
     return obj if copy is None else copy
 
 
-def _decoded(obj: dict[str, Any], paths: dict[str, Any], loads: Any) -> dict[str, Any]:
+def _decoded(obj: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
     """The inverse of :func:`_encoded` (modifies ``obj``, a record read back from the spill)."""
     for key, sub in paths.items():
         value = obj.get(key)
         if value is None:
             continue
         if sub is True:
-            obj[key] = loads(value)
+            # The standard library keeps integers of any size exact; these values are rare.
+            obj[key] = json.loads(value)
         elif type(value) is dict:
-            _decoded(value, sub, loads)
+            _decoded(value, sub)
     return obj
 
 
@@ -355,7 +356,7 @@ class ParquetWriter:
             careful = False
             with open(spill.path, "rb") as source, open(rewritten, "wb") as target:
                 for line in source:
-                    record = _encoded(_decoded(loads(line), old, loads), paths)
+                    record = _encoded(_decoded(loads(line), old), paths)
                     try:
                         out = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
                     except TypeError:
