@@ -65,6 +65,33 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
             **kwargs,
         )
 
+    @staticmethod
+    def slices(events: list[str], from_date: str | dt.date, to_date: str | dt.date) -> list[dict[str, Any]]:
+        """Split a once-only export into one slice per event and day, for ``.expand_kwargs()``.
+
+        Each slice runs as its own mapped task instance (on any executor, in parallel, retried on its
+        own) and is a complete export with its own request id and manifest. Give the mapped task
+        ``pool="clevertap_api"`` (3 slots) so the whole deployment stays within CleverTap's limit of 3
+        concurrent requests::
+
+            CleverTapEventsToGCSOperator.partial(task_id="export", pool="clevertap_api").expand_kwargs(
+                CleverTapEventsToGCSOperator.slices(["Charged", "App Launched"], "2024-01-01", "2024-01-07")
+            )
+
+        :param events: the event names.
+        :param from_date: first day (inclusive).
+        :param to_date: last day (inclusive).
+        """
+        first, last = _as_date(from_date), _as_date(to_date)
+        if first > last:
+            raise ValueError(f"from_date {first} is after to_date {last}.")
+        days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+        return [
+            {"events": [event], "from_date": day.isoformat(), "to_date": day.isoformat()}
+            for event in _event_list(events)
+            for day in days
+        ]
+
     def execute(self, context: Context) -> dict[str, Any]:
         run, clevertap = self._run(context)
         selected = _event_list(self.events)
@@ -77,6 +104,10 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
             self.log.info("All user events: %d event names listed by CleverTap", len(names))
         self._result = run.events(clevertap, names, skippable=skippable)
         return self._result.summary()
+
+
+def _as_date(value: str | dt.date) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
 
 
 def _event_list(events: list[str] | str | None) -> list[str]:

@@ -288,3 +288,27 @@ def test_retry_after_a_failed_upload_leaves_exactly_the_right_objects(
             for r in _read_records(stack, f["object_name"])
         ]
         assert Counter(int(r["ts"]) for r in records) == _truth_ts(simulator, event, day)
+
+
+def test_event_day_slices_run_as_mapped_tasks(stack: GCSTestStack, simulator: SimulatorServer) -> None:
+    last = _yesterday(simulator)
+    first = last - dt.timedelta(days=1)
+    events = ["Charged", "Product Viewed"]
+    slices = CleverTapEventsToGCSOperator.slices(events, first.isoformat(), last.isoformat())
+    assert len(slices) == 4
+    with DAG(dag_id="e2e_sliced", schedule=None, catchup=False) as dag:
+        CleverTapEventsToGCSOperator.partial(task_id="export", export_format="json").expand_kwargs(slices)
+    assert run_dag(dag).state == "success"
+    objects = stack.list_objects(BUCKET)
+    manifests = [orjson.loads(stack.read_object(BUCKET, n)) for n in objects if n.endswith("manifest.json")]
+    assert len(manifests) == 4 and len({m["request_id"] for m in manifests}) == 4
+    for event in events:
+        for day in (first, last):
+            files = [
+                f["object_name"]
+                for m in manifests
+                for f in m["files"]
+                if f["event_name"] == event and f["day"] == day.strftime("%Y%m%d")
+            ]
+            records = [r for name in files for r in _read_records(stack, name)]
+            assert Counter(int(r["ts"]) for r in records) == _truth_ts(simulator, event, day)
