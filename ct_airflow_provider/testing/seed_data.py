@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
@@ -281,7 +281,12 @@ class SeedData:
         if days < 0:
             raise ValueError(f"days must be 0 or more, got {days}")
         self.seed = seed
-        self.zone = ZoneInfo(timezone)
+        try:
+            self.zone = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {timezone!r}: use an IANA name such as Asia/Kolkata or America/New_York"
+            ) from None
         self.timezone = timezone
         self.events_per_day = events_per_day
         self.population = population

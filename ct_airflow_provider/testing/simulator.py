@@ -974,7 +974,14 @@ def main(argv: list[str] | None = None) -> int:
             page_cache_bytes=args.page_cache_mb << 20,
             verbose=args.verbose,
         )
-    except (OSError, ValueError, KeyError) as error:
+    except OSError as error:
+        print(
+            f"Cannot listen on {args.host}:{args.port} ({error.strerror or error}): pick another --port, "
+            "or --port 0 for any free one.",
+            file=sys.stderr,
+        )
+        return 2
+    except ValueError as error:
         print(f"Cannot start the simulator: {error}", file=sys.stderr)
         return 2
     server.faults.random_rate = args.random_fault_rate

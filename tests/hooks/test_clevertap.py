@@ -306,8 +306,8 @@ def test_connections_are_kept_alive(make_hook: MakeHook, clevertap_simulator: Si
 def test_transient_fault_is_retried_without_loss_or_duplicate(
     make_hook: MakeHook, clevertap_simulator: SimulatorServer, fault: Fault
 ) -> None:
-    clevertap_simulator.faults.slow_seconds = 0.5
-    hook = make_hook(batch_size=40, read_timeout=0.2)
+    clevertap_simulator.faults.slow_seconds = 0.8
+    hook = make_hook(batch_size=40, read_timeout=0.3)
     day = yesterday(clevertap_simulator)
     clevertap_simulator.faults.queue(fault)  # hits the POST that starts the export
     pages = hook.iter_event_pages("Product Viewed", day, day)
@@ -411,8 +411,8 @@ def test_secrets_stay_out_of_logs_errors_and_reprs(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     passcode = clevertap_simulator.passcode
-    hook = make_hook(batch_size=50, read_timeout=0.2)
-    clevertap_simulator.faults.slow_seconds = 0.4
+    hook = make_hook(batch_size=50, read_timeout=0.3)
+    clevertap_simulator.faults.slow_seconds = 0.8
     clevertap_simulator.faults.queue(*Fault)
     day = yesterday(clevertap_simulator)
     list(hook.iter_events("Charged", day, day))
@@ -432,7 +432,7 @@ def test_never_more_than_three_requests_at_once_across_hooks_and_threads(
     make_hook: MakeHook, clevertap_simulator: SimulatorServer
 ) -> None:
     # Each answer takes a while, so requests pile up unless the cap holds them back.
-    clevertap_simulator.faults.response_delay_seconds = 0.02
+    clevertap_simulator.faults.response_delay_seconds = 0.05
     day = yesterday(clevertap_simulator)
     events = clevertap_simulator.truth.exportable_event_names()
     hooks = [make_hook(batch_size=60), make_hook(batch_size=60)]

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -325,12 +326,14 @@ def test_counts_are_polled_until_ready(api: Api) -> None:
 
 def test_more_than_three_concurrent_reads_answer_429(api: Api) -> None:
     server = api.server
-    server.faults.response_delay_seconds = 0.5
+    server.faults.response_delay_seconds = 1.5
     day = _yesterday(server)
     statuses: list[int] = []
     lock = threading.Lock()
+    all_ready = threading.Barrier(5)
 
     def one_request() -> None:
+        all_ready.wait()  # five requests leave together, well within the first three's 1.5 s
         answer = api.post("/1/events.json", {"event_name": "Charged", "from": _ymd(day), "to": _ymd(day)})
         with lock:
             statuses.append(answer.status)
@@ -505,3 +508,23 @@ def test_command_line_prints_url_and_credentials_and_stops_on_sigterm(
     assert "AIRFLOW_CONN_CLEVERTAP_DEFAULT=" in printed["connection"]
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=10) == 0
+
+
+def test_command_line_explains_a_busy_port() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "ct_airflow_provider.testing.simulator", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert f"Cannot listen on 127.0.0.1:{port}" in result.stderr and "--port 0" in result.stderr
+
+
+def test_unknown_time_zone_is_named() -> None:
+    with pytest.raises(ValueError, match=r"unknown time zone 'Mars/Base'.*Asia/Kolkata"):
+        SeedData(timezone="Mars/Base")
