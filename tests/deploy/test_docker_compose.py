@@ -9,6 +9,7 @@ own processes (gate, bucket, simulator, init script) on loopback.
 
 from __future__ import annotations
 
+import importlib.resources
 import importlib.util
 import json
 import os
@@ -38,7 +39,10 @@ from tests.deploy.compose_model import (
     runtime_subset,
 )
 
-SCHEMA_PATH = Path(__file__).with_name("compose-spec.json")
+# The Compose specification's JSON schema, as the check-jsonschema package ships it (a dev dependency).
+SCHEMA_PATH = Path(
+    str(importlib.resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json")
+)
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 #: Services that run the image built from this checkout and an Airflow command.
@@ -126,9 +130,13 @@ def dockerignore_excludes(relative_path: str) -> bool:
 
 
 # -- the Compose specification ---------------------------------------------------------------------
-def test_compose_file_follows_the_compose_specification(compose: ComposeFile) -> None:
+def _compose_validator() -> Any:
     schema = json.loads(SCHEMA_PATH.read_text())
-    validator = jsonschema.Draft7Validator(schema)
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def test_compose_file_follows_the_compose_specification(compose: ComposeFile) -> None:
+    validator = _compose_validator()
     errors = sorted(validator.iter_errors(compose.raw), key=lambda error: list(error.path))
     assert not errors, "\n".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors)
     # The raw file is checked as written; the interpolated one must stay valid with every default.
@@ -137,7 +145,7 @@ def test_compose_file_follows_the_compose_specification(compose: ComposeFile) ->
 
 def test_schema_check_rejects_a_broken_compose_file(compose: ComposeFile) -> None:
     """The schema check above can fail: a misspelt key and a bad depends_on condition are caught."""
-    validator = jsonschema.Draft7Validator(json.loads(SCHEMA_PATH.read_text()))
+    validator = _compose_validator()
     broken = yaml.safe_load(compose.path.read_text())
     broken["services"]["airflow-scheduler"]["comand"] = "scheduler"
     broken["services"]["airflow-apiserver"]["depends_on"]["postgres"]["condition"] = "service_ready"
