@@ -48,7 +48,7 @@ def schedule_interval(timetable: Any) -> dt.timedelta | None:
     if name == "CronDataIntervalTimetable" and hasattr(timetable, "_get_next"):
         # A cron's intervals can differ ("0 0,4 * * *"): a day's worth of them must all be allowed.
         moment = timetable._get_next(dt.datetime(2026, 1, 5, tzinfo=dt.UTC))
-        gaps = []
+        gaps: list[dt.timedelta] = []
         for _ in range(8):
             following = timetable._get_next(moment)
             gaps.append(following - moment)
@@ -118,7 +118,7 @@ class _CleverTapToGCSBase(BaseOperator):
                 "Give both from_date and to_date for a once-only export, or neither for a recurring export "
                 "that covers each DAG run's data interval."
             )
-        if self.from_date is None and self.has_dag():
+        if self.from_date is None and self.has_dag():  # type: ignore[no-untyped-call]
             interval = schedule_interval(self.dag.timetable)
             if interval is not None:
                 try:

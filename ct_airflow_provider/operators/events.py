@@ -95,6 +95,7 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
     def execute(self, context: Context) -> dict[str, Any]:
         run, clevertap = self._run(context)
         selected = _event_list(self.events)
+        skippable: tuple[type[Exception], ...]
         if selected:
             # Selected events: one that refuses export is an error the user must see.
             names, skippable = selected, ()
