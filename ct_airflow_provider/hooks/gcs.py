@@ -32,6 +32,8 @@ _NEW_KEY_HINT = (
 #: must fail the Test button within seconds instead of retrying for minutes.
 _TEST_TIMEOUT = (5.0, 15.0)
 PROBE_PREFIX = ".ct-airflow-provider-connection-test-"
+#: Resumable upload chunk: a multiple of 256 KiB, as the GCS API requires.
+UPLOAD_CHUNK_BYTES = 16 * 1024 * 1024
 
 
 class BucketConnectionError(ValueError):
@@ -185,6 +187,8 @@ class CleverTapGCSHook(GCSHook):
             object_name=object_name,
             filename=local_path,
             mime_type=content_type,
+            # Resumable chunks of this size keep memory bounded (the client's default reads 100 MB at once).
+            chunk_size=UPLOAD_CHUNK_BYTES,
             num_max_attempts=3,
         )
 

@@ -1,0 +1,182 @@
+"""End to end, simulator to emulator: the export against its two floors, measured in one run.
+
+For each format the export (``ExportRun``: hook pages -> writer -> chunks -> uploads overlapping the
+writing -> manifest) is timed against
+
+(a) draining the same events from the simulator through the hook, and
+(b) uploading the same bytes (the files that export wrote) to the emulator through the bucket hook,
+    two uploads in flight as in the export.
+
+Target: the export takes at most 1.3x the longer of (a) and (b). Each case runs in a fresh process
+(its peak RSS is its own); the simulator and the GCS stack each run in their own process too, so the
+measured process only does the export's own work. ``--sizes`` with two sizes shows whether peak memory
+stays flat as the export grows.
+
+    .venv/bin/python bench/bench_export_e2e.py                  # 1,000,000 events, every format
+    .venv/bin/python bench/bench_export_e2e.py --quick          # 100,000 events
+    .venv/bin/python bench/bench_export_e2e.py --sizes 250000 1000000 --formats csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime as dt
+import json
+import logging
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_clevertap_hook import ACCOUNT_ID, EVENT, PASSCODE, simulator_process  # noqa: E402
+
+BUCKET = "bench-exports"
+
+_STACK_CHILD = """
+import os, sys, orjson
+from ct_airflow_provider.testing.gcs_emulator import run_gcs_stack
+with run_gcs_stack(set_env=False) as stack:
+    stack.create_bucket(sys.argv[1])
+    key = stack.new_service_account_key()
+    print(orjson.dumps({"url": stack.upstream_url, "conn": stack.connection_env(sys.argv[1], key)}).decode(), flush=True)
+    sys.stdin.read()
+"""
+
+
+@contextmanager
+def gcs_stack_process() -> Iterator[dict[str, str]]:
+    """The local GCS stack in its own process; yields fake-gcs-server's URL and a bucket connection.
+
+    The key is still exchanged at the stack's token endpoint, but objects go straight to
+    fake-gcs-server: the test stack's permission gate is a Python proxy that would otherwise cost
+    this 2-core machine as much CPU as the export itself, and no real bucket has it.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-c", _STACK_CHILD, BUCKET], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        assert process.stdout is not None
+        yield json.loads(process.stdout.readline())
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        process.wait(timeout=30)
+
+
+def _days(hook: object, total: int, today: dt.date) -> tuple[dt.date, dt.date]:
+    """The fewest whole days, ending yesterday, holding at least ``total`` events (CleverTap's counts call)."""
+    last = first = today - dt.timedelta(days=1)
+    held = hook.count_events(EVENT, first, first)  # type: ignore[attr-defined]
+    while held < total and (last - first).days < 59:
+        first -= dt.timedelta(days=1)
+        held += hook.count_events(EVENT, first, first)  # type: ignore[attr-defined]
+    return first, last
+
+
+def run_case(export_format: str, events: int) -> dict[str, object]:
+    """One format at one size, in this (fresh) process; the services' addresses come from the environment."""
+    from ct_airflow_provider.export.job import ExportRun, ExportSpec
+    from ct_airflow_provider.export.naming import ExportNaming
+    from ct_airflow_provider.export.sinks import LocalFolderSink
+    from ct_airflow_provider.export.windows import ExportWindow
+    from ct_airflow_provider.export.writer import export_event
+    from ct_airflow_provider.hooks.clevertap import CleverTapHook
+    from ct_airflow_provider.hooks.gcs import CleverTapGCSHook
+
+    logging.basicConfig(level=logging.WARNING)
+    hook = CleverTapHook("bench_clevertap")
+    bucket = CleverTapGCSHook("bench_bucket")
+    today = dt.datetime.now(hook.timezone).date()
+    first, last = _days(hook, events, today)
+
+    started = time.perf_counter()
+    drained = sum(len(page) for page in hook.iter_event_pages(EVENT, first, last))
+    drain_seconds = time.perf_counter() - started
+
+    naming = ExportNaming(request_id="1700000000", run_timestamp=int(time.time()), database_id=0, prefix=export_format)
+    spec = ExportSpec(naming, ExportWindow(first, last), export_format, None, 100 * 1024 * 1024)
+    started = time.perf_counter()
+    result = ExportRun(spec, bucket, logging.getLogger("bench")).events(hook, [EVENT])
+    export_seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    # The same bytes, uploaded alone: write the files locally (untimed), then upload them as the export does.
+    with tempfile.TemporaryDirectory() as folder:
+        with LocalFolderSink(folder) as sink:
+            export_event(
+                hook.iter_event_pages(EVENT, first, last),
+                event_name=EVENT,
+                naming=ExportNaming(request_id="1700000001", run_timestamp=1, database_id=0, prefix="upload-floor"),
+                export_format=export_format,
+                sink=sink,
+                work_dir=Path(folder) / "work",
+            )
+        files = [p for p in Path(folder, "upload-floor").iterdir() if p.is_file()]
+        started = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda p: bucket.upload_file(str(p), f"upload-floor/{p.name}", "application/octet-stream"), files))
+        upload_seconds = time.perf_counter() - started
+    return {
+        "format": export_format,
+        "events": drained,
+        "exported": result.records,
+        "files": len(result.files),
+        "mb": round(result.bytes / 1e6, 1),
+        "drain_s": round(drain_seconds, 2),
+        "upload_s": round(upload_seconds, 2),
+        "export_s": round(export_seconds, 2),
+        "ratio": round(export_seconds / max(drain_seconds, upload_seconds), 2),
+        "peak_rss_mb": round(peak_mb),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="100,000 events instead of 1,000,000")
+    parser.add_argument("--sizes", type=int, nargs="+", help="event counts to run (default 1,000,000)")
+    parser.add_argument("--formats", nargs="+", default=["json", "csv", "xml", "parquet"])
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        export_format, events = args.case.split(":")
+        print(json.dumps(run_case(export_format, int(events))), flush=True)
+        return 0
+    sizes = args.sizes or ([100_000] if args.quick else [1_000_000])
+    with simulator_process(100_000, 1024) as url, gcs_stack_process() as stack:
+        env = dict(os.environ)
+        env["STORAGE_EMULATOR_HOST"] = stack["url"]
+        env["AIRFLOW_CONN_BENCH_BUCKET"] = stack["conn"]
+        env["AIRFLOW_CONN_BENCH_CLEVERTAP"] = json.dumps(
+            {"conn_type": "clevertap", "host": url, "login": ACCOUNT_ID, "password": PASSCODE,
+             "extra": {"timezone": "Asia/Kolkata"}}
+        )  # fmt: skip
+        rows = []
+        for size in sizes:
+            for export_format in args.formats:
+                output = subprocess.run(
+                    [sys.executable, __file__, "--case", f"{export_format}:{size}"],
+                    env=env, capture_output=True, text=True, check=True, cwd=ROOT,
+                )  # fmt: skip
+                rows.append(json.loads(output.stdout.strip().splitlines()[-1]))
+                print(rows[-1], file=sys.stderr, flush=True)
+    print("| format | events | files | MB | (a) drain s | (b) upload s | export s | export / max(a, b) | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row['format']} | {row['events']:,} | {row['files']} | {row['mb']} | {row['drain_s']} | "
+            f"{row['upload_s']} | {row['export_s']} | **{row['ratio']}** | {row['peak_rss_mb']} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
