@@ -21,6 +21,7 @@ from ct_airflow_provider.export.files import (
     GZIP_CONTENT_TYPE,
     ExportedFile,
     FileDigest,
+    FileWorker,
     OutputFile,
     new_output_path,
 )
@@ -58,6 +59,7 @@ class Delivery:
     work_dir: Path
     profiles: bool = False
     files: list[ExportedFile] = field(default_factory=list)
+    worker: FileWorker = field(default_factory=FileWorker)
 
     @property
     def extension(self) -> str:
@@ -178,6 +180,7 @@ class DayChunks:
         "_fixed",
         "_limit",
         "_records",
+        "_room",
         "day",
         "day_number",
         "next_index",
@@ -195,31 +198,41 @@ class DayChunks:
         self._records = 0
         self._limit = owner.delivery.max_file_bytes
         self._fixed = len(owner.footer)
+        # Bytes that surely still fit in the current file: most records only subtract from it.
+        self._room = -1
 
     def add(self, data: bytes) -> None:
         """Append one encoded record, starting a new file first if it would not fit in this one.
 
         :param data: the record as the file holds it (uncompressed).
         """
-        current = self._file
-        if current is None or not current.fits(len(data), self._fixed, self._limit):
-            current = self._next_file(len(data))
-        current.write(data)
+        size = len(data)
+        if size > self._room:
+            self._make_room(size)
+        self._room -= size
+        self._file.write(data)  # type: ignore[union-attr]  # _make_room opened it
         self._records += 1
 
-    def _next_file(self, size: int) -> OutputFile:
-        if self._file is not None:
+    def _make_room(self, size: int) -> None:
+        current = self._file
+        if current is not None:
+            if current.fits(size, self._fixed, self._limit):
+                self._room = current.room(self._fixed, self._limit)
+                return
             self.finish_file()
         owner = self.owner
-        self.owner._opening(self)
-        current = self._file = OutputFile(owner.delivery.new_path(), gzip_level=owner.delivery.gzip_level)
+        owner._opening(self)
+        delivery = owner.delivery
+        current = self._file = OutputFile(
+            delivery.new_path(), gzip_level=delivery.gzip_level, worker=delivery.worker
+        )
         current.write(owner.header)
         if not current.fits(size, self._fixed, self._limit):
             self.abort()
             raise too_small_error(
-                size, len(owner.header) + self._fixed, self._limit, owner.delivery.export_format.upper()
+                size, len(owner.header) + self._fixed, self._limit, delivery.export_format.upper()
             )
-        return current
+        self._room = current.room(self._fixed, self._limit)
 
     def finish_file(self) -> None:
         """Finish the current file, if any, and hand it to the sink."""
@@ -227,6 +240,7 @@ class DayChunks:
         if current is None:
             return
         self._file = None
+        self._room = -1
         self.owner._closed(self)
         digest = current.finish(self.owner.footer)
         index = self.next_index
@@ -240,6 +254,7 @@ class DayChunks:
         if self._file is not None:
             self._file.abort()
             self._file = None
+            self._room = -1
             self.owner._closed(self)
 
 

@@ -14,10 +14,14 @@ import base64
 import hashlib
 import importlib
 import os
+import queue
 import tempfile
+import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -124,24 +128,95 @@ def digest_of_path(path: Path) -> FileDigest:
     return checksums.digest(size)
 
 
+class FileWorker:
+    """A thread that compresses, checksums and writes file data while the caller serializes more.
+
+    zlib, hashlib and file writes release the GIL, so on a machine with two cores this work runs
+    beside the serialization instead of after it. At most ``max_pending`` chunks wait in line, which
+    bounds the memory it holds. A failure in the thread is raised in the caller at its next call.
+
+    :param max_pending: chunks that may wait for the thread.
+    """
+
+    def __init__(self, max_pending: int = 8) -> None:
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue(max_pending)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ct-export-files", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                if job is None:
+                    return
+                if self._error is None:
+                    job()
+            except BaseException as exc:  # handed to the caller by _check()
+                self._error = exc
+            finally:
+                self._jobs.task_done()
+
+    def _check(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Queue ``job`` (waits while the line is full)."""
+        self._check()
+        self._jobs.put(job)
+
+    def wait(self) -> None:
+        """Wait until every queued job ran; raise the first failure."""
+        self._jobs.join()
+        self._check()
+
+    def close(self) -> None:
+        """Stop the thread once the queued jobs ran."""
+        self._jobs.put(None)
+        self._thread.join()
+
+    def __enter__(self) -> FileWorker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 class OutputFile:
     """A file being written: buffered, optionally gzip-compressed, checksummed on the way out.
 
+    The compressing, checksumming and writing happen in a :class:`FileWorker` thread.
+
     :param path: where to write (created or truncated).
     :param gzip_level: gzip compression level 1-9, or ``None`` for no compression.
+    :param worker: the thread that does the writing.
     """
 
-    __slots__ = ("_buffer", "_checksums", "_compressor", "_handle", "_in_since_sync", "_out_bytes", "path")
+    __slots__ = (
+        "_buffer",
+        "_checksums",
+        "_compressor",
+        "_exact_out",
+        "_handle",
+        "_in_since_sync",
+        "_out_bytes",
+        "_worker",
+        "path",
+    )
 
-    def __init__(self, path: Path, *, gzip_level: int | None) -> None:
+    def __init__(self, path: Path, *, gzip_level: int | None, worker: FileWorker) -> None:
         self.path = path
         self._handle = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by finish() or abort()
         self._buffer = bytearray()
         self._checksums = _Checksums()
         # wbits 31: gzip wrapper; mtime 0 in the header keeps files reproducible.
         self._compressor = zlib.compressobj(gzip_level, zlib.DEFLATED, 31) if gzip_level is not None else None
-        self._out_bytes = 0
-        self._in_since_sync = 0
+        self._worker = worker
+        self._out_bytes = 0  # bytes on disk; updated by the worker thread
+        self._exact_out = 0  # bytes on disk at the last point the caller waited for the worker
+        self._in_since_sync = 0  # uncompressed bytes handed to the worker since then
 
     def write(self, data: bytes) -> None:
         """Append ``data`` (already checked with :meth:`fits`)."""
@@ -149,28 +224,60 @@ class OutputFile:
         if len(self._buffer) >= _BUFFER_BYTES:
             self._drain()
 
+    # In the worker thread -------------------------------------------------------------------
+
     def _emit(self, data: bytes) -> None:
         if data:
             self._checksums.update(data)
             self._handle.write(data)
             self._out_bytes += len(data)
 
+    def _process(self, data: bytes) -> None:
+        self._emit(self._compressor.compress(data) if self._compressor is not None else data)
+
+    def _sync(self) -> None:
+        if self._compressor is not None:
+            self._emit(self._compressor.flush(zlib.Z_SYNC_FLUSH))
+
+    def _close(self) -> None:
+        if self._compressor is not None:
+            self._emit(self._compressor.flush(zlib.Z_FINISH))
+        self._handle.close()
+
+    # In the caller's thread -----------------------------------------------------------------
+
     def _drain(self) -> None:
-        if not self._buffer:
-            return
-        if self._compressor is None:
-            self._emit(bytes(self._buffer))
-        else:
-            self._in_since_sync += len(self._buffer)
-            self._emit(self._compressor.compress(self._buffer))
-        self._buffer = bytearray()
+        if self._buffer:
+            data = bytes(self._buffer)
+            self._buffer = bytearray()
+            self._in_since_sync += len(data)
+            self._worker.submit(partial(self._process, data))
 
     def _bound(self, extra: int) -> int:
-        pending = len(self._buffer) + extra
+        pending = self._in_since_sync + len(self._buffer) + extra
         if self._compressor is None:
-            return self._out_bytes + pending
-        pending += self._in_since_sync
-        return self._out_bytes + pending + (pending >> 10) + _GZIP_FIXED_OVERHEAD
+            return self._exact_out + pending
+        return self._exact_out + pending + (pending >> 10) + _GZIP_FIXED_OVERHEAD
+
+    def room(self, footer_size: int, limit: int) -> int:
+        """How many more bytes surely fit before a footer of ``footer_size`` within ``limit``.
+
+        For gzip the answer is a lower bound; when it is too small for what comes next, ask
+        :meth:`fits`, which makes the size exact first.
+
+        :param footer_size: bytes the file ends with.
+        :param limit: the file size limit in bytes.
+        """
+        pending = self._in_since_sync + len(self._buffer) + footer_size
+        available = limit - self._exact_out
+        if self._compressor is None:
+            return available - pending
+        available -= _GZIP_FIXED_OVERHEAD
+        # The largest total q with q + (q >> 10) <= available.
+        total = available - (available >> 10) if available > 0 else 0
+        while total > 0 and total + (total >> 10) > available:
+            total -= 1
+        return total - pending
 
     def fits(self, size: int, footer_size: int, limit: int) -> bool:
         """Whether ``size`` more bytes, then a footer of ``footer_size``, keep the file within ``limit``.
@@ -183,15 +290,12 @@ class OutputFile:
             return True
         if self._compressor is not None and (self._in_since_sync or self._buffer):
             self._drain()
-            self._emit(self._compressor.flush(zlib.Z_SYNC_FLUSH))
+            self._worker.submit(self._sync)
+            self._worker.wait()
+            self._exact_out = self._out_bytes
             self._in_since_sync = 0
             return self._bound(size + footer_size) <= limit
         return False
-
-    @property
-    def bytes_written(self) -> int:
-        """Bytes written to disk so far (compressed bytes for gzip)."""
-        return self._out_bytes
 
     def finish(self, footer: bytes = b"") -> FileDigest:
         """Write ``footer``, flush, close, and return size and checksums.
@@ -200,15 +304,19 @@ class OutputFile:
         """
         self._buffer += footer
         self._drain()
-        if self._compressor is not None:
-            self._emit(self._compressor.flush(zlib.Z_FINISH))
-        self._handle.close()
+        self._worker.submit(self._close)
+        self._worker.wait()
         return self._checksums.digest(self._out_bytes)
 
     def abort(self) -> None:
         """Close and delete the unfinished file."""
-        self._handle.close()
-        self.path.unlink(missing_ok=True)
+        self._buffer = bytearray()
+        try:
+            self._worker.submit(self._handle.close)
+            self._worker.wait()
+        finally:
+            self._handle.close()
+            self.path.unlink(missing_ok=True)
 
 
 def new_output_path(directory: Path, suffix: str) -> Path:

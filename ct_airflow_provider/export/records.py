@@ -63,10 +63,7 @@ def shape_event(record: Mapping[str, Any]) -> dict[str, Any]:
     value = record.get("profile", _ABSENT)
     if value is not _ABSENT:
         if type(value) is dict and not _DEVICE_FIELDS.isdisjoint(value):
-            device_from_profile = {key: item for key, item in value.items() if key in _DEVICE_FIELDS}
-            value = value.copy()
-            for key in device_from_profile:
-                del value[key]
+            device_from_profile, value = _split_device_fields(value)
         shaped["profile"] = value
         found += 1
     try:
@@ -99,6 +96,23 @@ def shape_event(record: Mapping[str, Any]) -> dict[str, Any]:
     if len(record) != found:
         _add_extras(record, shaped)
     return shaped
+
+
+_device_keys_of_layout: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _split_device_fields(profile: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(device fields, the rest)`` of a profile, each in the profile's key order."""
+    # Profiles of one export share a few key layouts: find each layout's device keys once.
+    layout = tuple(profile)
+    device_keys = _device_keys_of_layout.get(layout)
+    if device_keys is None:
+        device_keys = tuple(key for key in layout if key in _DEVICE_FIELDS)
+        if len(_device_keys_of_layout) >= 1024:
+            _device_keys_of_layout.clear()
+        _device_keys_of_layout[layout] = device_keys
+    rest = profile.copy()
+    return {key: rest.pop(key) for key in device_keys}, rest
 
 
 def _add_extras(record: Mapping[str, Any], shaped: dict[str, Any]) -> None:

@@ -174,26 +174,41 @@ class XmlEncoder:
         tags = self._tags
         append = parts.append
         for key, value in obj.items():
+            # Scalars are written here directly; objects and lists go through _value.
             kind = type(value)
+            if kind is str:
+                text: str | None = value if plain else escape_text(value)
+            elif kind is int:
+                text = str(value)
+            elif kind is float:
+                text = repr(value)
+            elif kind is bool:
+                text = "true" if value else "false"
+            else:
+                text = None
             if not map_form:
                 tag = tags.get(key, _VALUE_TAG)
                 if tag is _VALUE_TAG:
                     tag = self._tag(key)
                 if tag is not None:
-                    if kind is str and value:
-                        append(f"{indent}{tag[0]}{value if plain else escape_text(value)}{tag[1]}")
+                    if text:
+                        append(f"{indent}{tag[0]}{text}{tag[1]}")
+                    elif text is not None:
+                        append(indent + tag[2])
                     else:
                         self._value(parts, tag, value, depth, False, plain)
                     continue
             key_text = key if plain else escape_text(key)
-            if kind is str and value and key:
+            if text and key:
                 append(
-                    f"{indent}<entry>{inner}<key>{key_text}</key>{inner}<value>"
-                    f"{value if plain else escape_text(value)}</value>{indent}</entry>"
+                    f"{indent}<entry>{inner}<key>{key_text}</key>{inner}<value>{text}</value>{indent}</entry>"
                 )
                 continue
             append(f"{indent}<entry>{inner}<key>{key_text}</key>" if key else f"{indent}<entry>{inner}<key/>")
-            self._value(parts, _VALUE_TAG, value, depth + 1, map_form, plain)
+            if text is not None:
+                append(f"{inner}<value>{text}</value>" if text else inner + "<value/>")
+            else:
+                self._value(parts, _VALUE_TAG, value, depth + 1, map_form, plain)
             append(f"{indent}</entry>")
 
     def _value(

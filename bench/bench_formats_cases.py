@@ -1,0 +1,226 @@
+"""One measured case of bench_formats.py, run in its own process so cases cannot pollute each other.
+
+    python bench/bench_formats_cases.py <case> <format> <records> <folder>
+
+prints one JSON line: seconds (wall and CPU), records, bytes written, peak RSS. Cases:
+
+* ``ours``: ``export_event`` into a local folder (files of at most 100 MB);
+* ``ours_gzip``: the same with gzip;
+* ``floor``: the format's own library doing only serialization of the same records, read back
+  beforehand from what ``ours`` wrote (so the same content): ``orjson.dumps`` per line, the csv
+  module's ``writerows`` of prebuilt rows, lxml serializing prebuilt ``<Event>`` elements,
+  pyarrow writing the prebuilt table; only the serialization is timed;
+* ``pandas``: the naive path: a DataFrame of all records, then ``to_json`` / ``to_csv`` /
+  ``to_parquet`` / ``to_xml`` (``json_normalize`` for the flat formats, mixed-type columns made
+  text for Parquet, column names made XML names for XML, as one must to make pandas write at all);
+* ``generate``: only producing the API pages (what every case pays for its input).
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import json
+import os
+import resource
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _records  # noqa: E402
+
+from ct_airflow_provider.export import ExportNaming, LocalFolderSink, export_event  # noqa: E402
+from ct_airflow_provider.export.records import shape_event  # noqa: E402
+
+NAMING = ExportNaming(request_id="1717200000", run_timestamp=1717243200, database_id=4)
+
+
+class PeakMemory:
+    """Samples the process's resident memory every few milliseconds; ``peak`` in bytes."""
+
+    def __init__(self) -> None:
+        self.process = psutil.Process()
+        self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self.process.memory_info().rss)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        # ru_maxrss catches a spike between two samples.
+        return max(self.peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def run_ours(export_format: str, count: int, folder: Path, compression: str | None) -> dict[str, Any]:
+    pool = _records.record_pool()
+    out = folder / "ours"
+    shutil.rmtree(out, ignore_errors=True)
+    gc.collect()
+    baseline = psutil.Process().memory_info().rss
+    memory = PeakMemory()
+    wall, cpu = time.perf_counter(), time.process_time()
+    files = export_event(
+        _records.api_pages(count, pool), event_name=_records.EVENT, naming=NAMING, export_format=export_format,
+        compression=compression, sink=LocalFolderSink(out), work_dir=folder / "work",
+    )  # fmt: skip
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    peak = memory.stop()
+    assert files.records_written == count
+    return {"wall": wall, "cpu": cpu, "records": count, "bytes": files.bytes_written, "peak": peak,
+            "baseline": baseline, "files": len(files)}  # fmt: skip
+
+
+def run_generate(count: int) -> dict[str, Any]:
+    pool = _records.record_pool()
+    wall, cpu = time.perf_counter(), time.process_time()
+    records = sum(len(page) for page in _records.api_pages(count, pool))
+    return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "records": records}
+
+
+def _timed(total: list[float], work: Any, *args: Any) -> Any:
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = work(*args)
+    total[0] += time.perf_counter() - wall
+    total[1] += time.process_time() - cpu
+    return result
+
+
+def run_floor(export_format: str, folder: Path) -> dict[str, Any]:
+    """Serialization only, per file of ``ours``, of objects rebuilt from that file beforehand."""
+    source = folder / "ours"
+    target = folder / "floor"
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    total = [0.0, 0.0]
+    records = written = 0
+    for path in sorted(source.rglob(f"*.{export_format}")):
+        out = target / path.name
+        if export_format == "json":
+            with open(path, "rb") as handle:
+                title = handle.readline()
+                objects = [orjson.loads(line) for line in handle]
+
+            def write_json(objects: list[Any] = objects, out: Path = out, title: bytes = title) -> None:
+                dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+                with open(out, "wb") as handle:
+                    handle.write(title)
+                    for obj in objects:
+                        handle.write(dumps(obj, option=option))
+
+            _timed(total, write_json)
+        elif export_format == "csv":
+            with open(path, newline="", encoding="utf-8") as handle:
+                rows = list(csv.reader(handle))
+            objects = rows[1:]
+
+            def write_csv(rows: list[list[str]] = rows, out: Path = out) -> None:
+                with open(out, "w", newline="", encoding="utf-8") as handle:
+                    csv.writer(handle).writerows(rows)
+
+            _timed(total, write_csv)
+        elif export_format == "xml":
+            from lxml import etree
+
+            root = etree.parse(str(path)).getroot()
+            objects = list(root)
+
+            def write_xml(root: Any = root, out: Path = out) -> None:
+                with etree.xmlfile(str(out), encoding="UTF-8") as xml_file:
+                    xml_file.write_declaration()
+                    with xml_file.element("Events"):
+                        for event in root:
+                            xml_file.write(event, pretty_print=True)
+
+            _timed(total, write_xml)
+        else:
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            objects = range(table.num_rows)  # type: ignore[assignment]
+
+            def write_parquet(table: Any = table, out: Path = out) -> None:
+                pq.write_table(table, out, compression="snappy")
+
+            _timed(total, write_parquet)
+        records += len(objects)
+        written += out.stat().st_size
+        del objects
+        gc.collect()
+    return {"wall": total[0], "cpu": total[1], "records": records, "bytes": written}
+
+
+def _shaped(count: int) -> Iterator[dict[str, Any]]:
+    pool = _records.record_pool()
+    for page in _records.api_pages(count, pool):
+        yield from map(shape_event, page)
+
+
+def run_pandas(export_format: str, count: int, folder: Path) -> dict[str, Any]:
+    import pandas as pd
+
+    out = folder / f"pandas.{export_format}"
+    memory = PeakMemory()
+    wall, cpu = time.perf_counter(), time.process_time()
+    records = list(_shaped(count))
+    for record in records:
+        record["eventName"] = _records.EVENT
+    if export_format == "json":
+        pd.DataFrame(records).to_json(out, orient="records", lines=True, force_ascii=False)
+    else:
+        frame = pd.json_normalize(records)
+        del records
+        if export_format == "csv":
+            frame.to_csv(out, index=False)
+        elif export_format == "parquet":
+            for column in frame.columns[frame.dtypes == object]:
+                frame[column] = frame[column].astype(str)
+            frame.to_parquet(out, compression="snappy", index=False)
+        else:
+            frame.columns = [
+                "c_" + "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in column) for column in frame.columns
+            ]
+            frame.to_xml(out, index=False, root_name="Events", row_name="Event", parser="lxml")
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return {"wall": wall, "cpu": cpu, "records": count, "bytes": out.stat().st_size, "peak": memory.stop()}
+
+
+def main() -> None:
+    case, export_format, count, folder = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+    folder.mkdir(parents=True, exist_ok=True)
+    if case == "ours":
+        result = run_ours(export_format, count, folder, None)
+    elif case == "ours_gzip":
+        result = run_ours(export_format, count, folder, "gzip")
+    elif case == "floor":
+        result = run_floor(export_format, folder)
+    elif case == "pandas":
+        result = run_pandas(export_format, count, folder)
+    elif case == "generate":
+        result = run_generate(count)
+    else:
+        raise SystemExit(f"unknown case {case!r}")
+    print(json.dumps(result))
+    sys.stdout.flush()
+    os._exit(0)  # skip tearing down large heaps: the case is measured already
+
+
+if __name__ == "__main__":
+    main()
