@@ -61,7 +61,11 @@ def gcs_stack_process() -> Iterator[dict[str, str]]:
     this 2-core machine as much CPU as the export itself, and no real bucket has it.
     """
     process = subprocess.Popen(
-        [sys.executable, "-c", _STACK_CHILD, BUCKET], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT
+        [sys.executable, "-c", _STACK_CHILD, BUCKET],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     try:
         assert process.stdout is not None
@@ -102,7 +106,9 @@ def run_case(export_format: str, events: int) -> dict[str, object]:
     drained = sum(len(page) for page in hook.iter_event_pages(EVENT, first, last))
     drain_seconds = time.perf_counter() - started
 
-    naming = ExportNaming(request_id="1700000000", run_timestamp=int(time.time()), database_id=0, prefix=export_format)
+    naming = ExportNaming(
+        request_id="1700000000", run_timestamp=int(time.time()), database_id=0, prefix=export_format
+    )
     spec = ExportSpec(naming, ExportWindow(first, last), export_format, None, 100 * 1024 * 1024)
     started = time.perf_counter()
     result = ExportRun(spec, bucket, logging.getLogger("bench")).events(hook, [EVENT])
@@ -115,7 +121,9 @@ def run_case(export_format: str, events: int) -> dict[str, object]:
             export_event(
                 hook.iter_event_pages(EVENT, first, last),
                 event_name=EVENT,
-                naming=ExportNaming(request_id="1700000001", run_timestamp=1, database_id=0, prefix="upload-floor"),
+                naming=ExportNaming(
+                    request_id="1700000001", run_timestamp=1, database_id=0, prefix="upload-floor"
+                ),
                 export_format=export_format,
                 sink=sink,
                 work_dir=Path(folder) / "work",
@@ -123,7 +131,14 @@ def run_case(export_format: str, events: int) -> dict[str, object]:
         files = [p for p in Path(folder, "upload-floor").iterdir() if p.is_file()]
         started = time.perf_counter()
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda p: bucket.upload_file(str(p), f"upload-floor/{p.name}", "application/octet-stream"), files))
+            list(
+                pool.map(
+                    lambda p: bucket.upload_file(
+                        str(p), f"upload-floor/{p.name}", "application/octet-stream"
+                    ),
+                    files,
+                )
+            )
         upload_seconds = time.perf_counter() - started
     return {
         "format": export_format,
@@ -140,7 +155,9 @@ def run_case(export_format: str, events: int) -> dict[str, object]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="100,000 events instead of 1,000,000")
     parser.add_argument("--sizes", type=int, nargs="+", help="event counts to run (default 1,000,000)")
     parser.add_argument("--formats", nargs="+", default=["json", "csv", "xml", "parquet"])
@@ -168,7 +185,9 @@ def main() -> int:
                 )  # fmt: skip
                 rows.append(json.loads(output.stdout.strip().splitlines()[-1]))
                 print(rows[-1], file=sys.stderr, flush=True)
-    print("| format | events | files | MB | (a) drain s | (b) upload s | export s | export / max(a, b) | peak RSS MB |")
+    print(
+        "| format | events | files | MB | (a) drain s | (b) upload s | export s | export / max(a, b) | peak RSS MB |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(

@@ -36,11 +36,12 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _records  # noqa: E402
+import _records
 
-from ct_airflow_provider.export import ExportNaming, LocalFolderSink, export_event  # noqa: E402
-from ct_airflow_provider.export.records import shape_event  # noqa: E402
+from ct_airflow_provider.export import ExportNaming, LocalFolderSink, export_event
+from ct_airflow_provider.export.records import shape_event
 
+_XML_FORBIDDEN = "[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]"
 NAMING = ExportNaming(request_id="1717200000", run_timestamp=1717243200, database_id=4)
 
 
@@ -70,7 +71,7 @@ def folder_bytes(folder: Path) -> int:
 
 
 def run_ours(export_format: str, count: int, folder: Path, compression: str | None) -> dict[str, Any]:
-    pool = _records.record_pool()
+    pools = _records.day_pools(_records.record_pool())
     out = folder / "ours"
     shutil.rmtree(out, ignore_errors=True)
     gc.collect()
@@ -78,7 +79,7 @@ def run_ours(export_format: str, count: int, folder: Path, compression: str | No
     memory = PeakMemory()
     wall, cpu = time.perf_counter(), time.process_time()
     files = export_event(
-        _records.api_pages(count, pool), event_name=_records.EVENT, naming=NAMING, export_format=export_format,
+        _records.api_pages(count, pools), event_name=_records.EVENT, naming=NAMING, export_format=export_format,
         compression=compression, sink=LocalFolderSink(out), work_dir=folder / "work",
     )  # fmt: skip
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -89,9 +90,9 @@ def run_ours(export_format: str, count: int, folder: Path, compression: str | No
 
 
 def run_generate(count: int) -> dict[str, Any]:
-    pool = _records.record_pool()
+    pools = _records.day_pools(_records.record_pool())
     wall, cpu = time.perf_counter(), time.process_time()
-    records = sum(len(page) for page in _records.api_pages(count, pool))
+    records = sum(len(page) for page in _records.api_pages(count, pools))
     return {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "records": records}
 
 
@@ -168,8 +169,8 @@ def run_floor(export_format: str, folder: Path) -> dict[str, Any]:
 
 
 def _shaped(count: int) -> Iterator[dict[str, Any]]:
-    pool = _records.record_pool()
-    for page in _records.api_pages(count, pool):
+    pools = _records.day_pools(_records.record_pool())
+    for page in _records.api_pages(count, pools):
         yield from map(shape_event, page)
 
 
@@ -190,12 +191,16 @@ def run_pandas(export_format: str, count: int, folder: Path) -> dict[str, Any]:
         if export_format == "csv":
             frame.to_csv(out, index=False)
         elif export_format == "parquet":
-            for column in frame.columns[frame.dtypes == object]:
+            for column in frame.select_dtypes(include="object").columns:
                 frame[column] = frame[column].astype(str)
             frame.to_parquet(out, compression="snappy", index=False)
         else:
+            # lxml refuses lists and characters XML forbids, and dots or spaces in element names.
+            for column in frame.select_dtypes(include="object").columns:
+                frame[column] = frame[column].astype(str).str.replace(_XML_FORBIDDEN, "\ufffd", regex=True)
             frame.columns = [
-                "c_" + "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in column) for column in frame.columns
+                "c_" + "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in column)
+                for column in frame.columns
             ]
             frame.to_xml(out, index=False, root_name="Events", row_name="Event", parser="lxml")
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

@@ -29,10 +29,9 @@ from ct_airflow_provider.export.chunking import (
 )
 from ct_airflow_provider.export.errors import ExportConfigError, ExportDataError, ExportError
 from ct_airflow_provider.export.files import DEFAULT_GZIP_LEVEL, ExportedFile
+from ct_airflow_provider.export.formats import DEFAULT_PARQUET_CODEC, PARQUET_CODECS, validate_format
 from ct_airflow_provider.export.formats import json as json_format
-from ct_airflow_provider.export.formats import validate_format
 from ct_airflow_provider.export.formats.csv import CsvWriter
-from ct_airflow_provider.export.formats.parquet import DEFAULT_PARQUET_CODEC, PARQUET_CODECS, ParquetWriter
 from ct_airflow_provider.export.formats.xml import XmlEncoder
 from ct_airflow_provider.export.naming import PROFILES_NAME, ExportNaming, sanitize_event_name
 from ct_airflow_provider.export.records import check_ts, shape_event
@@ -154,6 +153,9 @@ def _writer(
         return StreamWriter(delivery, encoder.header, encoder.footer, encoder.encode, max_open_days)
     if settings.export_format == "csv":
         return CsvWriter(delivery, spill_dir, event_name)
+    # pyarrow is imported only for Parquet exports: it is the largest import of the package.
+    from ct_airflow_provider.export.formats.parquet import ParquetWriter
+
     return ParquetWriter(delivery, spill_dir, event_name, settings.parquet_codec)
 
 

@@ -11,6 +11,10 @@ from ct_airflow_provider.export.errors import ExportConfigError
 #: The formats of the product page.
 EXPORT_FORMATS = ("json", "csv", "xml", "parquet")
 
+#: Codecs a Parquet export may use inside its files.
+PARQUET_CODECS = ("snappy", "zstd", "gzip", "brotli", "lz4", "none")
+DEFAULT_PARQUET_CODEC = "snappy"
+
 
 def validate_format(export_format: str, compression: str | None) -> tuple[str, str | None]:
     """Check a format and a compression, and return them normalized (lower case, ``None`` for none).

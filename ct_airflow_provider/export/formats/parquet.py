@@ -42,11 +42,8 @@ import pyarrow.parquet as pq
 from ct_airflow_provider.export.chunking import Delivery, too_small_error
 from ct_airflow_provider.export.errors import ExportConfigError, ExportDataError
 from ct_airflow_provider.export.files import digest_of_path
+from ct_airflow_provider.export.formats import PARQUET_CODECS
 from ct_airflow_provider.export.records import day_of
-
-#: Codecs a Parquet export may use inside its files.
-PARQUET_CODECS = ("snappy", "zstd", "gzip", "brotli", "lz4", "none")
-DEFAULT_PARQUET_CODEC = "snappy"
 
 JSON_ENCODING_METADATA = {b"ct_airflow_provider.encoding": b"json"}
 
@@ -67,7 +64,7 @@ _FLAT_KINDS = frozenset({str, float, bool, type(None)})
 _SPILL_FLUSH_BYTES = 1 << 18
 
 # Row groups are read from the spill in blocks of at most this many bytes of JSON lines.
-_BLOCK_BYTES = 16 << 20
+_BLOCK_BYTES = 8 << 20
 # Compressed bytes per byte of JSON assumed before any row group was measured.
 _INITIAL_RATIO = 1.0
 _RATIO_MARGIN = 1.25
