@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import queue
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -127,6 +129,46 @@ class ExportResult:
         }
 
 
+def prefetch(pages: Iterable[list[dict[str, Any]]], depth: int = 2) -> Pages:
+    """Read pages ahead in a background thread, so waiting on CleverTap overlaps writing files.
+
+    At most ``depth`` pages wait in memory; an error from the source is raised where the page
+    would have been. Closing the returned generator early stops the reader.
+    """
+    buffer: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            for page in pages:
+                while not stop.is_set():
+                    try:
+                        buffer.put(("page", page), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(("end", None))
+        except BaseException as error:  # handed to the consumer, which raises it
+            buffer.put(("error", error))
+
+    reader = threading.Thread(target=read, name="clevertap-prefetch", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, item = buffer.get()
+            if kind == "page":
+                yield item
+            elif kind == "error":
+                raise item
+            else:
+                return
+    finally:
+        stop.set()
+        reader.join(timeout=5)
+
+
 class _Progress:
     """Counts what flows through and logs a line every ``PROGRESS_INTERVAL`` seconds, never per record."""
 
@@ -209,7 +251,7 @@ class ExportRun:
                     # The source may start the export (and be refused) when called, or on the first page.
                     pages = source.iter_event_pages(event_name, window.first_day, window.last_day)
                     files = export_event(
-                        progress.pages(pages, event_name),
+                        progress.pages(prefetch(pages), event_name),
                         event_name=event_name,
                         naming=self.spec.naming,
                         export_format=self.spec.export_format,
