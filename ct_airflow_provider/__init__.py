@@ -25,7 +25,10 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "hooks": [
             {"integration-name": "CleverTap", "python-modules": ["ct_airflow_provider.hooks.clevertap"]},
-            {"integration-name": "Google Cloud Storage (GCS)", "python-modules": ["ct_airflow_provider.hooks.gcs"]},
+            {
+                "integration-name": "Google Cloud Storage (GCS)",
+                "python-modules": ["ct_airflow_provider.hooks.gcs"],
+            },
         ],
         "operators": [
             {
@@ -37,7 +40,10 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "sensors": [
-            {"integration-name": "CleverTap", "python-modules": ["ct_airflow_provider.sensors.profile_export"]}
+            {
+                "integration-name": "CleverTap",
+                "python-modules": ["ct_airflow_provider.sensors.profile_export"],
+            }
         ],
         "connection-types": [
             {

@@ -166,7 +166,12 @@ RANGE_PRESETS = ("specific_day", "date_range", "yesterday", "previous_month", "c
 
 
 def preset_range(
-    preset: str, *, today: dt.date, day: str | None = None, from_date: str | None = None, to_date: str | None = None
+    preset: str,
+    *,
+    today: dt.date,
+    day: str | None = None,
+    from_date: str | None = None,
+    to_date: str | None = None,
 ) -> tuple[dt.date, dt.date]:
     """Turn a once-only range choice into (from_date, to_date), checked against the 60-day limit.
 

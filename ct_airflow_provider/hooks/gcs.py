@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import secrets
@@ -212,10 +213,8 @@ class CleverTapGCSHook(GCSHook):
 
     def delete_object(self, object_name: str) -> None:
         """Delete one object; an object already gone is not an error (and not worth a warning)."""
-        try:
+        with contextlib.suppress(google_errors.NotFound):
             self.get_conn().bucket(self.bucket_name).blob(object_name).delete()
-        except google_errors.NotFound:
-            pass
 
     def uri(self, object_name: str) -> str:
         """The ``gs://`` URI of an object in this bucket."""

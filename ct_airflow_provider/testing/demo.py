@@ -42,8 +42,12 @@ def main() -> int:
 
     with run_simulator(events_per_day=150) as simulator, run_gcs_stack() as gcs:
         _banner("Local stack")
-        print(f"CleverTap simulator: {simulator.url} (account {simulator.account_id}, zone {simulator.timezone})")
-        print(f"GCS emulator:        {gcs.emulator_url} (STORAGE_EMULATOR_HOST), token endpoint {gcs.token_uri}")
+        print(
+            f"CleverTap simulator: {simulator.url} (account {simulator.account_id}, zone {simulator.timezone})"
+        )
+        print(
+            f"GCS emulator:        {gcs.emulator_url} (STORAGE_EMULATOR_HOST), token endpoint {gcs.token_uri}"
+        )
         gcs.create_bucket(BUCKET)
         key = gcs.new_service_account_key()
         os.environ["AIRFLOW_CONN_CLEVERTAP_DEFAULT"] = simulator.airflow_conn_env()
@@ -59,7 +63,9 @@ def main() -> int:
         failed = []
         for export_format in FORMATS:
             _banner(f"Once-only export of yesterday, all user events, as {export_format}")
-            dag_run = dag.test(run_conf={"range": "yesterday", "event_type": "all", "export_format": export_format})
+            dag_run = dag.test(
+                run_conf={"range": "yesterday", "event_type": "all", "export_format": export_format}
+            )
             print(f"DAG run {dag_run.run_id}: {dag_run.state}")
             if dag_run.state != "success":
                 failed.append(export_format)
@@ -80,7 +86,9 @@ def main() -> int:
             if manifest.get("skipped_events"):
                 print(f"  skipped: {', '.join(manifest['skipped_events'])}")
         _banner("Where to look next")
-        print("README.md (connections, operators, DAGs), dags/ (the example DAGs), docs/ (formats, simulator),")
+        print(
+            "README.md (connections, operators, DAGs), dags/ (the example DAGs), docs/ (formats, simulator),"
+        )
         print("`make test` for the whole suite, docker-compose.yaml for a full local Airflow.")
         if failed:
             print(f"\nThe export failed for: {', '.join(failed)}", file=sys.stderr)

@@ -20,6 +20,7 @@ import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import pytest

@@ -27,7 +27,9 @@ def _file(name: str) -> ExportedFile:
 
 def test_lineage_lists_clevertap_as_input_and_each_file_as_output() -> None:
     with DAG(dag_id="lineage", schedule=None):
-        operator = CleverTapEventsToGCSOperator(task_id="export", from_date="2026-11-28", to_date="2026-11-28")
+        operator = CleverTapEventsToGCSOperator(
+            task_id="export", from_date="2026-11-28", to_date="2026-11-28"
+        )
     assert operator.get_openlineage_facets_on_complete(None).outputs == []
     names = ["1-2-Charged-20261128-0-0.json", "1-2-Charged-20261128-1-0.json"]
     operator._result = ExportResult("1", 2, "bucket-a", "json", files=[_file(n) for n in names])
