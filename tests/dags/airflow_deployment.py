@@ -1,0 +1,282 @@
+"""A small real Airflow 3 deployment for tests: api-server, scheduler and dag-processor on SQLite.
+
+Task execution in Airflow 3 goes through the api-server's execution API, so the three components
+run as separate processes the way ``airflow standalone`` runs them, with LocalExecutor (which
+Airflow 3.3 accepts on SQLite: only the api-server, scheduler and dag-processor touch the database;
+task processes talk HTTP). Each component runs in its own process group, stopped with everything it
+forked when the ``with`` block ends, also on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import urllib3
+
+from tests.ui.airflow_server import stop_process_group
+
+_AIRFLOW = Path(sys.executable).parent / "airflow"
+_SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+#: Cold start of a component on 2 busy cores takes 15-30 s; the margin is for CI running other suites.
+_STARTUP_DEADLINE_S = 180.0
+_COMPONENTS = ("api-server", "scheduler", "dag-processor")
+
+
+class DeploymentError(RuntimeError):
+    """The deployment could not start, a component died, or something did not happen in time."""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    if not path.exists():
+        return f"({path} does not exist)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass
+class AirflowDeployment:
+    """A running deployment started by :func:`run_airflow_deployment`."""
+
+    home: Path
+    env: dict[str, str]
+    api_url: str
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._http = urllib3.PoolManager(retries=False, timeout=urllib3.Timeout(connect=2.0, read=30.0))
+
+    # -- the command line, as a user runs it ---------------------------------------------------
+    def cli(
+        self, *args: str, check: bool = True, timeout_s: float = 240.0
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``airflow <args>`` against this deployment; its output is returned and logged in ``home``."""
+        result = subprocess.run(
+            [str(_AIRFLOW), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+        with (self.home / "cli.log").open("a") as log:
+            log.write(
+                f"$ airflow {' '.join(args)}\n(exit {result.returncode})\n{result.stdout}{result.stderr}\n"
+            )
+        if check and result.returncode != 0:
+            raise DeploymentError(
+                f"`airflow {' '.join(args)}` exited with {result.returncode}:\n{result.stdout}\n{result.stderr}"
+            )
+        return result
+
+    # -- the REST API (every user is admin here: no token) -------------------------------------
+    def api(self, path: str, **query: Any) -> Any:
+        url = f"{self.api_url}/api/v2/{path}"
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        response = self._http.request("GET", url)
+        if response.status != 200:
+            raise DeploymentError(f"GET {url} answered {response.status}: {response.data[:300]!r}")
+        return response.json()
+
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        runs: list[dict[str, Any]] = self.api(f"dags/{dag_id}/dagRuns", limit=1000, order_by="logical_date")[
+            "dag_runs"
+        ]
+        return runs
+
+    def task_instances(self, dag_id: str) -> list[dict[str, Any]]:
+        tis: list[dict[str, Any]] = self.api(f"dags/{dag_id}/dagRuns/~/taskInstances", limit=1000)[
+            "task_instances"
+        ]
+        return tis
+
+    def backfills(self, dag_id: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.api("backfills", dag_id=dag_id, limit=100)["backfills"]
+        return found
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> str:
+        """The task log file LocalExecutor wrote for one try."""
+        folder = self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+        path = folder / f"attempt={try_number}.log"
+        if not path.exists():
+            present = sorted(p.name for p in folder.glob("*")) if folder.exists() else []
+            raise DeploymentError(f"no log {path}; the folder holds {present}")
+        return path.read_text(errors="replace")
+
+    # -- waiting -------------------------------------------------------------------------------
+    def check_alive(self) -> None:
+        """Raise with the last log lines if a component has exited."""
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise DeploymentError(
+                    f"airflow {name} exited with {process.returncode}; last lines of its log:\n"
+                    f"{_tail(self.home / f'{name}.log')}"
+                )
+
+    def wait_until(
+        self, what: str, condition: Callable[[], bool], timeout_s: float, poll_s: float = 1.0
+    ) -> None:
+        """Poll ``condition`` until true; fail naming ``what`` (and a dead component, if any)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.check_alive()
+            with contextlib.suppress(DeploymentError, urllib3.exceptions.HTTPError):
+                if condition():
+                    return
+            if time.monotonic() > deadline:
+                raise DeploymentError(
+                    f"{what}: not reached within {timeout_s:.0f} s; last scheduler lines:\n"
+                    f"{_tail(self.home / 'scheduler.log', 20)}"
+                )
+            time.sleep(poll_s)
+
+    def wait_for_dag(self, dag_id: str, timeout_s: float = _STARTUP_DEADLINE_S) -> None:
+        """Wait until the dag-processor has parsed ``dag_id`` into the database."""
+        self.wait_until(f"DAG {dag_id} parsed", lambda: bool(self.api(f"dags/{dag_id}")["dag_id"]), timeout_s)
+
+    def wait_for_backfill(self, dag_id: str, backfill_id: int, timeout_s: float) -> list[dict[str, Any]]:
+        """Wait until every run of a backfill has finished and the scheduler marked it complete.
+
+        The scheduler marks finished backfills complete every 30 s; until then Airflow refuses another
+        backfill of the same DAG.
+        """
+
+        def done() -> bool:
+            (backfill,) = [b for b in self.backfills(dag_id) if b["id"] == backfill_id]
+            return backfill["completed_at"] is not None
+
+        self.wait_until(f"backfill {backfill_id} of {dag_id} complete", done, timeout_s, poll_s=2.0)
+        (backfill,) = [b for b in self.backfills(dag_id) if b["id"] == backfill_id]
+        # The REST API does not say which backfill a run belongs to: the backfill's range does.
+        first, last = _time(backfill["from_date"]), _time(backfill["to_date"])
+        return [
+            run
+            for run in self.dag_runs(dag_id)
+            if run["run_type"] == "backfill" and first <= _time(run["logical_date"]) <= last
+        ]
+
+
+def _deployment_env(home: Path, api_port: int, extra_env: dict[str, str]) -> dict[str, str]:
+    # The test process's own Airflow settings (AIRFLOW_HOME, connections of other fixtures) must not
+    # leak in: the deployment gets exactly what is below plus ``extra_env``.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("AIRFLOW") and key != "STORAGE_EMULATOR_HOST"
+    }
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            # The DAGs are unpaused when parsed: a paused DAG's backfill runs never start tasks.
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+            "AIRFLOW__CORE__AUTH_MANAGER": _SIMPLE_AUTH_MANAGER,
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            # Every component must sign and check the same tokens.
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+            "AIRFLOW__API__PORT": str(api_port),
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            # The scheduler's and triggerer's log servers default to fixed ports other suites may hold.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
+        }
+    )
+    env.update(extra_env)
+    return env
+
+
+@contextlib.contextmanager
+def run_airflow_deployment(
+    home: Path,
+    dag_files: list[Path],
+    *,
+    extra_env: dict[str, str] | None = None,
+    pools: dict[str, int] | None = None,
+) -> Iterator[AirflowDeployment]:
+    """Migrate a fresh SQLite database in ``home``, create the pools, start the three components.
+
+    :param home: an empty folder used as ``AIRFLOW_HOME``; logs of every component stay there.
+    :param dag_files: files copied into the deployment's DAGs folder.
+    :param extra_env: more environment for every component and CLI call (connections, emulator host).
+    :param pools: pools to create with ``airflow pools set`` before the scheduler starts.
+    """
+    dags = home / "dags"
+    dags.mkdir(parents=True, exist_ok=True)
+    for dag_file in dag_files:
+        shutil.copy(dag_file, dags / dag_file.name)
+    api_port = _free_port()
+    deployment = AirflowDeployment(
+        home=home,
+        env=_deployment_env(home, api_port, extra_env or {}),
+        api_url=f"http://127.0.0.1:{api_port}",
+    )
+    deployment.cli("db", "migrate")
+    for pool, slots in (pools or {}).items():
+        deployment.cli("pools", "set", pool, str(slots), f"test pool {pool}")
+    try:
+        for name in _COMPONENTS:
+            args = [name]
+            if name == "api-server":
+                args += ["--host", "127.0.0.1", "--port", str(api_port), "--workers", "1"]
+            with (home / f"{name}.log").open("ab") as log:
+                deployment.processes[name] = subprocess.Popen(
+                    [str(_AIRFLOW), *args],
+                    env=deployment.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        deployment.wait_until(
+            "api-server healthy",
+            lambda: deployment.api("monitor/health")["metadatabase"]["status"] == "healthy",
+            _STARTUP_DEADLINE_S,
+            poll_s=0.5,
+        )
+        yield deployment
+    finally:
+        _stop_components(deployment.processes)
+
+
+def _stop_components(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    """Stop every component's process group, then anything they started in a session of its own."""
+    descendants: list[psutil.Process] = []
+    for process in processes.values():
+        with contextlib.suppress(psutil.Error):
+            descendants += psutil.Process(process.pid).children(recursive=True)
+    # The scheduler first, so it starts no new task while the api-server goes away.
+    for name in ("scheduler", "dag-processor", "api-server"):
+        if name in processes:
+            stop_process_group(processes[name])
+    for leftover in descendants:
+        with contextlib.suppress(psutil.Error):
+            leftover.kill()
+    psutil.wait_procs(descendants, timeout=5)

@@ -1,0 +1,50 @@
+"""A thin variant of ``dags/clevertap_recurring_events.py`` for the backfill test's own Airflow.
+
+What matches the shipped DAG, because the test is about it: the operator in recurring mode (no
+from_date/to_date, so each run exports its data interval), ``DeltaDataIntervalTimetable`` of 4 hours,
+the ``clevertap_api`` pool, ``max_active_runs=3``, two retries, Parquet, the default connection ids.
+
+What differs, and why:
+
+* Two named events instead of all user events: small windows keep the test within minutes.
+* ``start_date`` lies in the future and ``catchup`` is off, so unpausing the DAG schedules nothing:
+  every run in the test deployment comes from ``airflow backfill create``.
+* ``retry_delay`` is seconds instead of 5 minutes, so a refused window reaches its final state quickly.
+* Two DAG ids from one definition: ``clevertap_backfill_events`` for the 3-day backfill and
+  ``clevertap_backfill_edge`` for the windows at the 60-day edge (Airflow allows one running backfill
+  per DAG, and each writes under its own prefix).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from airflow.sdk import DAG
+from airflow.timetables.interval import DeltaDataIntervalTimetable
+
+from ct_airflow_provider.operators import CleverTapEventsToGCSOperator
+
+EVERY_HOURS = 4
+EVENTS = ["Charged", "App Launched"]
+
+for dag_id in ("clevertap_backfill_events", "clevertap_backfill_edge"):
+    with DAG(
+        dag_id=dag_id,
+        schedule=DeltaDataIntervalTimetable(dt.timedelta(hours=EVERY_HOURS)),
+        start_date=dt.datetime(2100, 1, 1, tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=3,
+        tags=["clevertap", "export", "recurring", "test"],
+    ) as dag:
+        CleverTapEventsToGCSOperator(
+            task_id="export_events",
+            clevertap_conn_id="clevertap_default",
+            gcs_conn_id="clevertap_gcs_default",
+            events=EVENTS,
+            export_format="parquet",
+            object_prefix=f"{dag_id}/",
+            pool="clevertap_api",
+            retries=2,
+            retry_delay=dt.timedelta(seconds=2),
+        )
+    globals()[dag_id] = dag

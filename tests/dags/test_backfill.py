@@ -1,0 +1,308 @@
+"""``airflow backfill create`` over the recurring DAG, through a real scheduler (issue 6, item 3).
+
+One Airflow 3 deployment (api-server, scheduler, dag-processor, LocalExecutor, SQLite) runs the thin
+variant of ``dags/clevertap_recurring_events.py`` in ``dag_files/``, against the CleverTap simulator
+and the local GCS stack, with the ``clevertap_api`` pool of 3 slots. The tests run the commands the
+README documents and read the bucket back:
+
+* a 3-day backfill: one complete manifest per 4-hour window, every record of the range exported
+  exactly once, never more than 3 requests to CleverTap at a time although 6 runs were active;
+* re-running one window rewrites the same objects and adds none;
+* a backfill across CleverTap's 60-day edge: the window out of range fails with a message saying so,
+  the one in range succeeds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import urllib.parse
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+import urllib3
+
+from ct_airflow_provider.export.windows import RETENTION_DAYS, ts_of
+from ct_airflow_provider.testing.gcs_emulator import GCSTestStack, run_gcs_stack
+from ct_airflow_provider.testing.simulator import SimulatorServer, run_simulator
+from tests.dags.airflow_deployment import AirflowDeployment, run_airflow_deployment
+
+pytestmark = pytest.mark.slow
+
+DAG_FILE = Path(__file__).parent / "dag_files" / "clevertap_backfill_events.py"
+BACKFILL_DAG = "clevertap_backfill_events"
+EDGE_DAG = "clevertap_backfill_edge"
+TASK_ID = "export_events"
+EVENTS = ("Charged", "App Launched")
+BUCKET = "ct-backfill"
+POOL_SLOTS = 3
+WINDOW = dt.timedelta(hours=4)
+#: More runs may be active than the pool has slots, so that the pool, not the backfill, caps requests.
+BACKFILL_MAX_ACTIVE_RUNS = 6
+#: Each finished run takes 30 s at most to be seen by the scheduler's backfill bookkeeping.
+BACKFILL_DEADLINE_S = 420.0
+REFUSAL = "reaches back past CleverTap's 60 days"
+
+
+@dataclass
+class Deployment:
+    airflow: AirflowDeployment
+    simulator: SimulatorServer
+    gcs: GCSTestStack
+    tz: ZoneInfo
+
+
+@dataclass
+class Backfill:
+    id: int
+    runs: list[dict[str, Any]]
+    windows: list[dt.datetime]
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    # Every CleverTap answer waits a little, so requests of concurrent tasks really overlap.
+    with run_simulator(events_per_day=120, population=300) as simulator, run_gcs_stack(set_env=False) as gcs:
+        simulator.faults.response_delay_seconds = 0.3
+        gcs.create_bucket(BUCKET)
+        connections = {
+            "AIRFLOW_CONN_CLEVERTAP_DEFAULT": simulator.airflow_conn_env(),
+            "AIRFLOW_CONN_CLEVERTAP_GCS_DEFAULT": gcs.connection_env(BUCKET, gcs.new_service_account_key()),
+            "STORAGE_EMULATOR_HOST": gcs.emulator_url,
+        }
+        home = tmp_path_factory.mktemp("airflow-backfill-home")
+        with run_airflow_deployment(
+            home, [DAG_FILE], extra_env=connections, pools={"clevertap_api": POOL_SLOTS}
+        ) as airflow:
+            for dag_id in (BACKFILL_DAG, EDGE_DAG):
+                airflow.wait_for_dag(dag_id)
+            yield Deployment(airflow, simulator, gcs, ZoneInfo(simulator.timezone))
+
+
+def _backfill(airflow: AirflowDeployment, dag_id: str, from_date: str, to_date: str, *extra: str) -> Backfill:
+    """Run ``airflow backfill create`` as the README shows it and wait until the backfill is complete."""
+    known = {b["id"] for b in airflow.backfills(dag_id)}
+    airflow.cli(
+        "backfill", "create", "--dag-id", dag_id, "--from-date", from_date, "--to-date", to_date,
+        "--reprocess-behavior", "completed", *extra,
+    )  # fmt: skip
+    (created,) = [b for b in airflow.backfills(dag_id) if b["id"] not in known]
+    runs = airflow.wait_for_backfill(dag_id, created["id"], BACKFILL_DEADLINE_S)
+    windows = sorted(_time(run["data_interval_start"]) for run in runs)
+    return Backfill(created["id"], runs, windows)
+
+
+@pytest.fixture(scope="module")
+def three_days(deployment: Deployment) -> Backfill:
+    """The 4-hour windows of the three days before yesterday's end: 13 runs from one backfill."""
+    today = dt.datetime.now(dt.UTC).date()
+    return _backfill(
+        deployment.airflow,
+        BACKFILL_DAG,
+        (today - dt.timedelta(days=3)).isoformat(),
+        (today - dt.timedelta(days=1)).isoformat(),
+        "--max-active-runs", str(BACKFILL_MAX_ACTIVE_RUNS),
+    )  # fmt: skip
+
+
+# -- reading the bucket back ---------------------------------------------------------------------
+def _time(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _objects(gcs: GCSTestStack, prefix: str) -> dict[str, int]:
+    """Object name -> generation, straight from fake-gcs-server (a rewrite gets a new generation)."""
+    http = urllib3.PoolManager(retries=False)
+    found: dict[str, int] = {}
+    page_token = ""
+    while True:
+        query = urllib.parse.urlencode({"prefix": prefix, "pageToken": page_token, "maxResults": 1000})
+        data = orjson.loads(http.request("GET", f"{gcs.upstream_url}/storage/v1/b/{BUCKET}/o?{query}").data)
+        found.update({item["name"]: int(item["generation"]) for item in data.get("items", [])})
+        page_token = data.get("nextPageToken", "")
+        if not page_token:
+            return found
+
+
+def _manifests(gcs: GCSTestStack, prefix: str) -> dict[int, list[dict[str, Any]]]:
+    """Manifests under ``prefix`` by run timestamp (a list, so a duplicate shows)."""
+    by_run: dict[int, list[dict[str, Any]]] = {}
+    for name in _objects(gcs, prefix):
+        if name.endswith("-manifest.json"):
+            manifest = orjson.loads(gcs.read_object(BUCKET, name))
+            by_run.setdefault(int(manifest["run_timestamp"]), []).append(manifest)
+    return by_run
+
+
+def _ts(value: Any) -> int:
+    if isinstance(value, dt.datetime):
+        return int(value.strftime("%Y%m%d%H%M%S"))
+    return int(value)
+
+
+def _record_key(event: str, record: dict[str, Any]) -> tuple[str, int, str, Any]:
+    """What tells two records apart: the event, ``ts``, the user and the session."""
+    profile, session = record.get("profile") or {}, record.get("sessionProps") or record.get("session_props")
+    if isinstance(profile, str):
+        profile = orjson.loads(profile)
+    if isinstance(session, str):
+        session = orjson.loads(session)
+    return event, _ts(record["ts"]), str(profile.get("objectId")), (session or {}).get("session_id")
+
+
+def _exported_records(gcs: GCSTestStack, manifest: dict[str, Any]) -> Counter[tuple[str, int, str, Any]]:
+    records: Counter[tuple[str, int, str, Any]] = Counter()
+    for file in manifest["files"]:
+        table = pq.read_table(io.BytesIO(gcs.read_object(BUCKET, file["object_name"])))
+        rows = table.to_pylist()
+        assert len(rows) == file["records"], file["object_name"]
+        records.update(_record_key(file["event_name"], row) for row in rows)
+    return records
+
+
+def _truth(
+    deployment: Deployment, start: dt.datetime, end: dt.datetime
+) -> Counter[tuple[str, int, str, Any]]:
+    """Every record the simulated account holds with ``ts`` in ``[start, end)``."""
+    first_ts, end_ts = ts_of(start, deployment.tz), ts_of(end, deployment.tz)
+    day, last_day = start.astimezone(deployment.tz).date(), end.astimezone(deployment.tz).date()
+    records: Counter[tuple[str, int, str, Any]] = Counter()
+    while day <= last_day:
+        for event in EVENTS:
+            records.update(
+                _record_key(event, record)
+                for record in deployment.simulator.truth.events(event, day)
+                if first_ts <= int(record["ts"]) < end_ts
+            )
+        day += dt.timedelta(days=1)
+    return records
+
+
+def _peak_overlap(intervals: list[tuple[str, str]]) -> int:
+    """The most intervals open at one instant (an end and a start at the same instant do not overlap)."""
+    moments = sorted(
+        [(_time(start), 1) for start, _ in intervals] + [(_time(end), -1) for _, end in intervals],
+        key=lambda moment: (moment[0], moment[1]),
+    )
+    open_now = peak = 0
+    for _, change in moments:
+        open_now += change
+        peak = max(peak, open_now)
+    return peak
+
+
+# -- the tests -----------------------------------------------------------------------------------
+def test_backfill_exports_each_window_once_within_the_pool(
+    deployment: Deployment, three_days: Backfill
+) -> None:
+    first = dt.datetime.combine(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3), dt.time(), dt.UTC)
+    # Airflow cut the three days into the DAG's 4-hour windows: 00:00 three days ago to 00:00 yesterday.
+    assert three_days.windows == [first + i * WINDOW for i in range(13)]
+    assert {run["state"] for run in three_days.runs} == {"success"}, three_days.runs
+
+    manifests = _manifests(deployment.gcs, f"{BACKFILL_DAG}/")
+    # One manifest per window, each complete, named by the window's logical date.
+    assert sorted(manifests) == [int(w.timestamp()) for w in three_days.windows]
+    assert all(len(found) == 1 for found in manifests.values()), manifests
+    assert {m[0]["status"] for m in manifests.values()} == {"complete"}
+    assert len({m[0]["request_id"] for m in manifests.values()}) == 1
+
+    # Nothing in the bucket that no manifest lists.
+    listed = {f["object_name"] for (m,) in manifests.values() for f in m["files"]}
+    objects = set(_objects(deployment.gcs, f"{BACKFILL_DAG}/"))
+    assert objects - listed == {n for n in objects if n.endswith("-manifest.json")}
+    assert listed <= objects
+
+    # Each window holds exactly its own records, and together they hold the whole range once.
+    exported: Counter[tuple[str, int, str, Any]] = Counter()
+    for window in three_days.windows:
+        (manifest,) = manifests[int(window.timestamp())]
+        records = _exported_records(deployment.gcs, manifest)
+        assert records == _truth(deployment, window, window + WINDOW), window
+        exported.update(records)
+    truth = _truth(deployment, three_days.windows[0], three_days.windows[-1] + WINDOW)
+    assert sum(truth.values()) > 100
+    assert exported == truth
+
+    # CleverTap's limit: never a 4th concurrent request (the simulator would have refused it with 429).
+    stats = deployment.simulator.stats.snapshot()
+    assert stats["concurrency_rejections"] == 0, stats
+    assert stats["max_concurrent_observed"] <= POOL_SLOTS, stats
+    # The pool is what held it there: more runs were active than tasks ran at once.
+    tis = [ti for ti in deployment.airflow.task_instances(BACKFILL_DAG) if ti["start_date"]]
+    assert len(tis) == len(three_days.windows)
+    running_at_once = _peak_overlap([(ti["start_date"], ti["end_date"]) for ti in tis])
+    runs_at_once = _peak_overlap([(run["start_date"], run["end_date"]) for run in three_days.runs])
+    assert {ti["pool"] for ti in tis} == {"clevertap_api"}
+    assert 2 <= running_at_once <= POOL_SLOTS, running_at_once
+    assert runs_at_once > POOL_SLOTS, runs_at_once
+
+
+def test_rerunning_a_window_replaces_its_objects(deployment: Deployment, three_days: Backfill) -> None:
+    window = three_days.windows[6]
+    run_timestamp = int(window.timestamp())
+    before = _objects(deployment.gcs, f"{BACKFILL_DAG}/")
+    (manifest,) = _manifests(deployment.gcs, f"{BACKFILL_DAG}/")[run_timestamp]
+    window_objects = {f["object_name"] for f in manifest["files"]} | {
+        name for name in before if name.endswith(f"-{run_timestamp}-manifest.json")
+    }
+
+    rerun = _backfill(deployment.airflow, BACKFILL_DAG, window.isoformat(), window.isoformat())
+
+    assert rerun.windows == [window]
+    assert [run["state"] for run in rerun.runs] == ["success"]
+    (ti,) = [
+        ti
+        for ti in deployment.airflow.task_instances(BACKFILL_DAG)
+        if ti["dag_run_id"] == rerun.runs[0]["dag_run_id"]
+    ]
+    assert ti["try_number"] == 2, ti  # the window's task really ran again
+    after = _objects(deployment.gcs, f"{BACKFILL_DAG}/")
+    # The same object names, no more: the rerun replaced the window's files and manifest ...
+    assert set(after) == set(before)
+    assert all(after[name] != before[name] for name in window_objects), window_objects
+    # ... and left every other window's objects alone.
+    assert {n: g for n, g in after.items() if n not in window_objects} == {
+        n: g for n, g in before.items() if n not in window_objects
+    }
+    (manifest,) = _manifests(deployment.gcs, f"{BACKFILL_DAG}/")[run_timestamp]
+    assert manifest["status"] == "complete"
+    assert _exported_records(deployment.gcs, manifest) == _truth(deployment, window, window + WINDOW)
+
+
+def test_windows_past_60_days_fail_with_a_clear_message(deployment: Deployment) -> None:
+    # The 4-hour window that starts just before the earliest exportable day (in the account's time
+    # zone) and the one right after it, on the DAG's grid of windows starting at 00:00 UTC.
+    today = dt.datetime.now(deployment.tz).date()
+    earliest = dt.datetime.combine(today - dt.timedelta(days=RETENTION_DAYS), dt.time(), deployment.tz)
+    grid = earliest.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    while grid < earliest:
+        grid += WINDOW
+    in_range, out_of_range = grid, grid - WINDOW
+
+    backfill = _backfill(deployment.airflow, EDGE_DAG, out_of_range.isoformat(), in_range.isoformat())
+
+    assert backfill.windows == [out_of_range, in_range]
+    states = {_time(run["data_interval_start"]): run["state"] for run in backfill.runs}
+    assert states == {out_of_range: "failed", in_range: "success"}
+
+    tis = {ti["dag_run_id"]: ti for ti in deployment.airflow.task_instances(EDGE_DAG)}
+    (refused_run,) = [r for r in backfill.runs if r["state"] == "failed"]
+    refused = tis[refused_run["dag_run_id"]]
+    assert refused["state"] == "failed"
+    log = deployment.airflow.task_log(EDGE_DAG, refused_run["dag_run_id"], TASK_ID, refused["try_number"])
+    assert REFUSAL in log and "leave this window out of the backfill" in log, log[-3000:]
+    assert out_of_range.isoformat() in log
+
+    manifests = _manifests(deployment.gcs, f"{EDGE_DAG}/")
+    assert sorted(manifests) == [int(in_range.timestamp())]
+    (manifest,) = manifests[int(in_range.timestamp())]
+    assert manifest["status"] == "complete"
+    assert _exported_records(deployment.gcs, manifest) == _truth(deployment, in_range, in_range + WINDOW)
