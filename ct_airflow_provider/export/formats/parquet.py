@@ -33,6 +33,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -61,6 +62,8 @@ _EXACT_DOUBLE = 2**53
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _MAX_SIGNATURES = 512
 _FLAT_KINDS = frozenset({str, float, bool, type(None)})
+# A remembered shape with no integers, objects or lists: a repeat needs no further look.
+_NOTHING_TO_DO: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = ((), (), ())
 _SPILL_FLUSH_BYTES = 1 << 18
 
 # Row groups are read from the spill in blocks of at most this many bytes of JSON lines.
@@ -119,11 +122,14 @@ class _Node:
                 node.merge(value)
             if len(self.signatures) >= _MAX_SIGNATURES:
                 self.signatures.clear()
-            self.signatures[signature] = (
+            plan = (
                 tuple(key for key, value in obj.items() if type(value) is int),
                 tuple(key for key, value in obj.items() if type(value) is dict),
                 tuple(key for key, value in obj.items() if type(value) is list),
             )
+            self.signatures[signature] = plan if any(plan) else _NOTHING_TO_DO
+            return
+        if known is _NOTHING_TO_DO:
             return
         assert fields is not None
         int_keys, dict_keys, list_keys = known
@@ -409,9 +415,10 @@ class ParquetWriter:
             spill.path.unlink(missing_ok=True)
 
     def _empty_file_size(self, schema: pa.Schema) -> int:
-        buffer = io.BytesIO()
-        pq.write_table(schema.empty_table(), buffer, compression=self.codec)
-        return len(buffer.getvalue())
+        # ParquetWriter rather than pq.write_table, which imports pandas (seconds, and memory).
+        sink = pa.BufferOutputStream()
+        pq.ParquetWriter(sink, schema, compression=self.codec).close()
+        return len(sink.getvalue())
 
     def footer_estimate(self, groups: int) -> int:
         return int(self._footer_base + self._footer_per_group * groups * 1.2) + 1024
@@ -512,7 +519,7 @@ class _DayWriter:
             stamps = pc.strptime(pc.cast(raw.column("ts"), pa.string()), format="%Y%m%d%H%M%S", unit="ms")
         except pa.ArrowInvalid as exc:
             raise ExportDataError(f"A record's ts is not a valid yyyyMMddHHmmss time: {exc}.") from exc
-        names = pa.array([self.owner.event_name] * raw.num_rows, pa.string())
+        names = _repeated_text(self.owner.event_name, raw.num_rows)
         columns = [stamps, names] + [
             raw.column(field.name) for field in self.raw_schema if field.name != "ts"
         ]
@@ -591,6 +598,19 @@ class _DayWriter:
             groups[-1] = (start, middle, rows // 2)
             self.offset = middle
         return self._write_groups(path, groups)
+
+
+def _repeated_text(text: str, count: int) -> pa.Array:
+    """A string array holding ``text`` ``count`` times.
+
+    Built from buffers: ``pa.array`` on a Python list (and ``pa.scalar``) imports pandas to look
+    for pandas objects, which costs seconds and tens of MB in a process that has no other use for it.
+    """
+    encoded = text.encode("utf-8")
+    offsets = np.arange(count + 1, dtype=np.int64) * len(encoded)
+    return pa.LargeStringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(encoded * count)).cast(
+        pa.string()
+    )
 
 
 def _nth_line_end(data: bytes, count: int) -> int:
