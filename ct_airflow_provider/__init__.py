@@ -45,6 +45,9 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["ct_airflow_provider.sensors.profile_export"],
             }
         ],
+        "triggers": [
+            {"integration-name": "CleverTap", "python-modules": ["ct_airflow_provider.triggers.profile_export"]}
+        ],
         "connection-types": [
             {
                 "connection-type": "clevertap_gcs",
