@@ -46,7 +46,10 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "triggers": [
-            {"integration-name": "CleverTap", "python-modules": ["ct_airflow_provider.triggers.profile_export"]}
+            {
+                "integration-name": "CleverTap",
+                "python-modules": ["ct_airflow_provider.triggers.profile_export"],
+            }
         ],
         "connection-types": [
             {

@@ -31,8 +31,16 @@ def test_every_module_and_hook_class_named_exists() -> None:
 
 
 def test_bucket_form_has_the_product_pages_three_fields() -> None:
-    (bucket,) = [c for c in get_provider_info()["connection-types"] if c["connection-type"] == "clevertap_gcs"]
+    (bucket,) = [
+        c for c in get_provider_info()["connection-types"] if c["connection-type"] == "clevertap_gcs"
+    ]
     labels = [field["label"] for field in bucket["conn-fields"].values()]
     assert labels == ["Bucket nickname", "Service Account Key", "Bucket name"]
     assert bucket["conn-fields"]["service_account_key"]["schema"]["format"] == "password"
-    assert set(bucket["ui-field-behaviour"]["hidden-fields"]) >= {"host", "login", "password", "port", "schema"}
+    assert set(bucket["ui-field-behaviour"]["hidden-fields"]) >= {
+        "host",
+        "login",
+        "password",
+        "port",
+        "schema",
+    }
