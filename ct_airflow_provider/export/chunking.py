@@ -9,7 +9,7 @@ file is finished early and that day continues in its next file).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -279,15 +279,14 @@ class StreamWriter:
         self.files = DayFiles(delivery, header, footer, max_open)
         self.encode = encode
 
-    def add(self, day_numbers: list[int], records: list[dict[str, Any]]) -> None:
+    def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Write one page of records.
 
-        :param day_numbers: ``yyyymmdd`` of each record.
-        :param records: the file records.
+        :param records: ``(yyyymmdd, file record)`` pairs.
         """
         days = self.files.days
         encode = self.encode
-        for day_number, record in zip(day_numbers, records, strict=True):
+        for day_number, record in records:
             chunks = days.get(day_number)
             if chunks is None:
                 chunks = self.files.day(day_number, day_of(day_number))

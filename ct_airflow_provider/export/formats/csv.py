@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import marshal
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,18 +123,17 @@ class CsvWriter:
                 self._columns += 1
         self._batch_columns = self._columns
 
-    def add(self, day_numbers: list[int], records: list[dict[str, Any]]) -> None:
+    def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Format and spill one page of records.
 
-        :param day_numbers: ``yyyymmdd`` of each record.
-        :param records: the file records.
+        :param records: ``(yyyymmdd, file record)`` pairs.
         """
         section_keys = self._section_keys
         top_keys = self._top_keys
         writers = self._writers
         pending = self._pending_chars
         plain = _PLAIN
-        for day_number, record in zip(day_numbers, records, strict=True):
+        for day_number, record in records:
             for key, value in record.items():
                 if type(value) is dict:
                     known = section_keys.get(key)

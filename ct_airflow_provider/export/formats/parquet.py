@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -298,18 +299,17 @@ class ParquetWriter:
         self._footer_per_group = 0.0
         self._footer_base = 0
 
-    def add(self, day_numbers: list[int], records: list[dict[str, Any]]) -> None:
+    def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Learn the types of one page of records and spill them.
 
-        :param day_numbers: ``yyyymmdd`` of each record.
-        :param records: the file records.
+        :param records: ``(yyyymmdd, file record)`` pairs.
         """
         days = self._days
         merge = self._root.merge_object
         dumps = orjson.dumps
         option = orjson.OPT_APPEND_NEWLINE
         paths = self._encoded_paths
-        for day_number, record in zip(day_numbers, records, strict=True):
+        for day_number, record in records:
             merge(record)
             spill = days.get(day_number)
             if spill is None:
