@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -157,18 +158,8 @@ class AirflowDeployment:
         """Wait until the dag-processor has parsed ``dag_id`` into the database."""
         self.wait_until(f"DAG {dag_id} parsed", lambda: bool(self.api(f"dags/{dag_id}")["dag_id"]), timeout_s)
 
-    def wait_for_backfill(self, dag_id: str, backfill_id: int, timeout_s: float) -> list[dict[str, Any]]:
-        """Wait until every run of a backfill has finished and the scheduler marked it complete.
-
-        The scheduler marks finished backfills complete every 30 s; until then Airflow refuses another
-        backfill of the same DAG.
-        """
-
-        def done() -> bool:
-            (backfill,) = [b for b in self.backfills(dag_id) if b["id"] == backfill_id]
-            return backfill["completed_at"] is not None
-
-        self.wait_until(f"backfill {backfill_id} of {dag_id} complete", done, timeout_s, poll_s=2.0)
+    def backfill_runs(self, dag_id: str, backfill_id: int) -> list[dict[str, Any]]:
+        """The runs of one backfill (``airflow backfill create`` has created them all when it returns)."""
         (backfill,) = [b for b in self.backfills(dag_id) if b["id"] == backfill_id]
         # The REST API does not say which backfill a run belongs to: the backfill's range does.
         first, last = _time(backfill["from_date"]), _time(backfill["to_date"])
@@ -177,6 +168,31 @@ class AirflowDeployment:
             for run in self.dag_runs(dag_id)
             if run["run_type"] == "backfill" and first <= _time(run["logical_date"]) <= last
         ]
+
+    def wait_for_backfill_runs(self, dag_id: str, backfill_id: int, timeout_s: float) -> list[dict[str, Any]]:
+        """Wait until every run of a backfill has finished; returns them."""
+
+        def finished() -> bool:
+            runs = self.backfill_runs(dag_id, backfill_id)
+            return bool(runs) and all(run["state"] in ("success", "failed") for run in runs)
+
+        self.wait_until(
+            f"runs of backfill {backfill_id} of {dag_id} finished", finished, timeout_s, poll_s=2.0
+        )
+        return self.backfill_runs(dag_id, backfill_id)
+
+    def wait_for_backfills_complete(self, dag_id: str, timeout_s: float = 120.0) -> None:
+        """Wait until the scheduler has marked every backfill of ``dag_id`` complete.
+
+        It does so every 30 s once a backfill's runs have finished; until then Airflow refuses another
+        backfill of the same DAG ("There can be only one running backfill per Dag").
+        """
+        self.wait_until(
+            f"backfills of {dag_id} marked complete",
+            lambda: all(b["completed_at"] is not None for b in self.backfills(dag_id)),
+            timeout_s,
+            poll_s=2.0,
+        )
 
 
 def _deployment_env(home: Path, api_port: int, extra_env: dict[str, str]) -> dict[str, str]:
@@ -190,7 +206,8 @@ def _deployment_env(home: Path, api_port: int, extra_env: dict[str, str]) -> dic
     env.update(
         {
             "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            # Three processes share the file: wait for a lock rather than fail after sqlite's default 5 s.
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}?timeout=60",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": "8",
             "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
@@ -240,6 +257,10 @@ def run_airflow_deployment(
         api_url=f"http://127.0.0.1:{api_port}",
     )
     deployment.cli("db", "migrate")
+    # Write-ahead logging lets readers (the api-server, CLI calls) go on while the scheduler writes;
+    # the mode is stored in the database file, so every component gets it.
+    with contextlib.closing(sqlite3.connect(home / "airflow.db")) as database:
+        database.execute("PRAGMA journal_mode=WAL")
     for pool, slots in (pools or {}).items():
         deployment.cli("pools", "set", pool, str(slots), f"test pool {pool}")
     try:
