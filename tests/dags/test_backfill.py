@@ -61,6 +61,7 @@ class Deployment:
 @dataclass
 class Backfill:
     id: int
+    from_date: str
     runs: list[dict[str, Any]]
     windows: list[dt.datetime]
 
@@ -96,7 +97,7 @@ def _backfill(airflow: AirflowDeployment, dag_id: str, from_date: str, to_date: 
     (created,) = [b for b in airflow.backfills(dag_id) if b["id"] not in known]
     runs = airflow.wait_for_backfill_runs(dag_id, created["id"], BACKFILL_DEADLINE_S)
     windows = sorted(_time(run["data_interval_start"]) for run in runs)
-    return Backfill(created["id"], runs, windows)
+    return Backfill(created["id"], from_date, runs, windows)
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +209,7 @@ def _try_number(airflow: AirflowDeployment, window: dt.datetime) -> int:
 def test_backfill_exports_each_window_once_within_the_pool(
     deployment: Deployment, three_days: Backfill
 ) -> None:
-    first = dt.datetime.combine(dt.datetime.now(dt.UTC).date() - dt.timedelta(days=3), dt.time(), dt.UTC)
+    first = dt.datetime.combine(dt.date.fromisoformat(three_days.from_date), dt.time(), dt.UTC)
     # Airflow cut the three days into the DAG's 4-hour windows: 00:00 three days ago to 00:00 yesterday.
     assert three_days.windows == [first + i * WINDOW for i in range(13)]
     assert {run["state"] for run in three_days.runs} == {"success"}, three_days.runs
