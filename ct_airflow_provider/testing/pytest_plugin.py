@@ -30,3 +30,19 @@ def clevertap_simulator() -> Iterator[SimulatorServer]:
     """A fresh CleverTap API simulator on a free loopback port, with the default seed."""
     with run_simulator() as server:
         yield server
+
+
+def connect_default_connections(
+    monkeypatch: pytest.MonkeyPatch, simulator: SimulatorServer, gcs_stack: GCSTestStack, bucket: str
+) -> None:
+    """Point ``clevertap_default`` at ``simulator`` and ``clevertap_gcs_default`` at an empty ``bucket``.
+
+    The bucket is created if needed and emptied; the connection gets a fresh Storage Admin key.
+    """
+    gcs_stack.create_bucket(bucket)
+    gcs_stack.delete_all_objects(bucket)
+    monkeypatch.setenv("AIRFLOW_CONN_CLEVERTAP_DEFAULT", simulator.airflow_conn_env())
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLEVERTAP_GCS_DEFAULT",
+        gcs_stack.connection_env(bucket, gcs_stack.new_service_account_key()),
+    )

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from ct_airflow_provider.testing.gcs_emulator import GCSTestStack
+from ct_airflow_provider.testing.pytest_plugin import connect_default_connections
 from ct_airflow_provider.testing.simulator import SimulatorServer, run_simulator
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
@@ -49,13 +50,7 @@ def simulator() -> Iterator[SimulatorServer]:
 def stack(
     gcs_stack: GCSTestStack, simulator: SimulatorServer, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[GCSTestStack]:
-    gcs_stack.create_bucket(BUCKET)
-    gcs_stack.delete_all_objects(BUCKET)
-    monkeypatch.setenv("AIRFLOW_CONN_CLEVERTAP_DEFAULT", simulator.airflow_conn_env())
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_CLEVERTAP_GCS_DEFAULT",
-        gcs_stack.connection_env(BUCKET, gcs_stack.new_service_account_key()),
-    )
+    connect_default_connections(monkeypatch, simulator, gcs_stack, BUCKET)
     yield gcs_stack
 
 
