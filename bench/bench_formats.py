@@ -146,9 +146,9 @@ def table(rows: list[dict[str, Any]], count: int, large: int, rounds: int, gener
         pandas = row.get("pandas")
         if pandas:
             cells += [
-                f"{count / pandas['wall']:,.0f}",
-                f"{pandas['wall'] / ours['wall']:.1f}x",
-                f"{pandas['peak'] / MB:.0f} MB",
+                f"{pandas['records'] / pandas['wall']:,.0f}",
+                f"{_per_record(pandas) / _per_record(ours):.1f}x",
+                f"{pandas['peak'] / MB:.0f} MB ({pandas['records']:,})",
             ]
         else:
             cells += ["-", "-", "-"]

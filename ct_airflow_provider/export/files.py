@@ -11,6 +11,7 @@ ever passing it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import importlib
 import os
@@ -311,12 +312,12 @@ class OutputFile:
     def abort(self) -> None:
         """Close and delete the unfinished file."""
         self._buffer = bytearray()
-        try:
+        # Called while another error propagates: a failure of the worker must not hide it.
+        with contextlib.suppress(Exception):
             self._worker.submit(self._handle.close)
             self._worker.wait()
-        finally:
-            self._handle.close()
-            self.path.unlink(missing_ok=True)
+        self._handle.close()
+        self.path.unlink(missing_ok=True)
 
 
 def new_output_path(directory: Path, suffix: str) -> Path:

@@ -280,7 +280,11 @@ def export_event(
             yield ts // 1_000_000, shape_event(record)
 
     with _spill_area(settings.work_dir) as spill_dir:
-        writer = _writer(settings, delivery, spill_dir, event_name, event_name, max_open_days)
+        try:
+            writer = _writer(settings, delivery, spill_dir, event_name, event_name, max_open_days)
+        except BaseException:
+            delivery.worker.close()
+            raise
         _run(writer, map(prepared, pages), delivery)
     return _result(event_name, delivery, counts[0], counts[0] - counts[1])
 
@@ -345,7 +349,11 @@ def export_profiles(
             yield day_number, record
 
     with _spill_area(settings.work_dir) as spill_dir:
-        writer = _writer(settings, delivery, spill_dir, PROFILES_NAME, None)
+        try:
+            writer = _writer(settings, delivery, spill_dir, PROFILES_NAME, None)
+        except BaseException:
+            delivery.worker.close()
+            raise
         _run(writer, map(prepared, pages), delivery)
     return _result(PROFILES_NAME, delivery, counts[0], counts[0])
 
