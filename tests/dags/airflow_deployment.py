@@ -35,6 +35,7 @@ _SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_man
 #: Cold start of a component on 2 busy cores takes 15-30 s; the margin is for CI running other suites.
 _STARTUP_DEADLINE_S = 180.0
 _COMPONENTS = ("api-server", "scheduler", "dag-processor")
+_LOCKED_ATTEMPTS = 4
 
 
 class DeploymentError(RuntimeError):
@@ -73,19 +74,31 @@ class AirflowDeployment:
     def cli(
         self, *args: str, check: bool = True, timeout_s: float = 240.0
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``airflow <args>`` against this deployment; its output is returned and logged in ``home``."""
-        result = subprocess.run(
-            [str(_AIRFLOW), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
-        with (self.home / "cli.log").open("a") as log:
-            log.write(
-                f"$ airflow {' '.join(args)}\n(exit {result.returncode})\n{result.stdout}{result.stderr}\n"
+        """Run ``airflow <args>`` against this deployment; its output is returned and logged in ``home``.
+
+        A command refused with SQLite's "database is locked" is run again (at most
+        ``_LOCKED_ATTEMPTS`` times): SQLite answers so at once, whatever the busy timeout, when a
+        transaction that has read must write after another process wrote. Airflow undoes what the
+        command had begun (``airflow backfill create`` removes its half-made backfill), and a user
+        on SQLite would simply run the command again.
+        """
+        for attempt in range(1, _LOCKED_ATTEMPTS + 1):
+            result = subprocess.run(
+                [str(_AIRFLOW), *args],
+                env=self.env,
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                check=False,
             )
+            with (self.home / "cli.log").open("a") as log:
+                log.write(
+                    f"$ airflow {' '.join(args)}\n(exit {result.returncode})\n{result.stdout}{result.stderr}\n"
+                )
+            locked = result.returncode != 0 and "database is locked" in result.stdout + result.stderr
+            if not locked or attempt == _LOCKED_ATTEMPTS:
+                break
+            time.sleep(2.0 * attempt)
         if check and result.returncode != 0:
             raise DeploymentError(
                 f"`airflow {' '.join(args)}` exited with {result.returncode}:\n{result.stdout}\n{result.stderr}"

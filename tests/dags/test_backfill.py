@@ -94,7 +94,8 @@ def _backfill(airflow: AirflowDeployment, dag_id: str, from_date: str, to_date: 
         "backfill", "create", "--dag-id", dag_id, "--from-date", from_date, "--to-date", to_date,
         "--reprocess-behavior", "completed", *extra,
     )  # fmt: skip
-    (created,) = [b for b in airflow.backfills(dag_id) if b["id"] not in known]
+    # A try refused by SQLite's lock removed its own backfill; the command's backfill is the newest.
+    created = max((b for b in airflow.backfills(dag_id) if b["id"] not in known), key=lambda b: b["id"])
     runs = airflow.wait_for_backfill_runs(dag_id, created["id"], BACKFILL_DEADLINE_S)
     windows = sorted(_time(run["data_interval_start"]) for run in runs)
     return Backfill(created["id"], from_date, runs, windows)
