@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
+from ct_airflow_provider.export.errors import ExportConfigError
 from ct_airflow_provider.export.formats import validate_format
 from ct_airflow_provider.export.job import ExportResult, ExportRun, ExportSpec
 from ct_airflow_provider.export.naming import ExportNaming
@@ -20,13 +22,29 @@ from ct_airflow_provider.export.windows import (
     once_only_window,
     recurring_window,
 )
-from ct_airflow_provider.hooks.clevertap import CleverTapHook
-from ct_airflow_provider.hooks.gcs import CleverTapGCSHook, get_bucket_hook
+from ct_airflow_provider.hooks.clevertap import (
+    CleverTapAuthError,
+    CleverTapConfigError,
+    CleverTapHook,
+    EventExportNotAllowedError,
+)
+from ct_airflow_provider.hooks.gcs import BucketConnectionError, CleverTapGCSHook, get_bucket_hook
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 DEFAULT_MAX_FILE_BYTES = 100 * 1024 * 1024
+
+#: Failures a retry cannot mend (a window CleverTap no longer holds, a bad setting, refused
+#: credentials): the task fails at once instead of spending its retries on them.
+NOT_RETRYABLE = (
+    ExportWindowError,
+    ExportConfigError,
+    BucketConnectionError,
+    CleverTapConfigError,
+    CleverTapAuthError,
+    EventExportNotAllowedError,
+)
 #: The Airflow pool that keeps a whole deployment within CleverTap's 3 concurrent requests.
 CLEVERTAP_POOL = "clevertap_api"
 
@@ -175,6 +193,16 @@ class _CleverTapToGCSBase(BaseOperator):
         )  # fmt: skip
         work_dir = Path(self.work_dir) if self.work_dir else None
         return ExportRun(spec, bucket, self.log, work_dir=work_dir), clevertap  # type: ignore[arg-type]
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        try:
+            self._result = self._export(context)
+        except NOT_RETRYABLE as error:
+            raise AirflowFailException(str(error)) from error
+        return self._result.summary()
+
+    def _export(self, context: Context) -> ExportResult:
+        raise NotImplementedError
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: CleverTap as input, every file written as an output dataset."""

@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ct_airflow_provider.export.job import ExportResult
 from ct_airflow_provider.hooks.clevertap import EventExportNotAllowedError
 from ct_airflow_provider.operators._base import DEFAULT_MAX_FILE_BYTES, _CleverTapToGCSBase
 
@@ -92,7 +93,7 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
             for day in days
         ]
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def _export(self, context: Context) -> ExportResult:
         run, clevertap = self._run(context)
         selected = _event_list(self.events)
         skippable: tuple[type[Exception], ...]
@@ -103,8 +104,7 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
             names = clevertap.list_event_names()
             skippable = (EventExportNotAllowedError,)
             self.log.info("All user events: %d event names listed by CleverTap", len(names))
-        self._result = run.events(clevertap, names, skippable=skippable)
-        return self._result.summary()
+        return run.events(clevertap, names, skippable=skippable)
 
 
 def _as_date(value: str | dt.date) -> dt.date:

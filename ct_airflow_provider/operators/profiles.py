@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ct_airflow_provider.export.job import ExportResult
 from ct_airflow_provider.hooks.clevertap import EventExportNotAllowedError
 from ct_airflow_provider.operators._base import _CleverTapToGCSBase
 
@@ -25,8 +26,7 @@ class CleverTapProfilesToGCSOperator(_CleverTapToGCSBase):
     must wait for it: put :class:`~ct_airflow_provider.sensors.RecurringProfileExportSensor` before it.
     """
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def _export(self, context: Context) -> ExportResult:
         run, clevertap = self._run(context)
         names = clevertap.list_event_names()
-        self._result = run.profiles(clevertap, names, skippable=(EventExportNotAllowedError,))
-        return self._result.summary()
+        return run.profiles(clevertap, names, skippable=(EventExportNotAllowedError,))

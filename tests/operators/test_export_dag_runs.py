@@ -210,6 +210,9 @@ def test_refused_inputs_fail_before_any_api_call(stack: GCSTestStack, simulator:
             events=["Charged"],
             from_date=from_date.isoformat(),
             to_date=to_date.isoformat(),
+            # A retry cannot mend a refused range: the task must fail at once, not spend these.
+            retries=3,
+            retry_delay=dt.timedelta(hours=1),
         )
         assert state == "failed"
     assert simulator.stats.snapshot()["requests_served"] == before
