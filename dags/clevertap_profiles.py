@@ -22,13 +22,13 @@ from ct_airflow_provider.operators import CleverTapProfilesToGCSOperator
 from ct_airflow_provider.sensors import RecurringProfileExportSensor
 
 RECURRING_DAG_ID = "clevertap_recurring_profiles"
+#: When recurring profile exports begin (set it to the day you deploy).
+START_DATE = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
 
 with DAG(
     dag_id=RECURRING_DAG_ID,
     schedule=DeltaDataIntervalTimetable(dt.timedelta(hours=24)),
-    start_date=(dt.datetime.now(dt.UTC) - dt.timedelta(days=1)).replace(
-        hour=0, minute=0, second=0, microsecond=0
-    ),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     doc_md=__doc__,
