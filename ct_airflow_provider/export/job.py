@@ -46,7 +46,9 @@ PROGRESS_INTERVAL = 15.0
 class RecordSource(Protocol):
     """What an export reads: CleverTap's event and profile pages (the CleverTap hook)."""
 
-    def iter_event_pages(self, event_name: str, from_date: dt.date, to_date: dt.date) -> Pages: ...
+    def iter_event_pages(
+        self, event_name: str, from_date: dt.date, to_date: dt.date, *, app_fields: bool = False
+    ) -> Pages: ...
 
     def iter_profile_pages(self, event_name: str, from_date: dt.date, to_date: dt.date) -> Pages: ...
 
@@ -249,7 +251,10 @@ class ExportRun:
             for event_name in event_names:
                 try:
                     # The source may start the export (and be refused) when called, or on the first page.
-                    pages = source.iter_event_pages(event_name, window.first_day, window.last_day)
+                    # app_fields: the device fields that CleverTap's own files carry as deviceInfo.
+                    pages = source.iter_event_pages(
+                        event_name, window.first_day, window.last_day, app_fields=True
+                    )
                     files = export_event(
                         progress.pages(prefetch(pages), event_name),
                         event_name=event_name,

@@ -103,7 +103,10 @@ def test_all_user_events_json_match_the_truth_and_skip_the_refusing_event(
         assert files, event
         records = [r for f in files for r in _read_records(stack, f["object_name"])]
         assert Counter(int(r["ts"]) for r in records) == _truth_ts(simulator, event, day)
-        # As in the product page's sample, JSON lines carry no event name: the file's first line does.
+        # As in the product page's sample, JSON lines carry no event name: the file's first line does;
+        # the device fields CleverTap's own files carry are asked for and kept as deviceInfo.
+        assert all("deviceInfo" in r for r in records if r["profile"].get("platform") != "Web"), event
+        assert any("deviceInfo" in r for r in records), event
         first_line = stack.read_object(BUCKET, files[0]["object_name"]).split(b"\n", 1)[0]
         assert first_line.decode() == event
 
