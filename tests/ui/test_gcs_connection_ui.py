@@ -126,7 +126,7 @@ def test_key_cut_short_when_pasted_says_to_paste_the_whole_file(
 ) -> None:
     key = gcs_stack.new_service_account_key()
     key_file = downloaded_key_file(key)
-    cut_key = key_file[: key_file.index("BEGIN PRIVATE KEY") + 400]
+    cut_key = key_file[: key_file.index("-----BEGIN") + 405]
     register_bucket(ui, "broken_key_bucket", "Broken key", cut_key, bucket)
 
     result = ui.test_connection("broken_key_bucket")
