@@ -105,6 +105,7 @@ def run_case(export_format: str, events: int) -> dict[str, object]:
     started = time.perf_counter()
     drained = sum(len(page) for page in hook.iter_event_pages(EVENT, first, last))
     drain_seconds = time.perf_counter() - started
+    drain_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     naming = ExportNaming(
         request_id="1700000000", run_timestamp=int(time.time()), database_id=0, prefix=export_format
@@ -151,6 +152,7 @@ def run_case(export_format: str, events: int) -> dict[str, object]:
         "export_s": round(export_seconds, 2),
         "ratio": round(export_seconds / max(drain_seconds, upload_seconds), 2),
         "peak_rss_mb": round(peak_mb),
+        "peak_rss_after_drain_mb": round(drain_peak_mb),
     }
 
 
