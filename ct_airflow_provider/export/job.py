@@ -17,10 +17,10 @@ Exactly once, whatever happens:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import queue
-import shutil
 import tempfile
 import threading
 import time
@@ -351,23 +351,12 @@ class ExportRun:
     def _sink(self) -> UploadingSink:
         return UploadingSink(self.bucket, max_in_flight=self.max_in_flight)
 
-    def _scratch(self) -> _Scratch:
-        return _Scratch(self.work_dir)
-
-
-class _Scratch:
-    """A private scratch folder, removed afterwards even on failure."""
-
-    def __init__(self, parent: Path | None) -> None:
-        self.parent = parent
-        self.path: Path | None = None
-
-    def __enter__(self) -> Path:
-        if self.parent is not None:
-            self.parent.mkdir(parents=True, exist_ok=True)
-        self.path = Path(tempfile.mkdtemp(prefix="ct-export-", dir=self.parent))
-        return self.path
-
-    def __exit__(self, *exc: object) -> None:
-        if self.path is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
+    @contextlib.contextmanager
+    def _scratch(self) -> Iterator[Path]:
+        """A private scratch folder (spill files, chunks waiting to upload), removed even on failure."""
+        if self.work_dir is not None:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(
+            prefix="ct-export-", dir=self.work_dir, ignore_cleanup_errors=True
+        ) as path:
+            yield Path(path)

@@ -225,6 +225,17 @@ def base_url_for_region(region: str | None) -> str:
     return f"https://{region}.api.clevertap.com"
 
 
+def _check_batch_size(batch_size: object) -> None:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int)
+        or not 1 <= batch_size <= MAX_BATCH_SIZE
+    ):
+        raise CleverTapConfigError(
+            f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE} (CleverTap's largest page), got {batch_size!r}."
+        )
+
+
 def _yyyymmdd(day: dt.date) -> int:
     return day.year * 10_000 + day.month * 100 + day.day
 
@@ -278,14 +289,7 @@ class CleverTapClient:
         backoff_initial_seconds: float = 1.0,
         backoff_max_seconds: float = 60.0,
     ) -> None:
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, int)
-            or not 1 <= batch_size <= MAX_BATCH_SIZE
-        ):
-            raise CleverTapConfigError(
-                f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE} (CleverTap's largest page), got {batch_size!r}."
-            )
+        _check_batch_size(batch_size)
         if max_retry_seconds < 0 or backoff_initial_seconds < 0 or backoff_max_seconds < 0:
             raise CleverTapConfigError("max_retry_seconds and the backoff times must be 0 or more.")
         if connect_timeout <= 0 or read_timeout <= 0:
@@ -675,14 +679,7 @@ class CleverTapHook(BaseHook):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if (
-            isinstance(batch_size, bool)
-            or not isinstance(batch_size, int)
-            or not 1 <= batch_size <= MAX_BATCH_SIZE
-        ):
-            raise CleverTapConfigError(
-                f"batch_size must be an integer from 1 to {MAX_BATCH_SIZE} (CleverTap's largest page), got {batch_size!r}."
-            )
+        _check_batch_size(batch_size)
         self.clevertap_conn_id = clevertap_conn_id
         self.batch_size = batch_size
         self.max_retry_seconds = max_retry_seconds
