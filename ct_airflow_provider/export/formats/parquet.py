@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import io
 import json
+from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +62,29 @@ _KIND_BITS: dict[type, int] = {
     dict: _OBJECT,
 }
 _EXACT_DOUBLE = 2**53
+# Leaf types pyarrow's JSON reader infers, as the kind of value they stand for. Strings that look
+# like times are inferred as timestamps: they are text all the same (the files are read with an
+# explicit schema, where they are strings).
+_ARROW_KINDS: dict[int, int] = {
+    pa.null().id: _NULL,
+    pa.bool_().id: _BOOL,
+    pa.float64().id: _FLOAT,
+    pa.string().id: _STR,
+    pa.timestamp("s").id: _STR,
+}
+# A key's place in the records: its key at each depth, ``None`` for "an item of a list".
+_Path = tuple[str | None, ...]
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _MAX_SIGNATURES = 512
 _FLAT_KINDS = frozenset({str, float, bool, type(None)})
 # A remembered shape with no integers, objects or lists: a repeat needs no further look.
 _NOTHING_TO_DO: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = ((), (), ())
 _SPILL_FLUSH_BYTES = 1 << 18
+# Spilled lines are handed to pyarrow's JSON reader for type inference in blocks of about this size:
+# large enough that the reader's per-call cost vanishes, small enough to keep few in memory.
+_INFER_BLOCK_BYTES = 4 << 20
+# Blocks handed over but not yet looked at; the writer waits for the oldest beyond this.
+_MAX_PENDING_BLOCKS = 2
 
 # Row groups are read from the spill in blocks of at most this many bytes of JSON lines.
 _BLOCK_BYTES = 8 << 20
@@ -154,6 +173,39 @@ class _Node:
             return
         for value in items:
             item.merge(value)
+
+    def merge_arrow(self, arrow_type: pa.DataType, path: _Path, big_ints: frozenset[_Path]) -> None:
+        """Merge what pyarrow inferred for this key over a block of records (see :func:`_infer_block`).
+
+        The result is what :meth:`merge` would have learned from the same records: the kinds seen,
+        and for integers whether one is beyond what a double holds exactly (``big_ints``).
+
+        :param arrow_type: the inferred type, one that :func:`_check_inferred` accepted.
+        :param path: the keys leading here, ``None`` standing for "an item of a list".
+        :param big_ints: the paths of integer columns holding a value beyond +-2**53.
+        """
+        if pa.types.is_struct(arrow_type):
+            self.kinds |= _OBJECT
+            fields = self.fields
+            if fields is None:
+                fields = self.fields = {}
+            for field in arrow_type:
+                node = fields.get(field.name)
+                if node is None:
+                    node = fields[field.name] = _Node()
+                node.merge_arrow(field.type, (*path, field.name), big_ints)
+        elif pa.types.is_list(arrow_type):
+            self.kinds |= _LIST
+            if self.item is None:
+                self.item = _Node()
+            self.item.merge_arrow(arrow_type.value_type, (*path, None), big_ints)
+        elif pa.types.is_int64(arrow_type):
+            self.kinds |= _INT
+            if path in big_ints:
+                # Within int64 (the reader turns larger integers into doubles, which are refused).
+                self.inexact_in_double = True
+        else:
+            self.kinds |= _ARROW_KINDS[arrow_type.id]
 
     def is_json(self, final: bool) -> bool:
         """Whether values are stored as JSON text; ``final`` once every record was seen.
@@ -257,6 +309,73 @@ def _decoded(obj: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+_Inferred = tuple[pa.Schema, frozenset[_Path]]
+
+
+def _infer_block(data: bytearray) -> _Inferred | None:
+    """The schema pyarrow infers for a block of spilled JSON lines, or ``None`` where it cannot tell.
+
+    Runs in a helper thread: the JSON reader works in C++ without the GIL, so the types are
+    learned on the second core while the export thread shapes and spills the next records. The
+    reader refuses a key whose values differ in kind (text in one record, a number in another);
+    it also reads integers beyond int64 as doubles and integers among floats as doubles, which
+    would hide an integer a double cannot hold exactly. For such blocks (``None``) the records
+    are looked at in Python instead (:meth:`_Node.merge`), which tells every case apart.
+
+    :param data: whole JSON lines, one record each.
+    :return: the inferred schema and the paths of integer columns holding a value beyond
+        +-2**53, or ``None``.
+    """
+    options = pa_json.ReadOptions(block_size=len(data) + 1, use_threads=False)
+    try:
+        table = pa_json.read_json(pa.BufferReader(data), read_options=options)
+    except pa.ArrowInvalid:
+        return None
+    big_ints: set[_Path] = set()
+    for field, column in zip(table.schema, table.columns, strict=True):
+        for chunk in column.chunks:
+            if not _check_inferred(field.type, chunk, (field.name,), big_ints):
+                return None
+    return table.schema, frozenset(big_ints)
+
+
+def _check_inferred(arrow_type: pa.DataType, array: pa.Array, path: _Path, big_ints: set[_Path]) -> bool:
+    """Whether an inferred column says all :meth:`_Node.merge` would learn; collects ``big_ints``.
+
+    A double column with a value of magnitude 2**53 or more may have been an integer a double
+    does not hold exactly (or one beyond int64): the answer is then no, as for a type the
+    reader is not known to infer.
+    """
+    if pa.types.is_struct(arrow_type):
+        return all(
+            _check_inferred(field.type, array.field(index), (*path, field.name), big_ints)
+            for index, field in enumerate(arrow_type)
+        )
+    if pa.types.is_list(arrow_type):
+        return _check_inferred(arrow_type.value_type, array.flatten(), (*path, None), big_ints)
+    if pa.types.is_int64(arrow_type) or pa.types.is_float64(arrow_type):
+        low, high = pc.min_max(array).values()
+        if low.is_valid:
+            small = -_EXACT_DOUBLE <= low.as_py() and high.as_py() <= _EXACT_DOUBLE
+            if pa.types.is_float64(arrow_type):
+                return small and -_EXACT_DOUBLE < low.as_py() and high.as_py() < _EXACT_DOUBLE
+            if not small:
+                big_ints.add(path)
+        return True
+    return arrow_type.id in _ARROW_KINDS
+
+
+class _PendingBlock:
+    """A block of spilled lines whose inferred schema is awaited, kept for a look in Python."""
+
+    __slots__ = ("careful", "data", "inferred")
+
+    def __init__(self, data: bytearray, careful: bool, inferred: Future[_Inferred | None] | None) -> None:
+        self.data = data
+        self.careful = careful
+        self.inferred = inferred
+
+
 class _DaySpill:
     __slots__ = ("buffer", "careful", "longest", "path", "records")
 
@@ -298,19 +417,24 @@ class ParquetWriter:
         self._ratio: float | None = None
         self._footer_per_group = 0.0
         self._footer_base = 0
+        # Lines spilled since the last block went to type inference, and whether one of them
+        # needed the careful (standard library) encoder.
+        self._block = bytearray()
+        self._block_careful = False
+        self._pending: deque[_PendingBlock] = deque()
+        self._inference: ThreadPoolExecutor | None = None
 
     def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
-        """Learn the types of one page of records and spill them.
+        """Spill one page of records, and learn their types.
 
         :param records: ``(yyyymmdd, file record)`` pairs.
         """
         days = self._days
-        merge = self._root.merge_object
         dumps = orjson.dumps
         option = orjson.OPT_APPEND_NEWLINE
         paths = self._encoded_paths
+        block = self._block
         for day_number, record in records:
-            merge(record)
             spill = days.get(day_number)
             if spill is None:
                 day_of(day_number)
@@ -322,13 +446,63 @@ class ParquetWriter:
             except TypeError:
                 line = self._careful_line(record)
                 spill.careful = True
+                self._block_careful = True
             spill.buffer += line
             spill.records += 1
+            block += line
             if len(line) > spill.longest:
                 spill.longest = len(line)
             if len(spill.buffer) >= _SPILL_FLUSH_BYTES:
                 spill.flush()
+        if len(block) >= _INFER_BLOCK_BYTES:
+            self._submit_block()
+        self._learn(wait=False)
         self._encode_spill(self._root.json_paths(final=False))
+
+    # Learning the types ----------------------------------------------------------------------
+
+    def _submit_block(self) -> None:
+        """Hand the lines spilled since the last block to the helper thread for type inference."""
+        block, careful = self._block, self._block_careful
+        self._block = bytearray()
+        self._block_careful = False
+        if not block:
+            return
+        inferred: Future[_Inferred | None] | None = None
+        if not careful:  # such lines hold values pyarrow reads wrong (integers beyond 64 bits)
+            if self._inference is None:
+                self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-types")
+            inferred = self._inference.submit(_infer_block, block)
+        self._pending.append(_PendingBlock(block, careful, inferred))
+        if len(self._pending) > _MAX_PENDING_BLOCKS:
+            self._learn(wait=True, keep=_MAX_PENDING_BLOCKS)
+
+    def _learn(self, wait: bool, keep: int = 0) -> None:
+        """Merge the types of finished blocks into the schema, oldest first (so keys keep their order).
+
+        :param wait: wait for blocks still being inferred, until at most ``keep`` are pending.
+        :param keep: how many pending blocks may stay when waiting.
+        """
+        pending = self._pending
+        while pending:
+            oldest = pending[0]
+            inferred = oldest.inferred
+            if inferred is not None and not inferred.done() and not (wait and len(pending) > keep):
+                return
+            pending.popleft()
+            result = inferred.result() if inferred is not None else None
+            if result is None:
+                self._merge_lines(oldest.data, oldest.careful)
+            else:
+                schema, big_ints = result
+                self._root.merge_arrow(pa.struct(list(schema)), (), big_ints)
+
+    def _merge_lines(self, data: bytearray, careful: bool) -> None:
+        """Learn the types of a block's records in Python, one record at a time."""
+        loads = json.loads if careful else orjson.loads
+        merge = self._root.merge_object
+        for line in data.splitlines():
+            merge(loads(line))
 
     @staticmethod
     def _careful_line(record: dict[str, Any]) -> bytes:
@@ -400,6 +574,9 @@ class ParquetWriter:
 
     def finish(self) -> None:
         """Write every day's files, in day order, from the spilled records."""
+        self._submit_block()
+        self._learn(wait=True)
+        self._stop_inference()
         for spill in self._days.values():
             spill.flush()
         if not self._days:
@@ -438,7 +615,14 @@ class ParquetWriter:
             self._footer_per_group = max(per_group, 0.5 * self._footer_per_group)
 
     def abort(self) -> None:
-        """Nothing to delete beyond the spill directory, which the driver removes."""
+        """Stop the type inference; nothing to delete beyond the spill directory, which the driver removes."""
+        self._pending.clear()
+        self._stop_inference()
+
+    def _stop_inference(self) -> None:
+        if self._inference is not None:
+            self._inference.shutdown(wait=True, cancel_futures=True)
+            self._inference = None
 
 
 def _leaf_count(arrow_type: pa.DataType) -> int:
