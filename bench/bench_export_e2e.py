@@ -44,7 +44,7 @@ BUCKET = "bench-exports"
 _STACK_CHILD = """
 import os, sys, orjson
 from ct_airflow_provider.testing.gcs_emulator import run_gcs_stack
-with run_gcs_stack(set_env=False) as stack:
+with run_gcs_stack(set_env=False, backend="memory") as stack:
     stack.create_bucket(sys.argv[1])
     key = stack.new_service_account_key()
     print(orjson.dumps({"url": stack.upstream_url, "conn": stack.connection_env(sys.argv[1], key)}).decode(), flush=True)
@@ -58,7 +58,10 @@ def gcs_stack_process() -> Iterator[dict[str, str]]:
 
     The key is still exchanged at the stack's token endpoint, but objects go straight to
     fake-gcs-server: the test stack's permission gate is a Python proxy that would otherwise cost
-    this 2-core machine as much CPU as the export itself, and no real bucket has it.
+    this 2-core machine as much CPU as the export itself, and no real bucket has it. The emulator
+    keeps objects in memory: its filesystem backend rewrites an object at every 16 MB chunk of a
+    resumable upload (about 4x the CPU for a 75 MB file), CPU that real GCS does not take from the
+    machine running the export.
     """
     process = subprocess.Popen(
         [sys.executable, "-c", _STACK_CHILD, BUCKET],
@@ -86,6 +89,41 @@ def _days(hook: object, total: int, today: dt.date) -> tuple[dt.date, dt.date]:
     return first, last
 
 
+class CpuClock:
+    """CPU seconds used by this process and by each service process (simulator, GCS emulator).
+
+    On a 2-core machine the export, the simulator and the emulator compete for the same cores: the
+    CPU each one spends in a phase tells whether a phase was bound by the cores or by waiting.
+    """
+
+    def __init__(self, services: dict[str, list[int]]) -> None:
+        import psutil
+
+        self._processes = {name: [psutil.Process(pid) for pid in pids] for name, pids in services.items()}
+
+    def read(self) -> dict[str, float]:
+        own = os.times()
+        seconds = {"export process": own.user + own.system}
+        for name, processes in self._processes.items():
+            seconds[name] = sum(sum(process.cpu_times()[:2]) for process in processes)
+        return seconds
+
+    def since(self, before: dict[str, float]) -> dict[str, float]:
+        now = self.read()
+        return {name: round(now[name] - before[name], 1) for name in now}
+
+
+def service_pids() -> dict[str, list[int]]:
+    """The simulator's and the GCS stack's processes (children of this benchmark)."""
+    import psutil
+
+    services: dict[str, list[int]] = {"simulator": [], "gcs emulator": []}
+    for child in psutil.Process().children(recursive=True):
+        command = " ".join(child.cmdline())
+        services["simulator" if "testing.simulator" in command else "gcs emulator"].append(child.pid)
+    return services
+
+
 def run_case(export_format: str, events: int) -> dict[str, object]:
     """One format at one size, in this (fresh) process; the services' addresses come from the environment."""
     from ct_airflow_provider.export.job import ExportRun, ExportSpec
@@ -101,19 +139,22 @@ def run_case(export_format: str, events: int) -> dict[str, object]:
     bucket = CleverTapGCSHook("bench_bucket")
     today = dt.datetime.now(hook.timezone).date()
     first, last = _days(hook, events, today)
+    cpu = CpuClock(json.loads(os.environ["BENCH_SERVICE_PIDS"]))
 
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), cpu.read()
     drained = sum(len(page) for page in hook.iter_event_pages(EVENT, first, last))
     drain_seconds = time.perf_counter() - started
+    drain_cpu = cpu.since(cpu_before)
     drain_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     naming = ExportNaming(
         request_id="1700000000", run_timestamp=int(time.time()), database_id=0, prefix=export_format
     )
     spec = ExportSpec(naming, ExportWindow(first, last), export_format, None, 100 * 1024 * 1024)
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), cpu.read()
     result = ExportRun(spec, bucket, logging.getLogger("bench")).events(hook, [EVENT])
     export_seconds = time.perf_counter() - started
+    export_cpu = cpu.since(cpu_before)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     # The same bytes, uploaded alone: write the files locally (untimed), then upload them as the export does.
@@ -130,7 +171,7 @@ def run_case(export_format: str, events: int) -> dict[str, object]:
                 work_dir=Path(folder) / "work",
             )
         files = [p for p in Path(folder, "upload-floor").iterdir() if p.is_file()]
-        started = time.perf_counter()
+        started, cpu_before = time.perf_counter(), cpu.read()
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             list(
                 pool.map(
@@ -141,6 +182,11 @@ def run_case(export_format: str, events: int) -> dict[str, object]:
                 )
             )
         upload_seconds = time.perf_counter() - started
+        upload_cpu = cpu.since(cpu_before)
+    # The emulator holds objects in memory: free them before the next case.
+    for prefix in (f"{export_format}/", "upload-floor/"):
+        for name in bucket.list_objects(prefix):
+            bucket.delete_object(name)
     return {
         "format": export_format,
         "events": drained,
@@ -153,6 +199,7 @@ def run_case(export_format: str, events: int) -> dict[str, object]:
         "ratio": round(export_seconds / max(drain_seconds, upload_seconds), 2),
         "peak_rss_mb": round(peak_mb),
         "peak_rss_after_drain_mb": round(drain_peak_mb),
+        "cpu_s": {"drain": drain_cpu, "upload": upload_cpu, "export": export_cpu},
     }
 
 
@@ -174,6 +221,7 @@ def main() -> int:
         env = dict(os.environ)
         env["STORAGE_EMULATOR_HOST"] = stack["url"]
         env["AIRFLOW_CONN_BENCH_BUCKET"] = stack["conn"]
+        env["BENCH_SERVICE_PIDS"] = json.dumps(service_pids())
         env["AIRFLOW_CONN_BENCH_CLEVERTAP"] = json.dumps(
             {"conn_type": "clevertap", "host": url, "login": ACCOUNT_ID, "password": PASSCODE,
              "extra": {"timezone": "Asia/Kolkata"}}

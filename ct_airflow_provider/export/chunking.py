@@ -27,7 +27,7 @@ from ct_airflow_provider.export.files import (
 )
 from ct_airflow_provider.export.naming import PROFILES_NAME, ExportNaming
 from ct_airflow_provider.export.records import day_of
-from ct_airflow_provider.export.sinks import Sink
+from ct_airflow_provider.export.sinks import FileFollower, Sink
 
 #: Default size limit of one file: CleverTap's 100 MB chunks.
 DEFAULT_MAX_FILE_BYTES = 100 * 1024 * 1024
@@ -80,6 +80,15 @@ class Delivery:
         if self.profiles:
             return self.naming.profile_object_name(day, file_index, self.extension)
         return self.naming.event_object_name(self.event_name, day, file_index, self.extension)
+
+    def follow(self, path: Path, day: date, file_index: int) -> FileFollower | None:
+        """Announce a file as it is started, so the sink can upload it while it is written.
+
+        :param path: the new file.
+        :param day: the day of its records.
+        :param file_index: its chunk number.
+        """
+        return self.sink.follow(path, self.object_name(day, file_index), self.content_type)
 
     def deliver(self, path: Path, digest: FileDigest, day: date, file_index: int, records: int) -> None:
         """Describe a finished file and hand it to the sink.
@@ -178,6 +187,7 @@ class DayChunks:
     __slots__ = (
         "_file",
         "_fixed",
+        "_follower",
         "_limit",
         "_records",
         "_room",
@@ -195,6 +205,7 @@ class DayChunks:
         self.next_index = 0
         self.records = 0
         self._file: OutputFile | None = None
+        self._follower: FileFollower | None = None
         self._records = 0
         self._limit = owner.delivery.max_file_bytes
         self._fixed = len(owner.footer)
@@ -223,8 +234,17 @@ class DayChunks:
         owner = self.owner
         owner._opening(self)
         delivery = owner.delivery
+        path = delivery.new_path()
+        try:
+            follower = self._follower = delivery.follow(path, self.day, self.next_index)
+        except BaseException:  # an earlier upload failed: this file will never be written
+            path.unlink(missing_ok=True)
+            raise
         current = self._file = OutputFile(
-            delivery.new_path(), gzip_level=delivery.gzip_level, worker=delivery.worker
+            path,
+            gzip_level=delivery.gzip_level,
+            worker=delivery.worker,
+            on_disk=None if follower is None else follower.written,
         )
         current.write(owner.header)
         if not current.fits(size, self._fixed, self._limit):
@@ -240,6 +260,7 @@ class DayChunks:
         if current is None:
             return
         self._file = None
+        self._follower = None
         self._room = -1
         self.owner._closed(self)
         digest = current.finish(self.owner.footer)
@@ -251,6 +272,9 @@ class DayChunks:
 
     def abort(self) -> None:
         """Delete the current unfinished file."""
+        if self._follower is not None:
+            self._follower.abandon()
+            self._follower = None
         if self._file is not None:
             self._file.abort()
             self._file = None

@@ -193,6 +193,8 @@ class OutputFile:
     :param path: where to write (created or truncated).
     :param gzip_level: gzip compression level 1-9, or ``None`` for no compression.
     :param worker: the thread that does the writing.
+    :param on_disk: called (in the worker thread) with the file's size each time bytes reach the
+        disk, so that a sink can upload what is there while the rest is written.
     """
 
     __slots__ = (
@@ -202,12 +204,20 @@ class OutputFile:
         "_exact_out",
         "_handle",
         "_in_since_sync",
+        "_on_disk",
         "_out_bytes",
         "_worker",
         "path",
     )
 
-    def __init__(self, path: Path, *, gzip_level: int | None, worker: FileWorker) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        gzip_level: int | None,
+        worker: FileWorker,
+        on_disk: Callable[[int], None] | None = None,
+    ) -> None:
         self.path = path
         self._handle = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by finish() or abort()
         self._buffer = bytearray()
@@ -215,6 +225,7 @@ class OutputFile:
         # wbits 31: gzip wrapper; mtime 0 in the header keeps files reproducible.
         self._compressor = zlib.compressobj(gzip_level, zlib.DEFLATED, 31) if gzip_level is not None else None
         self._worker = worker
+        self._on_disk = on_disk
         self._out_bytes = 0  # bytes on disk; updated by the worker thread
         self._exact_out = 0  # bytes on disk at the last point the caller waited for the worker
         self._in_since_sync = 0  # uncompressed bytes handed to the worker since then
@@ -232,6 +243,8 @@ class OutputFile:
             self._checksums.update(data)
             self._handle.write(data)
             self._out_bytes += len(data)
+            if self._on_disk is not None:
+                self._on_disk(self._out_bytes)
 
     def _process(self, data: bytes) -> None:
         self._emit(self._compressor.compress(data) if self._compressor is not None else data)

@@ -33,7 +33,7 @@ from ct_airflow_provider.export.files import ExportedFile
 from ct_airflow_provider.export.manifest import MANIFEST_CONTENT_TYPE, build_manifest
 from ct_airflow_provider.export.naming import ExportNaming
 from ct_airflow_provider.export.profiles import ProfileDeduplicator
-from ct_airflow_provider.export.sinks import UploadingSink
+from ct_airflow_provider.export.sinks import ObjectWriter, UploadingSink
 from ct_airflow_provider.export.windows import ExportWindow
 from ct_airflow_provider.export.writer import export_event, export_profiles
 
@@ -59,7 +59,12 @@ class Bucket(Protocol):
     @property
     def bucket_name(self) -> str: ...
 
+    @property
+    def upload_chunk_bytes(self) -> int: ...
+
     def upload_file(self, local_path: str, object_name: str, content_type: str) -> None: ...
+
+    def open_object_writer(self, object_name: str, content_type: str) -> ObjectWriter: ...
 
     def upload_bytes(self, data: bytes, object_name: str, content_type: str) -> None: ...
 

@@ -1,10 +1,18 @@
-"""Sinks: where finished export files go.
+"""Sinks: where export files go.
 
 A writer hands each finished file to a sink with :meth:`Sink.submit` and carries on writing the
 next one while the sink delivers it. :class:`LocalFolderSink` moves files into a folder (tests, dry
-runs); :class:`UploadingSink` uploads them through any object with an ``upload_file`` method (the
-Google Cloud Storage hook provides one) from background threads, keeping at most ``max_in_flight``
-finished files waiting on disk: when that many are pending, ``submit`` waits (backpressure).
+runs); :class:`UploadingSink` uploads them through the bucket hook from background threads, keeping
+at most ``max_in_flight`` finished files waiting on disk: when that many are pending, ``submit``
+waits (backpressure).
+
+Text files (JSON, CSV, XML) only ever grow at their end, so the writer also announces each one when
+it starts it (:meth:`Sink.follow`): :class:`UploadingSink` then streams the file into a resumable
+upload, one chunk as soon as a chunk is on disk, and only the last chunk is left when the file is
+finished. Upload and writing overlap within a file, not only between files: an export whose days
+fill their files side by side would otherwise upload everything after writing everything. The
+object exists only once the last chunk is sent, so an export that fails never leaves a partial
+object.
 """
 
 from __future__ import annotations
@@ -21,9 +29,29 @@ from ct_airflow_provider.export.errors import ExportConfigError, ExportSinkError
 from ct_airflow_provider.export.files import ExportedFile
 
 
+class FileFollower(Protocol):
+    """Told how a file grows while it is written (see :meth:`Sink.follow`)."""
+
+    def written(self, size: int) -> None:
+        """The file now holds ``size`` bytes on disk (called from the thread that writes it)."""
+
+    def abandon(self) -> None:
+        """The file will not be finished (the export failed): drop what was sent of it."""
+
+
 @runtime_checkable
 class Sink(Protocol):
     """Receives finished export files."""
+
+    def follow(self, local_path: Path, object_name: str, content_type: str) -> FileFollower | None:
+        """Learn of a file as it is started; return a follower to be told how it grows, or ``None``.
+
+        The file still arrives through :meth:`submit` once finished (or its follower is abandoned).
+
+        :param local_path: the file being written.
+        :param object_name: the object name it will have.
+        :param content_type: its content type.
+        """
 
     def submit(self, local_path: Path, file: ExportedFile) -> None:
         """Take ownership of the finished file at ``local_path``; return without waiting for delivery.
@@ -43,11 +71,31 @@ class Sink(Protocol):
     ) -> None: ...
 
 
+class ObjectWriter(Protocol):
+    """An upload sent as it is written (the Google client's ``BlobWriter``)."""
+
+    def write(self, data: bytes) -> int:
+        """Append ``data``; full chunks are sent before returning."""
+
+    def close(self) -> None:
+        """Send what is left and create the object."""
+
+    def terminate(self) -> None:
+        """Abandon the upload: no object is created."""
+
+
 class Uploader(Protocol):
     """What :class:`UploadingSink` needs of a storage client (the GCS bucket hook implements it)."""
 
+    @property
+    def upload_chunk_bytes(self) -> int:
+        """Size of each chunk of a resumable upload."""
+
     def upload_file(self, local_path: str, object_name: str, content_type: str) -> None:
         """Upload the file at ``local_path`` as ``object_name``; raise on failure."""
+
+    def open_object_writer(self, object_name: str, content_type: str) -> ObjectWriter:
+        """Start an upload of ``object_name`` that is sent while it is written."""
 
 
 class LocalFolderSink:
@@ -60,6 +108,9 @@ class LocalFolderSink:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.delivered: list[ExportedFile] = []
+
+    def follow(self, local_path: Path, object_name: str, content_type: str) -> None:
+        """Nothing to do before a file is finished: it is moved whole."""
 
     def submit(self, local_path: Path, file: ExportedFile) -> None:
         """Move the file into the folder under its object name.
@@ -88,29 +139,42 @@ class LocalFolderSink:
 
 
 class UploadingSink:
-    """Uploads finished files from background threads while the writer writes the next ones.
+    """Uploads files from background threads while the writer writes the next ones.
 
-    Each local file is deleted once its upload succeeds (or fails). At most ``max_in_flight``
-    files are uploading or waiting; ``submit`` blocks while that many are pending, which bounds the
-    disk the export uses. After a failure, further ``submit`` calls raise at once, and ``close``
-    raises the first failure with the object name.
+    A followed file (:meth:`follow`) is streamed into a resumable upload as it grows; any other
+    file is uploaded whole once submitted. Each local file is deleted once its upload succeeds (or
+    fails). At most ``max_in_flight`` finished files are uploading or waiting (``submit`` blocks
+    while that many are pending, which bounds the disk the export uses), and at most
+    ``max_in_flight`` chunks are in transfer at once (which bounds the memory: a chunk is read from
+    disk just before it is sent). After a failure, further ``follow`` and ``submit`` calls raise at
+    once, and ``close`` raises the first failure with the object name.
 
-    :param uploader: any object with ``upload_file(local_path, object_name, content_type)``.
+    :param uploader: the bucket hook, or any object with its ``upload_file``, ``open_object_writer``
+        and ``upload_chunk_bytes``.
     :param max_in_flight: how many finished files may be pending at once (at least 1).
     """
 
     def __init__(self, uploader: Uploader, max_in_flight: int = 2) -> None:
-        if not hasattr(uploader, "upload_file"):
+        missing = [
+            name
+            for name in ("upload_file", "open_object_writer", "upload_chunk_bytes")
+            if not hasattr(uploader, name)
+        ]
+        if missing:
             raise ExportConfigError(
-                "The uploader needs an upload_file(local_path, object_name, content_type) method; "
-                f"{type(uploader).__name__} has none."
+                f"The uploader needs upload_file(local_path, object_name, content_type), "
+                f"open_object_writer(object_name, content_type) and upload_chunk_bytes; "
+                f"{type(uploader).__name__} has no {', '.join(missing)}."
             )
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise ExportConfigError(f"max_in_flight must be an integer of at least 1, got {max_in_flight!r}.")
         self._uploader = uploader
         self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._transfers = threading.BoundedSemaphore(max_in_flight)
         self._pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="ct-export-upload")
         self._futures: list[Future[None]] = []
+        self._streams: dict[Path, _StreamedUpload] = {}  # followed files not yet submitted
+        self._stream_threads: list[_StreamedUpload] = []
         self._failure: ExportSinkError | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -122,13 +186,43 @@ class UploadingSink:
         if failure is not None:
             raise failure
 
+    def _failed(self, object_name: str, exc: BaseException) -> None:
+        error = ExportSinkError(f"Upload of {object_name} failed: {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        with self._lock:
+            if self._failure is None:
+                self._failure = error
+
+    def _done(self, file: ExportedFile) -> None:
+        with self._lock:
+            self.delivered.append(file)
+
+    def follow(self, local_path: Path, object_name: str, content_type: str) -> FileFollower:
+        """Start streaming the file at ``local_path`` to ``object_name`` while it is written.
+
+        :param local_path: the file being written (it must only grow at its end).
+        :param object_name: the object's name.
+        :param content_type: the object's content type.
+        :raises ExportSinkError: if an earlier upload failed.
+        """
+        if self._closed:
+            raise ExportSinkError(f"The sink is closed; {object_name} was not uploaded.")
+        self._raise_if_failed()
+        stream = _StreamedUpload(self, Path(local_path), object_name, content_type)
+        self._streams[stream.local_path] = stream
+        self._stream_threads.append(stream)
+        return stream
+
     def submit(self, local_path: Path, file: ExportedFile) -> None:
-        """Queue the file for upload; waits while ``max_in_flight`` files are already pending.
+        """Queue the finished file for upload (or its last chunk, when followed).
+
+        Waits while ``max_in_flight`` finished files are already pending.
 
         :param local_path: the finished file (deleted after its upload).
         :param file: its description.
         :raises ExportSinkError: if an earlier upload failed (the file is deleted, not uploaded).
         """
+        stream = self._streams.pop(Path(local_path), None)
         if self._closed:
             raise ExportSinkError(f"The sink is closed; {file.object_name} was not uploaded.")
         try:
@@ -140,33 +234,54 @@ class UploadingSink:
                 self._slots.release()
                 raise
         except BaseException:
+            if stream is not None:
+                stream.abandon()
             Path(local_path).unlink(missing_ok=True)
             raise
-        self._futures.append(self._pool.submit(self._upload, Path(local_path), file))
+        if stream is not None:
+            stream.complete(file)
+        else:
+            self._futures.append(self._pool.submit(self._upload, Path(local_path), file))
 
     def _upload(self, local_path: Path, file: ExportedFile) -> None:
         try:
             self._uploader.upload_file(str(local_path), file.object_name, file.content_type)
         except BaseException as exc:
-            error = ExportSinkError(f"Upload of {file.object_name} failed: {type(exc).__name__}: {exc}")
-            error.__cause__ = exc
-            with self._lock:
-                if self._failure is None:
-                    self._failure = error
+            self._failed(file.object_name, exc)
         else:
-            with self._lock:
-                self.delivered.append(file)
+            self._done(file)
         finally:
             local_path.unlink(missing_ok=True)
             self._slots.release()
 
+    def _abandon_streams(self) -> None:
+        streams, self._streams = list(self._streams.values()), {}
+        for stream in streams:
+            stream.abandon()
+        for stream in streams:
+            stream.join()
+
     def close(self) -> None:
-        """Wait for every upload, stop the threads, and raise the first failure if there was one."""
+        """Wait for every upload, stop the threads, and raise the first failure if there was one.
+
+        A followed file that was neither finished nor abandoned is abandoned (and reported).
+        """
         if not self._closed:
             self._closed = True
+            unfinished = sorted(stream.object_name for stream in self._streams.values() if stream.pending)
+            self._abandon_streams()
             for future in self._futures:
                 future.result()
             self._pool.shutdown(wait=True)
+            for stream in self._stream_threads:
+                stream.join()
+            if unfinished:
+                with self._lock:
+                    if self._failure is None:
+                        self._failure = ExportSinkError(
+                            f"These files were started but never finished, so they were not uploaded: "
+                            f"{', '.join(unfinished)}; this is a bug: please report it."
+                        )
         self._raise_if_failed()
 
     def __enter__(self) -> UploadingSink:
@@ -178,6 +293,117 @@ class UploadingSink:
         if exc is None:
             self.close()
             return
-        # Already failing: wait for the threads, but let the original error propagate.
+        # Already failing: stop the streams, wait for the threads, let the original error propagate.
+        self._abandon_streams()
         with contextlib.suppress(ExportSinkError):
             self.close()
+
+
+class _StreamedUpload:
+    """One file sent to a resumable upload as it is written, from a thread of its own.
+
+    The thread sleeps until a whole chunk is on disk beyond what was sent, reads it back (from the
+    page cache: it was just written) and sends it; once the file is finished it sends the rest and
+    creates the object. The local file stays the only copy of the data, so memory holds at most the
+    chunk in transfer.
+    """
+
+    def __init__(self, sink: UploadingSink, local_path: Path, object_name: str, content_type: str) -> None:
+        self.sink = sink
+        self.local_path = local_path
+        self.object_name = object_name
+        self.content_type = content_type
+        self._chunk = sink._uploader.upload_chunk_bytes
+        self._changed = threading.Condition()
+        self._size = 0
+        self._file: ExportedFile | None = None
+        self._abandoned = False
+        self._thread = threading.Thread(target=self._run, name="ct-export-stream", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> bool:
+        """Neither finished nor abandoned yet."""
+        with self._changed:
+            return self._file is None and not self._abandoned
+
+    def written(self, size: int) -> None:
+        """The file holds ``size`` bytes on disk."""
+        with self._changed:
+            self._size = size
+            self._changed.notify()
+
+    def complete(self, file: ExportedFile) -> None:
+        """The file is finished (``file.bytes`` long): send the rest, then create the object."""
+        with self._changed:
+            self._file = file
+            self._size = file.bytes
+            self._changed.notify()
+
+    def abandon(self) -> None:
+        """The file will not be finished: stop, and abandon the upload."""
+        with self._changed:
+            self._abandoned = True
+            self._changed.notify()
+
+    def join(self) -> None:
+        """Wait for the thread."""
+        self._thread.join()
+
+    def _next(self, sent: int) -> tuple[bool, bool]:
+        """Wait for work: ``(abandoned, final)``."""
+        with self._changed:
+            while not self._abandoned and self._file is None and self._size - sent < self._chunk:
+                self._changed.wait()
+            return self._abandoned, self._file is not None and self._size - sent <= self._chunk
+
+    def _run(self) -> None:
+        writer: ObjectWriter | None = None
+        sent = 0
+        try:
+            with open(self.local_path, "rb") as source:
+                while True:
+                    abandoned, final = self._next(sent)
+                    if abandoned:
+                        break
+                    if writer is None:
+                        writer = self.sink._uploader.open_object_writer(self.object_name, self.content_type)
+                    with self.sink._transfers:
+                        data = source.read(self._chunk)
+                        writer.write(data)
+                        sent += len(data)
+                        if final:
+                            writer.close()
+                    if final:
+                        assert self._file is not None
+                        if sent != self._file.bytes:
+                            raise ExportSinkError(
+                                f"{self.object_name}: sent {sent} bytes of a {self._file.bytes}-byte file"
+                            )
+                        self.sink._done(self._file)
+                        return
+            if writer is not None:
+                with contextlib.suppress(Exception):  # the session expires by itself if this fails
+                    writer.terminate()
+        except BaseException as exc:
+            self.sink._failed(self.object_name, exc)
+            if writer is not None:
+                with contextlib.suppress(Exception):
+                    writer.terminate()
+            # The writer learns of the failure at its next follow/submit; stop waiting for chunks.
+            self._wait_for_end()
+        finally:
+            self._release()
+
+    def _wait_for_end(self) -> None:
+        with self._changed:
+            while not self._abandoned and self._file is None:
+                self._changed.wait()
+
+    def _release(self) -> None:
+        with self._changed:
+            completed = self._file is not None
+        if completed:
+            # submit() handed the file over (and took a slot): it is ours to delete.
+            self.local_path.unlink(missing_ok=True)
+            self.sink._slots.release()

@@ -118,9 +118,10 @@ def _check_settings(
         )
     if not isinstance(naming, ExportNaming):
         raise ExportConfigError(f"naming must be an ExportNaming, got {type(naming).__name__}.")
-    if not callable(getattr(sink, "submit", None)):
+    if not callable(getattr(sink, "submit", None)) or not callable(getattr(sink, "follow", None)):
         raise ExportConfigError(
-            f"sink must have a submit(local_path, file) method; {type(sink).__name__} has none."
+            f"sink must have submit(local_path, file) and follow(local_path, object_name, content_type) "
+            f"methods (see ct_airflow_provider.export.sinks.Sink); {type(sink).__name__} lacks one."
         )
     directory = Path(work_dir)
     try:

@@ -15,6 +15,7 @@ from airflow.sdk.log import mask_secret
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from google.api_core import exceptions as google_errors
 from google.auth import exceptions as auth_errors
+from google.cloud.storage.fileio import BlobWriter
 
 #: Fields google-auth needs to sign and exchange the key's JWT.
 REQUIRED_KEY_FIELDS = ("type", "project_id", "private_key_id", "private_key", "client_email", "token_uri")
@@ -192,6 +193,25 @@ class CleverTapGCSHook(GCSHook):
             chunk_size=UPLOAD_CHUNK_BYTES,
             num_max_attempts=3,
         )
+
+    @property
+    def upload_chunk_bytes(self) -> int:
+        """Size of each resumable upload chunk (a multiple of 256 KiB, as the GCS API requires)."""
+        return UPLOAD_CHUNK_BYTES
+
+    def open_object_writer(self, object_name: str, content_type: str) -> BlobWriter:
+        """Open a resumable upload of ``object_name`` that is sent while it is written.
+
+        Each :data:`UPLOAD_CHUNK_BYTES` written go out as one chunk (retried by the Google client on
+        retryable failures); ``close()`` sends the rest and creates the object, ``terminate()``
+        abandons the upload: until ``close()`` no object exists, so a failed export never leaves a
+        partial file in the bucket.
+
+        :param object_name: the object's full name in the bucket.
+        :param content_type: the object's MIME type.
+        """
+        blob = self.get_conn().bucket(self.bucket_name).blob(object_name, chunk_size=UPLOAD_CHUNK_BYTES)
+        return BlobWriter(blob, chunk_size=UPLOAD_CHUNK_BYTES, ignore_flush=True, content_type=content_type)
 
     def upload_bytes(self, data: bytes, object_name: str, content_type: str) -> None:
         """Upload a small object held in memory (the manifest)."""

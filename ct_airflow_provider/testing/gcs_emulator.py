@@ -350,12 +350,19 @@ class GCSTestStack:
 
 
 @contextlib.contextmanager
-def run_gcs_stack(*, set_env: bool = True, log_dir: Path | None = None) -> Iterator[GCSTestStack]:
+def run_gcs_stack(
+    *, set_env: bool = True, log_dir: Path | None = None, backend: str = "filesystem"
+) -> Iterator[GCSTestStack]:
     """Start fake-gcs-server and the token endpoint / IAM gate on free loopback ports.
 
     :param set_env: set ``STORAGE_EMULATOR_HOST`` while the stack runs (restored afterwards).
     :param log_dir: where fake-gcs-server writes its log and data (a temporary folder by default).
+    :param backend: fake-gcs-server's storage: ``filesystem`` (objects in ``log_dir``) or ``memory``.
+        The filesystem backend rewrites an object at every chunk of a resumable upload, so large
+        uploads cost it CPU that grows with the square of the object's size; benchmarks use ``memory``.
     """
+    if backend not in ("filesystem", "memory"):
+        raise ValueError(f"backend must be 'filesystem' or 'memory', got {backend!r}")
     workdir = Path(tempfile.mkdtemp(prefix="ct-gcs-")) if log_dir is None else log_dir
     upstream_port, gate_port = _free_port(), _free_port()
     upstream_url = f"http://127.0.0.1:{upstream_port}"
@@ -365,7 +372,7 @@ def run_gcs_stack(*, set_env: bool = True, log_dir: Path | None = None) -> Itera
         [
             str(_fake_gcs_binary()),
             "-scheme", "http",
-            "-backend", "filesystem",
+            "-backend", backend,
             "-filesystem-root", str(workdir / "data"),
             "-host", "127.0.0.1",
             "-port", str(upstream_port),

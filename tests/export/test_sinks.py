@@ -23,17 +23,62 @@ from ct_airflow_provider.export import (
 from tests.export.sample_records import NAMING, awkward_records, pages_of
 
 
-class FolderUploader:
-    """A real uploader into a folder: copies the file, records when each upload ran."""
+class FolderObjectWriter:
+    """A streamed upload into a folder: chunks go to a hidden part file, ``close`` makes the object."""
 
-    def __init__(self, folder: Path, *, delay: float = 0.0, fail_on: str | None = None) -> None:
+    def __init__(self, uploader: FolderUploader, object_name: str, content_type: str) -> None:
+        self.uploader = uploader
+        self.object_name = object_name
+        self.content_type = content_type
+        self.started = time.monotonic()
+        self.part = uploader.folder / ".parts" / object_name
+        self.part.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = self.part.open("wb")
+
+    def write(self, data: bytes) -> int:
+        if self.uploader.fail_on is not None and self.uploader.fail_on in self.object_name:
+            raise OSError("bucket said 503")
+        self.handle.write(data)
+        with self.uploader.lock:
+            self.uploader.chunks.append((self.object_name, len(data), time.monotonic()))
+        return len(data)
+
+    def close(self) -> None:
+        self.handle.close()
+        target = self.uploader.folder / self.object_name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.part.rename(target)
+        with self.uploader.lock:
+            self.uploader.uploads.append(
+                (self.object_name, self.content_type, self.started, time.monotonic())
+            )
+
+    def terminate(self) -> None:
+        self.handle.close()
+        self.part.unlink()
+        with self.uploader.lock:
+            self.uploader.terminated.append(self.object_name)
+
+
+class FolderUploader:
+    """A real uploader into a folder: copies whole files or takes streamed chunks; records when."""
+
+    def __init__(
+        self, folder: Path, *, delay: float = 0.0, fail_on: str | None = None, chunk_bytes: int = 1024
+    ) -> None:
         self.folder = folder
         self.delay = delay
         self.fail_on = fail_on
+        self.upload_chunk_bytes = chunk_bytes
         self.uploads: list[tuple[str, str, float, float]] = []
+        self.chunks: list[tuple[str, int, float]] = []
+        self.terminated: list[str] = []
         self.lock = threading.Lock()
         self.release = threading.Event()
         self.release.set()
+
+    def open_object_writer(self, object_name: str, content_type: str) -> FolderObjectWriter:
+        return FolderObjectWriter(self, object_name, content_type)
 
     def upload_file(self, local_path: str, object_name: str, content_type: str) -> None:
         started = time.monotonic()
@@ -152,3 +197,90 @@ def test_local_folder_sink_keeps_the_prefix_as_folders(tmp_path: Path) -> None:
         sink.submit(source, _file("clevertap/exports/a.csv"))
     assert (tmp_path / "out" / "clevertap" / "exports" / "a.csv").read_bytes() == b"data"
     assert not source.exists()
+
+
+def _one_day_records(count: int) -> list[dict[str, Any]]:
+    """``count`` records of one day, about 250 bytes each as JSON."""
+    return [
+        {"profile": {"identity": f"user-{index}"}, "ts": 20240105000000 + index % 60,
+         "event_props": {"note": "x" * 200, "index": index}}
+        for index in range(count)
+    ]  # fmt: skip
+
+
+def test_a_growing_file_is_sent_in_chunks_before_it_is_finished(tmp_path: Path) -> None:
+    # 2 MB in one file, chunks of 64 KiB: the file's first chunks leave while later pages are written.
+    uploader = FolderUploader(tmp_path / "bucket", chunk_bytes=64 * 1024)
+    records = _one_day_records(8000)
+    pages_read: list[float] = []
+
+    def pages() -> Any:
+        for page in pages_of(records, size=500):
+            time.sleep(0.01)  # pages arrive over a network
+            pages_read.append(time.monotonic())
+            yield page
+
+    with UploadingSink(uploader, max_in_flight=2) as sink:
+        files = export_event(
+            pages(), event_name="Charged", naming=NAMING, export_format="json", sink=sink,
+            work_dir=tmp_path / "work",
+        )  # fmt: skip
+    assert len(files) == 1
+    (file,) = files
+    sent = [(size, at) for name, size, at in uploader.chunks if name == file.object_name]
+    # The first chunk left before the last page was read (pages take 10 ms: time enough).
+    assert sent[0][1] < pages_read[-1]
+    # Every chunk but the last is exactly one chunk long, and together they are the file.
+    assert all(size == 64 * 1024 for size, _ in sent[:-1])
+    assert sum(size for size, _ in sent) == file.bytes
+    data = (tmp_path / "bucket" / file.object_name).read_bytes()
+    assert base64.b64encode(hashlib.md5(data).digest()).decode() == file.md5
+    lines = data.splitlines()
+    assert lines[0] == b"Charged" and len(lines) == 8001
+    assert not [p for p in (tmp_path / "work").rglob("*") if p.is_file()]
+
+
+def test_an_export_failing_mid_file_abandons_its_upload_and_leaves_no_object(tmp_path: Path) -> None:
+    uploader = FolderUploader(tmp_path / "bucket", chunk_bytes=64 * 1024)
+    records = _one_day_records(8000)
+
+    def pages() -> Any:
+        yield from pages_of(records[:6000], size=500)
+        deadline = time.monotonic() + 10  # fail once the upload has started
+        while not uploader.chunks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        raise RuntimeError("CleverTap went away")
+
+    with pytest.raises(RuntimeError, match="went away"), UploadingSink(uploader) as sink:
+        export_event(
+            pages(), event_name="Charged", naming=NAMING, export_format="json", sink=sink,
+            work_dir=tmp_path / "work",
+        )  # fmt: skip
+    assert uploader.chunks  # the upload had started...
+    assert len(uploader.terminated) == 1  # ...and was abandoned
+    assert uploader.uploads == []
+    assert [p for p in (tmp_path / "bucket").rglob("*") if p.is_file()] == []
+    assert not [p for p in (tmp_path / "work").rglob("*") if p.is_file()]
+
+
+def test_a_failed_chunk_is_raised_with_the_object_name_and_stops_the_export(tmp_path: Path) -> None:
+    uploader = FolderUploader(tmp_path / "bucket", chunk_bytes=64 * 1024, fail_on="Charged")
+    pages_read = []
+
+    def pages() -> Any:
+        for page in pages_of(_one_day_records(40000), size=500):
+            pages_read.append(page)
+            yield page
+
+    with pytest.raises(
+        ExportSinkError, match=r"Upload of .*Charged-20240105-0-.*failed: OSError: bucket said 503"
+    ):
+        with UploadingSink(uploader) as sink:
+            export_event(
+                pages(), event_name="Charged", naming=NAMING, export_format="json", sink=sink,
+                work_dir=tmp_path / "work", max_file_bytes=1024 * 1024,
+            )  # fmt: skip
+    # The failure surfaced at the next file: the export did not read all 80 pages first.
+    assert len(pages_read) < 80
+    assert [p for p in (tmp_path / "bucket").rglob("*") if p.is_file()] == []
+    assert not [p for p in (tmp_path / "work").rglob("*") if p.is_file()]

@@ -222,3 +222,22 @@ def test_airflow_lists_the_provider_and_its_connection_types(airflow_cli_env: di
     listed = {row["connection_type"]: row for row in orjson.loads(hooks.stdout)}
     assert listed["clevertap_gcs"]["class"] == "ct_airflow_provider.hooks.gcs.CleverTapGCSHook"
     assert listed["clevertap"]["class"] == "ct_airflow_provider.hooks.clevertap.CleverTapHook"
+
+
+def test_an_object_writer_sends_chunks_and_creates_the_object_only_on_close(
+    monkeypatch: pytest.MonkeyPatch, gcs_stack: GCSTestStack, bucket: str, admin_key: dict[str, Any]
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_CT_BUCKET", gcs_stack.connection_env(bucket, admin_key))
+    hook = get_bucket_hook("ct_bucket")
+    chunk = hook.upload_chunk_bytes
+    data = os.urandom(chunk) + b"tail"
+    writer = hook.open_object_writer("exports/streamed.json", "application/x-ndjson")
+    writer.write(data[:chunk])  # one whole chunk: sent now...
+    assert gcs_stack.list_objects(bucket, "exports/") == {}  # ...but no object before close
+    writer.write(data[chunk:])
+    writer.close()
+    assert hook.read_object("exports/streamed.json") == data
+    abandoned = hook.open_object_writer("exports/abandoned.json", "application/x-ndjson")
+    abandoned.write(data[:chunk])
+    abandoned.terminate()
+    assert gcs_stack.list_objects(bucket, "exports/") == {"exports/streamed.json": len(data)}
