@@ -354,13 +354,14 @@ def _check_inferred(arrow_type: pa.DataType, array: pa.Array, path: _Path, big_i
     if pa.types.is_list(arrow_type):
         return _check_inferred(arrow_type.value_type, array.flatten(), (*path, None), big_ints)
     if pa.types.is_int64(arrow_type) or pa.types.is_float64(arrow_type):
-        low, high = pc.min_max(array).values()
-        if low.is_valid:
-            small = -_EXACT_DOUBLE <= low.as_py() and high.as_py() <= _EXACT_DOUBLE
-            if pa.types.is_float64(arrow_type):
-                return small and -_EXACT_DOUBLE < low.as_py() and high.as_py() < _EXACT_DOUBLE
-            if not small:
-                big_ints.add(path)
+        bounds = pc.min_max(array)
+        if not bounds["min"].is_valid:  # nothing but nulls
+            return True
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        if pa.types.is_float64(arrow_type):
+            return bool(low > -_EXACT_DOUBLE and high < _EXACT_DOUBLE)
+        if low < -_EXACT_DOUBLE or high > _EXACT_DOUBLE:
+            big_ints.add(path)
         return True
     return arrow_type.id in _ARROW_KINDS
 
@@ -586,10 +587,12 @@ class ParquetWriter:
         self._footer_base = self._empty_file_size(schema)
         leaves = sum(_leaf_count(field.type) for field in schema)
         self._footer_per_group = 150.0 * leaves
-        for day_number in sorted(self._days):
-            spill = self._days[day_number]
-            _DayWriter(self, spill, day_number, raw_schema, schema).write()
-            spill.path.unlink(missing_ok=True)
+        # One helper thread converts the next block of JSON lines while a row group is written.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-read-ahead") as read_ahead:
+            for day_number in sorted(self._days):
+                spill = self._days[day_number]
+                _DayWriter(self, spill, day_number, raw_schema, schema, read_ahead).write()
+                spill.path.unlink(missing_ok=True)
 
     def _empty_file_size(self, schema: pa.Schema) -> int:
         # ParquetWriter rather than pq.write_table, which imports pandas (seconds, and memory).
@@ -643,8 +646,12 @@ class _DayWriter:
         day_number: int,
         raw_schema: pa.Schema,
         schema: pa.Schema,
+        read_ahead: ThreadPoolExecutor,
     ) -> None:
         self.owner = owner
+        self.read_ahead = read_ahead
+        # The byte range converted ahead, with its table (or the error converting it).
+        self.ahead: tuple[int, int, Future[pa.Table]] | None = None
         self.spill = spill
         self.day = day_of(day_number)
         self.raw_schema = raw_schema
@@ -662,9 +669,12 @@ class _DayWriter:
             self.size = handle.seek(0, io.SEEK_END)
             self.offset = 0
             index = 0
-            while self.offset < self.size:
-                self._write_file(index)
-                index += 1
+            try:
+                while self.offset < self.size:
+                    self._write_file(index)
+                    index += 1
+            finally:
+                self._drop_ahead()
 
     # Reading the spill --------------------------------------------------------------------------
 
@@ -674,7 +684,10 @@ class _DayWriter:
 
     def _take(self, budget: int, at_least_one: bool) -> tuple[int, int] | None:
         """The byte range of whole lines from the current offset within ``budget`` bytes."""
-        start = self.offset
+        return self._take_from(self.offset, budget, at_least_one)
+
+    def _take_from(self, start: int, budget: int, at_least_one: bool) -> tuple[int, int] | None:
+        """The byte range of whole lines from ``start`` within ``budget`` bytes."""
         data = self._read(start, min(self.size, start + max(budget, 0)))
         cut = data.rfind(b"\n") + 1
         if cut == 0:
@@ -687,8 +700,39 @@ class _DayWriter:
 
     # Converting ---------------------------------------------------------------------------------
 
+    def _convert_ahead(self, start: int) -> None:
+        """Start converting the block most likely read next, a full block from ``start``.
+
+        Converting JSON and writing Parquet both run in C++ without the GIL: converting the
+        next block while this one is written keeps both cores busy. Should the next row group
+        be cut differently (near the end of a file) the block is converted again, and this
+        conversion thrown away.
+        """
+        self._drop_ahead()
+        if start >= self.size:
+            return
+        taken = self._take_from(start, self.block_bytes, at_least_one=True)
+        assert taken is not None
+        data = self._read(*taken)
+        self.ahead = (*taken, self.read_ahead.submit(self._convert, data))
+
+    def _drop_ahead(self) -> None:
+        if self.ahead is not None:
+            future = self.ahead[2]
+            self.ahead = None
+            if not future.cancel():
+                future.exception()  # wait for it; its error, if any, is that of an unused block
+
     def _table(self, start: int, end: int) -> pa.Table:
-        data = self._read(start, end)
+        ahead = self.ahead
+        if ahead is not None and ahead[0] == start and ahead[1] == end:
+            self.ahead = None
+            return ahead[2].result()
+        self._drop_ahead()
+        return self._convert(self._read(start, end))
+
+    def _convert(self, data: bytes) -> pa.Table:
+        """The row group of a block of whole JSON lines of the spill."""
         try:
             raw = pa_json.read_json(
                 pa.BufferReader(data), read_options=self.read_options, parse_options=self.parse_options
@@ -741,6 +785,7 @@ class _DayWriter:
                     break
                 start, end = taken
                 table = self._table(start, end)
+                self._convert_ahead(end)
                 writer.write_table(table)
                 after = sink.tell()
                 owner.learn(end - start, after - position, None, 0)

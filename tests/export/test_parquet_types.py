@@ -1,0 +1,189 @@
+"""Parquet: types learned by pyarrow's JSON reader agree with the Python rules, block after block."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ct_airflow_provider.export import ExportDataError
+from ct_airflow_provider.export.formats import parquet
+from ct_airflow_provider.export.formats.parquet import _infer_block, _Node, field_of
+from tests.export.conftest import Exporter
+from tests.export.readers import is_json_field, parquet_matches, read_parquet
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**64), max_value=2**64)
+    | st.sampled_from([2**53, 2**53 + 1, -(2**53) - 1, 2**63 - 1, -(2**63), 2**63])
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from([2.0**53, -(2.0**60), 1e300, 0.5])
+    | st.text(max_size=6)
+    | st.sampled_from(["2024-01-05", "2024-01-05 10:00:00", "1970-01-01T00:00:00Z"])
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from("abc"), inner, max_size=3),
+    max_leaves=6,
+)
+record_lists = st.lists(st.dictionaries(st.sampled_from(["x", "y", "z", ""]), values, max_size=4), max_size=8)
+
+
+def _python_schema(records: list[dict[str, Any]]) -> pa.Schema:
+    root = _Node()
+    for record in records:
+        root.merge_object(record)
+    return pa.schema([field_of(key, node) for key, node in (root.fields or {}).items()])
+
+
+def _lines(records: list[dict[str, Any]]) -> bytearray:
+    return bytearray(b"".join(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE) for record in records))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(blocks=st.lists(record_lists, min_size=1, max_size=4))
+def test_inferred_types_give_the_schema_the_python_rules_give(blocks: list[list[dict[str, Any]]]) -> None:
+    """Block by block, inferred where pyarrow can tell and merged in Python otherwise."""
+    root = _Node()
+    everything: list[dict[str, Any]] = []
+    for records in blocks:
+        try:
+            data = _lines(records)
+        except TypeError:  # integers beyond 64 bits: such blocks are never handed to pyarrow
+            data = None
+        inferred = _infer_block(data) if data else None
+        if inferred is None:
+            for record in records:
+                root.merge_object(record)
+        else:
+            schema, big_ints = inferred
+            root.merge_arrow(pa.struct(list(schema)), (), big_ints)
+        everything += records
+    learned = pa.schema([field_of(key, node) for key, node in (root.fields or {}).items()])
+    assert learned.equals(_python_schema(everything), check_metadata=True), (learned, everything)
+
+
+@pytest.mark.parametrize(
+    ("lines", "refused"),
+    [
+        ([{"a": 1}, {"a": "1"}], True),  # number, then text
+        ([{"a": True}, {"a": 1}], True),  # boolean, then number
+        ([{"a": 2**63}], True),  # read as a double by pyarrow
+        ([{"a": 1.5}, {"a": 2**53 + 1}], True),  # an integer a double does not hold exactly
+        ([{"a": 2.0**53}], True),  # might have been such an integer: asked again in Python
+        ([{"a": 1.5}, {"a": 2**53 - 1}], False),
+        ([{"a": 2**53 + 1}, {"a": 2}], False),
+        ([{"a": "2024-01-05"}], False),  # inferred as a timestamp, which is text
+    ],
+)
+def test_blocks_pyarrow_cannot_tell_are_refused(lines: list[dict[str, Any]], refused: bool) -> None:
+    assert (_infer_block(_lines(lines)) is None) is refused
+
+
+def test_a_big_integer_in_an_inferred_block_is_remembered() -> None:
+    inferred = _infer_block(_lines([{"a": {"b": [{"c": 2**60}]}}, {"a": {"b": [{"c": 3}]}}]))
+    assert inferred is not None
+    assert inferred[1] == frozenset({("a", "b", None, "c")})
+    root = _Node()
+    root.merge_arrow(pa.struct(list(inferred[0])), (), inferred[1])
+    root.merge_object({"a": {"b": [{"c": 0.5}]}})
+    # Integers beyond 2**53 and a float: JSON text rather than a double that would round them
+    # (and a list holding JSON text is JSON text itself).
+    items = field_of("a", root.fields["a"]).type.field("b")  # type: ignore[index]
+    assert is_json_field(items) and items.type == pa.string()
+
+
+def _records(count: int, props: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "profile": {"identity": f"u{index}"},
+            "ts": 20240105000000 + index % 60,
+            "event_props": props(index),
+        }
+        for index in range(count)
+    ]
+
+
+def _rows(files: Any, out: Path) -> tuple[pa.Schema, list[dict[str, Any]]]:
+    rows: list[dict[str, Any]] = []
+    schemas = set()
+    schema = None
+    for file in sorted(files, key=lambda f: (f.day, f.file_index)):
+        table = read_parquet(out / file.object_name)
+        schemas.add(table.schema.to_string(show_field_metadata=True))
+        schema = table.schema
+        rows += table.to_pylist()
+    assert len(schemas) == 1 and schema is not None
+    return schema, rows
+
+
+@pytest.fixture
+def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of a few records for type inference, and row groups of a few records."""
+    monkeypatch.setattr(parquet, "_INFER_BLOCK_BYTES", 300)
+    monkeypatch.setattr(parquet, "_BLOCK_BYTES", 2000)
+
+
+@pytest.mark.usefixtures("small_blocks")
+@pytest.mark.parametrize(
+    ("late_value", "json_text"),
+    [
+        ("text", True),  # a type change long after the first blocks
+        (2**60, False),  # a big integer after many small ones: int64 still holds it
+        (2**64, True),  # beyond int64
+        (True, True),
+        (None, False),
+    ],
+)
+def test_a_late_value_decides_the_type_of_every_file(
+    run_export: Exporter, late_value: Any, json_text: bool
+) -> None:
+    count = 400
+    records = _records(count, lambda index: {"Count": late_value if index == count - 3 else index})
+    files, out = run_export(records, "parquet", max_file_bytes=8 * 1024)
+    assert len(files) > 1
+    schema, rows = _rows(files, out)
+    field = schema.field("eventProps").type.field("Count")
+    assert is_json_field(field) is json_text
+    assert field.type == (pa.string() if json_text else pa.int64())
+    assert len(rows) == count
+    by_identity = {row["profile"]["identity"]: row for row in rows}
+    for record in records:
+        row = by_identity[record["profile"]["identity"]]
+        assert parquet_matches(row["eventProps"]["Count"], record["event_props"]["Count"], field)
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_integers_and_floats_mix_into_doubles_only_when_exact(run_export: Exporter) -> None:
+    def props(index: int) -> dict[str, Any]:
+        # One integer beyond 2**53, in an early block; one float, in a late block of small integers.
+        inexact = 2**53 + 1 if index == 10 else 0.5 if index == 390 else index
+        return {"Exact": index + 0.5 if index % 50 == 0 else index, "Inexact": inexact}
+
+    records = _records(400, props)
+    files, out = run_export(records, "parquet")
+    schema, rows = _rows(files, out)
+    props_type = schema.field("eventProps").type
+    assert props_type.field("Exact").type == pa.float64()
+    assert is_json_field(props_type.field("Inexact"))
+    by_identity = {row["profile"]["identity"]: row for row in rows}
+    for record in records:
+        row = by_identity[record["profile"]["identity"]]["eventProps"]
+        assert parquet_matches(row["Exact"], float(record["event_props"]["Exact"]), props_type.field("Exact"))
+        assert parquet_matches(row["Inexact"], record["event_props"]["Inexact"], props_type.field("Inexact"))
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_a_failed_export_leaves_no_helper_thread(run_export: Exporter) -> None:
+    records = _records(300, lambda index: {"Count": index})
+    records[250]["ts"] = 20241305000000  # month 13
+    with pytest.raises(ExportDataError, match="not a calendar day"):
+        run_export(records, "parquet")
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("parquet-")]
