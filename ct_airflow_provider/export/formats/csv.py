@@ -16,14 +16,24 @@ with CRLF, text is UTF-8 without a byte order mark.
 Because the header must list every column before the first row of the first file, records are
 first spilled, already formatted as rows, to per-day files in the work directory; rows formatted
 before a late column appeared are padded with empty cells when the files are written.
+
+Rows are formatted by this module rather than by the csv module's ``writerow``, which looks at
+every character in C but still costs more than all the rest of the work on a record: a cell is
+text that needs no quotes (by far the most common), passed through after two substring tests, or
+goes to a converter chosen by its type. The output is byte for byte what ``csv.writer`` (minimal
+quoting, CRLF) writes; the rare rows it would treat specially (a line break in a text cell, an
+export with fewer than two columns, a value of an unexpected type) are handed to ``csv.writer``.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import marshal
-from collections.abc import Iterable, Iterator
+import struct
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +47,30 @@ _TOP = 0
 _CONST = 1
 _SECTION = 2
 _PLAIN = frozenset({str, int, float, type(None)})
-_FLUSH_CHARS = 1 << 18
+
+#: Formatted rows (all days together) kept in memory before they are appended to the spill files.
+#: A total rather than a per-day limit, so that an export over many days holds no more than one
+#: over a few.
+_FLUSH_BYTES = 1 << 20
+
+#: Each spilled batch is its size, then ``marshal.dumps((columns, rows))``.
+_BATCH_SIZE = struct.Struct("<Q")
+
+
+def json_text(value: Any) -> str:
+    """Return a list or object as compact JSON text (non-ASCII kept as is).
+
+    :param value: a list or dict from a record.
+    :raises ExportDataError: if it holds something JSON cannot express.
+    """
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        # orjson refuses integers beyond 64 bits, which the json module writes exactly.
+        try:
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ExportDataError(f"A value cannot be written as JSON in a CSV cell: {exc}.") from exc
 
 
 def cell_text(value: Any) -> Any:
@@ -49,16 +82,49 @@ def cell_text(value: Any) -> Any:
     if kind is bool:
         return "true" if value else "false"
     if kind is dict or kind is list:
-        try:
-            return orjson.dumps(value).decode()
-        except TypeError:
-            try:
-                return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-            except (TypeError, ValueError) as exc:
-                raise ExportDataError(f"A value cannot be written as JSON in a CSV cell: {exc}.") from exc
+        return json_text(value)
     if kind in _PLAIN:
         return value
     return str(value)
+
+
+def quoted_cell(text: str) -> str:
+    """Return ``text`` as a CSV field: quoted, quotes doubled, when it holds a comma, quote or line break.
+
+    :param text: the cell's text.
+    """
+    if '"' in text:
+        return '"' + text.replace('"', '""') + '"'
+    if "," in text or "\n" in text or "\r" in text:
+        return '"' + text + '"'
+    return text
+
+
+def _json_cell(value: Any) -> str:
+    try:  # orjson inline rather than through json_text: a third of the cells of a typical row
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        text = json_text(value)
+    # Compact JSON never holds a raw line break (JSON escapes them), so only quotes and commas matter.
+    if '"' in text:
+        return '"' + text.replace('"', '""') + '"'
+    if "," in text:
+        return '"' + text + '"'
+    return text
+
+
+#: The field text of a value that is not plain text needing no quotes, by exact type. Numbers are
+#: written as ``str()`` writes them, which is what csv.writer does. C-level callables where one
+#: exists: ``"".format`` ignores its argument and returns ``""`` (for null).
+_FIELD_OF_TYPE: dict[type, Callable[[Any], str]] = {
+    str: quoted_cell,
+    int: int.__repr__,
+    float: float.__repr__,
+    type(None): "".format,
+    bool: {True: "true", False: "false"}.__getitem__,
+    dict: _json_cell,
+    list: _json_cell,
+}
 
 
 class _Collector:
@@ -69,6 +135,39 @@ class _Collector:
     def __init__(self) -> None:
         self.rows: list[str] = []
         self.write = self.rows.append
+
+
+def csv_module_row(values: Sequence[Any]) -> str:
+    """Return one row as ``csv.writer`` formats it, without its CRLF (the reference for every row).
+
+    :param values: the row's values, one per column.
+    """
+    collector = _Collector()
+    csv.writer(collector, lineterminator="\r\n").writerow([cell_text(value) for value in values])
+    return collector.rows[-1][:-2]
+
+
+def format_row(values: Sequence[Any]) -> str:
+    """Return one row of at least two values as CSV text without its CRLF, as ``csv.writer`` would.
+
+    :param values: the row's values, one per column.
+    """
+    field_of_type = _FIELD_OF_TYPE
+    try:
+        line = ",".join(
+            [
+                value
+                if type(value) is str and "," not in value and '"' not in value
+                else field_of_type[type(value)](value)
+                for value in values
+            ]
+        )
+    except KeyError:  # a type records parsed from JSON do not hold: let csv.writer decide
+        return csv_module_row(values)
+    if "\n" in line or "\r" in line:
+        # A line break in a text cell that the fast test let through unquoted (rare).
+        return csv_module_row(values)
+    return line
 
 
 class CsvWriter:
@@ -82,6 +181,7 @@ class CsvWriter:
     def __init__(self, delivery: Delivery, spill_dir: Path, event_name: str | None) -> None:
         self.delivery = delivery
         self.spill_dir = spill_dir
+        self._event_name = event_name
         # Each block: (kind, name, keys). Columns are the blocks' keys in order.
         self._blocks: list[tuple[int, str, list[str]]] = []
         self._top_keys: set[str] = set()
@@ -92,13 +192,14 @@ class CsvWriter:
             self._top_keys.add("ts")
             self._blocks.append((_CONST, event_name, []))
             self._columns = 2
-        self._collectors: dict[int, _Collector] = {}
-        self._writers: dict[int, Any] = {}
-        self._pending_chars: dict[int, int] = {}
-        self._batch_columns = self._columns
+        self._plan = _GatherPlan(self._blocks, event_name)
+        # Formatted rows (UTF-8, no CRLF) per day, waiting to be spilled; all have _columns cells.
+        self._pending: dict[int, list[bytes]] = {}
+        self._pending_bytes = 0
 
     def _grow(self, record: dict[str, Any]) -> None:
         """Add the columns of ``record`` not seen before (rare: only when the key set grows)."""
+        # Rows formatted so far have fewer cells: spill them with their count before it changes.
         self._flush_all()
         for key, value in record.items():
             if type(value) is dict:
@@ -121,7 +222,7 @@ class CsvWriter:
                 else:
                     self._blocks.append((_TOP, "", [key]))
                 self._columns += 1
-        self._batch_columns = self._columns
+        self._plan = _GatherPlan(self._blocks, self._event_name)
 
     def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Format and spill one page of records.
@@ -130,68 +231,42 @@ class CsvWriter:
         """
         section_keys = self._section_keys
         top_keys = self._top_keys
-        writers = self._writers
-        pending = self._pending_chars
-        plain = _PLAIN
+        pending = self._pending
         for day_number, record in records:
             for key, value in record.items():
                 if type(value) is dict:
                     known = section_keys.get(key)
-                    if known is None or not value.keys() <= known:
+                    if known is None or not known.issuperset(value):
                         self._grow(record)
                         break
                 elif key not in top_keys:
                     self._grow(record)
                     break
-            row: list[Any] = []
-            for kind, name, keys in self._blocks:
-                if kind == _SECTION:
-                    section = record.get(name)
-                    if type(section) is dict:
-                        row += map(section.get, keys)
-                    else:
-                        row += [None] * len(keys)
-                elif kind == _TOP:
-                    for key in keys:
-                        value = record.get(key)
-                        row.append(None if type(value) is dict else value)
-                else:
-                    row.append(name)
-            if not plain.issuperset(map(type, row)):
-                row = [value if type(value) in plain else cell_text(value) for value in row]
-            writer = writers.get(day_number)
-            if writer is None:
-                writer = self._new_day(day_number)
-            written = writer.writerow(row)
-            # csv returns what the collector's write returned (None), so measure the row itself.
-            del written
-            chars = pending[day_number] + len(self._collectors[day_number].rows[-1])
-            if chars >= _FLUSH_CHARS:
-                self._flush(day_number)
-            else:
-                pending[day_number] = chars
-
-    def _new_day(self, day_number: int) -> Any:
-        day_of(day_number)  # fail early on a ts that is not a calendar day
-        collector = self._collectors[day_number] = _Collector()
-        self._pending_chars[day_number] = 0
-        writer = self._writers[day_number] = csv.writer(collector, lineterminator="\r\n")
-        return writer
+            row = self._plan.row(record)
+            # csv.writer quotes the one empty cell of a one-column row; format_row would not.
+            data = (format_row(row) if self._columns > 1 else csv_module_row(row)).encode()
+            rows = pending.get(day_number)
+            if rows is None:
+                day_of(day_number)  # fail early on a ts that is not a calendar day
+                rows = pending[day_number] = []
+            rows.append(data)
+            self._pending_bytes += len(data)
+            if self._pending_bytes >= _FLUSH_BYTES:
+                self._flush_all()
 
     def _spill_path(self, day_number: int) -> Path:
         return self.spill_dir / f"{day_number}.csv-rows"
 
-    def _flush(self, day_number: int) -> None:
-        rows = self._collectors[day_number].rows
-        if rows:
-            with open(self._spill_path(day_number), "ab") as handle:
-                marshal.dump((self._batch_columns, rows), handle)
-            rows.clear()
-        self._pending_chars[day_number] = 0
-
     def _flush_all(self) -> None:
-        for day_number in self._collectors:
-            self._flush(day_number)
+        """Append every day's pending rows, with their column count, to that day's spill file."""
+        for day_number, rows in self._pending.items():
+            if rows:
+                batch = marshal.dumps((self._columns, rows))
+                with open(self._spill_path(day_number), "ab") as handle:
+                    handle.write(_BATCH_SIZE.pack(len(batch)))
+                    handle.write(batch)
+                rows.clear()
+        self._pending_bytes = 0
 
     def header(self) -> list[str]:
         """The column names, in order."""
@@ -208,39 +283,116 @@ class CsvWriter:
     def finish(self) -> None:
         """Write every day's files, in day order, from the spilled rows."""
         self._flush_all()
-        collector = _Collector()
-        csv.writer(collector, lineterminator="\r\n").writerow(self.header())
-        header = collector.rows[0].encode("utf-8")
-        files = DayFiles(self.delivery, header, b"", max_open=1)
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\r\n").writerow(self.header())
+        files = DayFiles(self.delivery, buffer.getvalue().encode("utf-8"), b"", max_open=1)
         total = self._columns
         try:
-            for day_number in sorted(self._collectors):
+            for day_number in sorted(self._pending):
                 chunks = files.day(day_number, day_of(day_number))
                 add = chunks.add
                 for columns, rows in self._batches(day_number):
-                    if columns == total:
-                        for row in rows:
-                            add(row.encode("utf-8"))
-                    else:
-                        padding = "," * (total - columns) + "\r\n"
-                        for row in rows:
-                            add((row[:-2] + padding).encode("utf-8"))
+                    end = row_end(columns, total)
+                    for row in rows:
+                        add(row + end)
                 chunks.finish_file()
                 self._spill_path(day_number).unlink(missing_ok=True)
         except BaseException:
             files.abort()
             raise
 
-    def _batches(self, day_number: int) -> Iterator[tuple[int, list[str]]]:
+    def _batches(self, day_number: int) -> Iterator[tuple[int, list[bytes]]]:
         path = self._spill_path(day_number)
         if not path.exists():
             return
         with open(path, "rb") as handle:
-            while True:
-                try:
-                    yield marshal.load(handle)
-                except EOFError:
-                    return
+            # One read per batch: marshal.load on a file reads object by object, several times slower.
+            while size := handle.read(_BATCH_SIZE.size):
+                yield marshal.loads(handle.read(_BATCH_SIZE.unpack(size)[0]))
 
     def abort(self) -> None:
         """Nothing to delete beyond the spill directory, which the driver removes."""
+
+
+class _GatherPlan:
+    """How to take one record's values in column order, rebuilt whenever columns are added.
+
+    Values are taken field by field -- the top-level keys with one ``map(record.get, ...)``, each
+    object-valued field with one ``map(section.get, ...)`` over all of its columns -- which costs a
+    few C-level calls per record rather than one Python step per block of columns; when columns of
+    one field are not next to each other (a key first seen late gets its column at the end), one
+    ``itemgetter`` puts the values in column order.
+
+    :param blocks: the writer's column blocks ``(kind, name, keys)``, in column order.
+    :param event_name: the value of the ``eventName`` column, ``None`` when there is none.
+    """
+
+    __slots__ = ("arrange", "const", "sections", "top_keys", "top_may_hold_objects")
+
+    def __init__(self, blocks: list[tuple[int, str, list[str]]], event_name: str | None) -> None:
+        top_keys: list[str] = []
+        section_keys: dict[str, list[str]] = {}
+        for kind, name, keys in blocks:
+            if kind == _TOP:
+                top_keys += keys
+            elif kind == _SECTION:
+                section_keys.setdefault(name, []).extend(keys)
+        self.top_keys = tuple(top_keys)
+        self.const = event_name
+        self.sections = [(name, tuple(keys), (None,) * len(keys)) for name, keys in section_keys.items()]
+        # A key that holds an object in some records and a scalar in others has both a section
+        # and a top-level column; its top-level cell is empty in the records where it is an object.
+        self.top_may_hold_objects = not section_keys.keys().isdisjoint(top_keys)
+        # Where each column's value is in the gathered list: top keys, the constant, the sections.
+        gathered: dict[tuple[int, str, str], int] = {}
+        for key in top_keys:
+            gathered[_TOP, "", key] = len(gathered)
+        if event_name is not None:
+            gathered[_CONST, "", ""] = len(gathered)
+        for name, keys in section_keys.items():
+            for key in keys:
+                gathered[_SECTION, name, key] = len(gathered)
+        order: list[int] = []
+        for kind, name, keys in blocks:
+            if kind == _CONST:
+                order.append(gathered[_CONST, "", ""])
+            else:
+                order += (gathered[kind, "" if kind == _TOP else name, key] for key in keys)
+        self.arrange: Callable[[list[Any]], Sequence[Any]] | None = (
+            None if order == sorted(order) else itemgetter(*order)
+        )
+
+    def row(self, record: dict[str, Any]) -> Sequence[Any]:
+        """Return the values of ``record``, one per column in column order (``None`` when absent).
+
+        :param record: a file record whose keys all have columns.
+        """
+        values = list(map(record.get, self.top_keys))
+        if self.top_may_hold_objects:
+            values = [None if type(value) is dict else value for value in values]
+        if self.const is not None:
+            values.append(self.const)
+        for name, keys, nones in self.sections:
+            section = record.get(name)
+            if type(section) is dict:
+                values += map(section.get, keys)
+            else:
+                values += nones
+        return values if self.arrange is None else self.arrange(values)
+
+
+def row_end(columns: int, total: int) -> bytes:
+    """What ends a row formatted with ``columns`` cells in a file of ``total`` columns.
+
+    Rows formatted before late columns appeared get an empty cell for each of them.
+
+    :param columns: the columns known when the row was formatted.
+    :param total: the columns of the export.
+    """
+    if columns == total:
+        return b"\r\n"
+    if columns == 0:
+        # A record without any field, formatted as an empty line, becomes ``total`` empty cells;
+        # alone on its row an empty cell is quoted, as csv.writer does, or it would read as no cell.
+        return (b'""' if total == 1 else b"," * (total - 1)) + b"\r\n"
+    return b"," * (total - columns) + b"\r\n"
