@@ -8,7 +8,10 @@ Profile exports have the profile's own top-level keys as columns.
 
 Types are learned over every record of the export before the first file is written (records are
 spilled to per-day files in the work directory meanwhile), so all files share one schema even when
-keys differ between records:
+keys differ between records. The spilled lines go, in blocks of a few MB, to pyarrow's JSON reader
+in a helper thread, which infers their types in C++ beside the export thread; a block it cannot
+tell (a key of two kinds in the block, a double that may hide an integer beyond 2**53) is looked at
+in Python instead, record by record. The rules:
 
 * booleans -> ``bool``; integers -> ``int64``; text -> ``string``;
 * floats, or integers mixed with floats -> ``double`` (when every integer is exact as a double);
@@ -23,7 +26,8 @@ A key absent from a record, or null, reads back as null. Files are compressed in
 (``snappy`` by default) and written in row groups of bounded size. Each file stays within
 ``max_file_bytes``: a row group is sized from the bytes earlier groups took, the file is closed
 before a group would pass the limit, and should a closed file still be over (an estimate missed),
-it is written again without its last row group, which starts the next file.
+it is written again without its last row group, which starts the next file. The next block of the
+spill is converted in a helper thread while a row group is written.
 """
 
 from __future__ import annotations
