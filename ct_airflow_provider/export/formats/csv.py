@@ -56,6 +56,10 @@ _FLUSH_BYTES = 1 << 20
 #: Each spilled batch is its size, then ``marshal.dumps((columns, rows))``.
 _BATCH_SIZE = struct.Struct("<Q")
 
+#: marshal format 2: no back-references, which batches of distinct rows never use; writing them
+#: costs a third of format 4's (which looks every object up in a table of those already written).
+_MARSHAL_VERSION = 2
+
 
 def json_text(value: Any) -> str:
     """Return a list or object as compact JSON text (non-ASCII kept as is).
@@ -192,7 +196,7 @@ class CsvWriter:
             self._top_keys.add("ts")
             self._blocks.append((_CONST, event_name, []))
             self._columns = 2
-        self._plan = _GatherPlan(self._blocks, event_name)
+        self._plan = _GatherPlan(self._blocks, event_name, self._section_keys)
         # Formatted rows (UTF-8, no CRLF) per day, waiting to be spilled; all have _columns cells.
         self._pending: dict[int, list[bytes]] = {}
         self._pending_bytes = 0
@@ -222,7 +226,7 @@ class CsvWriter:
                 else:
                     self._blocks.append((_TOP, "", [key]))
                 self._columns += 1
-        self._plan = _GatherPlan(self._blocks, self._event_name)
+        self._plan = _GatherPlan(self._blocks, self._event_name, self._section_keys)
 
     def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Format and spill one page of records.
@@ -261,7 +265,7 @@ class CsvWriter:
         """Append every day's pending rows, with their column count, to that day's spill file."""
         for day_number, rows in self._pending.items():
             if rows:
-                batch = marshal.dumps((self._columns, rows))
+                batch = marshal.dumps((self._columns, rows), _MARSHAL_VERSION)
                 with open(self._spill_path(day_number), "ab") as handle:
                     handle.write(_BATCH_SIZE.pack(len(batch)))
                     handle.write(batch)
@@ -293,6 +297,9 @@ class CsvWriter:
                 add = chunks.add
                 for columns, rows in self._batches(day_number):
                     end = row_end(columns, total)
+                    if columns == 1 and total > 1:
+                        # Alone on its row an empty cell was quoted; beside others it is not.
+                        rows = [b"" if row == b'""' else row for row in rows]
                     for row in rows:
                         add(row + end)
                 chunks.finish_file()
@@ -325,11 +332,14 @@ class _GatherPlan:
 
     :param blocks: the writer's column blocks ``(kind, name, keys)``, in column order.
     :param event_name: the value of the ``eventName`` column, ``None`` when there is none.
+    :param object_keys: every top-level key that held an object (also those without columns: ``{}``).
     """
 
     __slots__ = ("arrange", "const", "sections", "top_keys", "top_may_hold_objects")
 
-    def __init__(self, blocks: list[tuple[int, str, list[str]]], event_name: str | None) -> None:
+    def __init__(
+        self, blocks: list[tuple[int, str, list[str]]], event_name: str | None, object_keys: Iterable[str]
+    ) -> None:
         top_keys: list[str] = []
         section_keys: dict[str, list[str]] = {}
         for kind, name, keys in blocks:
@@ -342,7 +352,7 @@ class _GatherPlan:
         self.sections = [(name, tuple(keys), (None,) * len(keys)) for name, keys in section_keys.items()]
         # A key that holds an object in some records and a scalar in others has both a section
         # and a top-level column; its top-level cell is empty in the records where it is an object.
-        self.top_may_hold_objects = not section_keys.keys().isdisjoint(top_keys)
+        self.top_may_hold_objects = not set(object_keys).isdisjoint(top_keys)
         # Where each column's value is in the gathered list: top keys, the constant, the sections.
         gathered: dict[tuple[int, str, str], int] = {}
         for key in top_keys:
