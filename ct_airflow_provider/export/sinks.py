@@ -20,10 +20,10 @@ from __future__ import annotations
 import contextlib
 import shutil
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from ct_airflow_provider.export.errors import ExportConfigError, ExportSinkError
 from ct_airflow_provider.export.files import ExportedFile
@@ -91,9 +91,6 @@ class Uploader(Protocol):
     def upload_chunk_bytes(self) -> int:
         """Size of each chunk of a resumable upload."""
 
-    def upload_file(self, local_path: str, object_name: str, content_type: str) -> None:
-        """Upload the file at ``local_path`` as ``object_name``; raise on failure."""
-
     def open_object_writer(self, object_name: str, content_type: str) -> ObjectWriter:
         """Start an upload of ``object_name`` that is sent while it is written."""
 
@@ -142,39 +139,38 @@ class UploadingSink:
     """Uploads files from background threads while the writer writes the next ones.
 
     A followed file (:meth:`follow`) is streamed into a resumable upload as it grows; any other
-    file is uploaded whole once submitted. Each local file is deleted once its upload succeeds (or
-    fails). At most ``max_in_flight`` finished files are uploading or waiting (``submit`` blocks
+    file goes the same way once submitted, chunk after chunk. Each local file is deleted once its
+    upload succeeds (or fails). At most ``max_in_flight`` finished files are uploading or waiting (``submit`` blocks
     while that many are pending, which bounds the disk the export uses), and at most
     ``max_in_flight`` chunks are in transfer at once (which bounds the memory: a chunk is read from
     disk just before it is sent). After a failure, further ``follow`` and ``submit`` calls raise at
     once, and ``close`` raises the first failure with the object name.
 
-    :param uploader: the bucket hook, or any object with its ``upload_file``, ``open_object_writer``
-        and ``upload_chunk_bytes``.
+    :param uploader: the bucket hook, or any object with its ``open_object_writer`` and
+        ``upload_chunk_bytes``.
     :param max_in_flight: how many finished files may be pending at once (at least 1).
     """
 
     def __init__(self, uploader: Uploader, max_in_flight: int = 2) -> None:
         missing = [
-            name
-            for name in ("upload_file", "open_object_writer", "upload_chunk_bytes")
-            if not hasattr(uploader, name)
+            name for name in ("open_object_writer", "upload_chunk_bytes") if not hasattr(uploader, name)
         ]
         if missing:
             raise ExportConfigError(
-                f"The uploader needs upload_file(local_path, object_name, content_type), "
-                f"open_object_writer(object_name, content_type) and upload_chunk_bytes; "
-                f"{type(uploader).__name__} has no {', '.join(missing)}."
+                "The uploader needs open_object_writer(object_name, content_type) and upload_chunk_bytes "
+                f"(the bucket hook has both); {type(uploader).__name__} has no {', '.join(missing)}."
             )
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise ExportConfigError(f"max_in_flight must be an integer of at least 1, got {max_in_flight!r}.")
         self._uploader = uploader
         self._slots = threading.BoundedSemaphore(max_in_flight)
-        self._transfers = threading.BoundedSemaphore(max_in_flight)
-        self._pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="ct-export-upload")
-        self._futures: list[Future[None]] = []
+        # Chunks of followed files are sent by these threads: at most max_in_flight chunks are in
+        # memory at once, and few threads means few malloc arenas holding freed chunk buffers.
+        self._chunk_pool = ThreadPoolExecutor(
+            max_workers=max_in_flight, thread_name_prefix="ct-export-chunks"
+        )
         self._streams: dict[Path, _StreamedUpload] = {}  # followed files not yet submitted
-        self._stream_threads: list[_StreamedUpload] = []
+        self._all_streams: list[_StreamedUpload] = []
         self._failure: ExportSinkError | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -210,7 +206,7 @@ class UploadingSink:
         self._raise_if_failed()
         stream = _StreamedUpload(self, Path(local_path), object_name, content_type)
         self._streams[stream.local_path] = stream
-        self._stream_threads.append(stream)
+        self._all_streams.append(stream)
         return stream
 
     def submit(self, local_path: Path, file: ExportedFile) -> None:
@@ -223,6 +219,9 @@ class UploadingSink:
         :raises ExportSinkError: if an earlier upload failed (the file is deleted, not uploaded).
         """
         stream = self._streams.pop(Path(local_path), None)
+        if stream is None and not self._closed:  # a file written whole (Parquet): sent the same way
+            stream = _StreamedUpload(self, Path(local_path), file.object_name, file.content_type)
+            self._all_streams.append(stream)
         if self._closed:
             raise ExportSinkError(f"The sink is closed; {file.object_name} was not uploaded.")
         try:
@@ -238,21 +237,8 @@ class UploadingSink:
                 stream.abandon()
             Path(local_path).unlink(missing_ok=True)
             raise
-        if stream is not None:
-            stream.complete(file)
-        else:
-            self._futures.append(self._pool.submit(self._upload, Path(local_path), file))
-
-    def _upload(self, local_path: Path, file: ExportedFile) -> None:
-        try:
-            self._uploader.upload_file(str(local_path), file.object_name, file.content_type)
-        except BaseException as exc:
-            self._failed(file.object_name, exc)
-        else:
-            self._done(file)
-        finally:
-            local_path.unlink(missing_ok=True)
-            self._slots.release()
+        assert stream is not None
+        stream.complete(file)
 
     def _abandon_streams(self) -> None:
         streams, self._streams = list(self._streams.values()), {}
@@ -270,11 +256,9 @@ class UploadingSink:
             self._closed = True
             unfinished = sorted(stream.object_name for stream in self._streams.values() if stream.pending)
             self._abandon_streams()
-            for future in self._futures:
-                future.result()
-            self._pool.shutdown(wait=True)
-            for stream in self._stream_threads:
+            for stream in self._all_streams:
                 stream.join()
+            self._chunk_pool.shutdown(wait=True)
             if unfinished:
                 with self._lock:
                     if self._failure is None:
@@ -300,12 +284,12 @@ class UploadingSink:
 
 
 class _StreamedUpload:
-    """One file sent to a resumable upload as it is written, from a thread of its own.
+    """One file sent to a resumable upload while it is written.
 
-    The thread sleeps until a whole chunk is on disk beyond what was sent, reads it back (from the
-    page cache: it was just written) and sends it; once the file is finished it sends the rest and
-    creates the object. The local file stays the only copy of the data, so memory holds at most the
-    chunk in transfer.
+    Each time a whole chunk is on disk beyond what was sent, a job on the sink's chunk threads reads
+    it back (from the page cache: it was just written) and sends it; once the file is finished the
+    rest is sent and the object created. The local file is the only copy of the data, so memory
+    holds only the chunks in transfer. One job per file runs at a time, so chunks go in order.
     """
 
     def __init__(self, sink: UploadingSink, local_path: Path, object_name: str, content_type: str) -> None:
@@ -314,96 +298,126 @@ class _StreamedUpload:
         self.object_name = object_name
         self.content_type = content_type
         self._chunk = sink._uploader.upload_chunk_bytes
-        self._changed = threading.Condition()
-        self._size = 0
-        self._file: ExportedFile | None = None
+        self._lock = threading.Lock()
+        self._size = 0  # bytes on disk
+        self._sent = 0
+        self._file: ExportedFile | None = None  # set once the file is finished and handed over
         self._abandoned = False
-        self._thread = threading.Thread(target=self._run, name="ct-export-stream", daemon=True)
-        self._thread.start()
+        self._failed = False
+        self._job_queued = False
+        self._writer: ObjectWriter | None = None
+        self._source: BinaryIO | None = None
+        self._ended = threading.Event()
 
     @property
     def pending(self) -> bool:
         """Neither finished nor abandoned yet."""
-        with self._changed:
+        with self._lock:
             return self._file is None and not self._abandoned
 
     def written(self, size: int) -> None:
-        """The file holds ``size`` bytes on disk."""
-        with self._changed:
+        """The file holds ``size`` bytes on disk (called by the thread writing it)."""
+        with self._lock:
             self._size = size
-            self._changed.notify()
+            self._queue_job()
 
     def complete(self, file: ExportedFile) -> None:
-        """The file is finished (``file.bytes`` long): send the rest, then create the object."""
-        with self._changed:
+        """The file is finished (``file.bytes`` long) and handed over: send the rest, create the object."""
+        with self._lock:
             self._file = file
             self._size = file.bytes
-            self._changed.notify()
+            self._queue_job()
 
     def abandon(self) -> None:
-        """The file will not be finished: stop, and abandon the upload."""
-        with self._changed:
+        """The file will not be finished: abandon the upload (the file's owner deletes the file)."""
+        with self._lock:
             self._abandoned = True
-            self._changed.notify()
+            self._queue_job()
 
     def join(self) -> None:
-        """Wait for the thread."""
-        self._thread.join()
+        """Wait until the upload ended: object created, failed, or abandoned."""
+        self._ended.wait()
 
-    def _next(self, sent: int) -> tuple[bool, bool]:
-        """Wait for work: ``(abandoned, final)``."""
-        with self._changed:
-            while not self._abandoned and self._file is None and self._size - sent < self._chunk:
-                self._changed.wait()
-            return self._abandoned, self._file is not None and self._size - sent <= self._chunk
+    def _queue_job(self) -> None:  # called with the lock held
+        if self._job_queued or self._ended.is_set():
+            return
+        if (
+            self._abandoned
+            or self._file is not None
+            or (not self._failed and self._size - self._sent >= self._chunk)
+        ):
+            self._job_queued = True
+            self.sink._chunk_pool.submit(self._job)
 
-    def _run(self) -> None:
-        writer: ObjectWriter | None = None
-        sent = 0
-        try:
-            with open(self.local_path, "rb") as source:
-                while True:
-                    abandoned, final = self._next(sent)
-                    if abandoned:
-                        break
-                    if writer is None:
-                        writer = self.sink._uploader.open_object_writer(self.object_name, self.content_type)
-                    with self.sink._transfers:
-                        data = source.read(self._chunk)
-                        writer.write(data)
-                        sent += len(data)
-                        if final:
-                            writer.close()
-                    if final:
-                        assert self._file is not None
-                        if sent != self._file.bytes:
-                            raise ExportSinkError(
-                                f"{self.object_name}: sent {sent} bytes of a {self._file.bytes}-byte file"
-                            )
-                        self.sink._done(self._file)
-                        return
-            if writer is not None:
-                with contextlib.suppress(Exception):  # the session expires by itself if this fails
-                    writer.terminate()
-        except BaseException as exc:
-            self.sink._failed(self.object_name, exc)
-            if writer is not None:
-                with contextlib.suppress(Exception):
-                    writer.terminate()
-            # The writer learns of the failure at its next follow/submit; stop waiting for chunks.
-            self._wait_for_end()
-        finally:
-            self._release()
+    def _next_step(self) -> str:
+        with self._lock:
+            if self._abandoned:
+                return "abandon"
+            if self._failed:
+                if self._file is not None:
+                    return "end"
+                self._job_queued = False
+                return "idle"
+            if self._file is not None:
+                return "last" if self._size - self._sent <= self._chunk else "chunk"
+            if self._size - self._sent >= self._chunk:
+                return "chunk"
+            self._job_queued = False
+            return "idle"
 
-    def _wait_for_end(self) -> None:
-        with self._changed:
-            while not self._abandoned and self._file is None:
-                self._changed.wait()
+    def _job(self) -> None:
+        while True:
+            step = self._next_step()
+            if step == "idle":  # _next_step() cleared _job_queued under the lock
+                return
+            if step in ("abandon", "end"):
+                self._end(abandoned=step == "abandon")
+                return
+            try:
+                self._send(last=step == "last")
+            except BaseException as exc:
+                self.sink._failed(self.object_name, exc)
+                with self._lock:
+                    self._failed = True
+                self._terminate()
+                continue
+            if step == "last":
+                assert self._file is not None
+                self.sink._done(self._file)
+                self._end(abandoned=False)
+                return
 
-    def _release(self) -> None:
-        with self._changed:
-            completed = self._file is not None
-        if completed:
+    def _send(self, last: bool) -> None:
+        if self._writer is None:
+            self._source = open(self.local_path, "rb")  # noqa: SIM115 - closed by _end()
+            self._writer = self.sink._uploader.open_object_writer(self.object_name, self.content_type)
+        assert self._source is not None
+        data = self._source.read(self._chunk)
+        self._writer.write(data)
+        self._sent += len(data)
+        del data
+        if last:
+            assert self._file is not None
+            if self._sent != self._file.bytes:
+                raise ExportSinkError(f"sent {self._sent} bytes of a {self._file.bytes}-byte file")
+            self._writer.close()
+            self._writer = None
+
+    def _terminate(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            with contextlib.suppress(Exception):  # an abandoned session expires by itself anyway
+                writer.terminate()
+
+    def _end(self, abandoned: bool) -> None:
+        self._terminate()
+        if self._source is not None:
+            self._source.close()
+            self._source = None
+        with self._lock:
+            handed_over = self._file is not None and not abandoned
+        if handed_over:
             # submit() handed the file over (and took a slot): it is ours to delete.
             self.local_path.unlink(missing_ok=True)
             self.sink._slots.release()
+        self._ended.set()

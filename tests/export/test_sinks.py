@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -36,6 +35,8 @@ class FolderObjectWriter:
         self.handle = self.part.open("wb")
 
     def write(self, data: bytes) -> int:
+        self.uploader.release.wait(timeout=30)
+        time.sleep(self.uploader.delay)
         if self.uploader.fail_on is not None and self.uploader.fail_on in self.object_name:
             raise OSError("bucket said 503")
         self.handle.write(data)
@@ -61,7 +62,7 @@ class FolderObjectWriter:
 
 
 class FolderUploader:
-    """A real uploader into a folder: copies whole files or takes streamed chunks; records when."""
+    """A real uploader into a folder: takes streamed chunks, records when; can wait, be slow or fail."""
 
     def __init__(
         self, folder: Path, *, delay: float = 0.0, fail_on: str | None = None, chunk_bytes: int = 1024
@@ -79,18 +80,6 @@ class FolderUploader:
 
     def open_object_writer(self, object_name: str, content_type: str) -> FolderObjectWriter:
         return FolderObjectWriter(self, object_name, content_type)
-
-    def upload_file(self, local_path: str, object_name: str, content_type: str) -> None:
-        started = time.monotonic()
-        self.release.wait(timeout=30)
-        time.sleep(self.delay)
-        if self.fail_on is not None and self.fail_on in object_name:
-            raise OSError("bucket said 503")
-        target = self.folder / object_name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(local_path, target)
-        with self.lock:
-            self.uploads.append((object_name, content_type, started, time.monotonic()))
 
 
 def _file(name: str) -> ExportedFile:
@@ -183,8 +172,8 @@ def test_after_a_failure_further_files_are_refused_at_once(tmp_path: Path) -> No
         sink.close()
 
 
-def test_uploader_without_upload_file_is_refused() -> None:
-    with pytest.raises(ExportConfigError, match="upload_file"):
+def test_an_uploader_without_object_writers_is_refused() -> None:
+    with pytest.raises(ExportConfigError, match="open_object_writer"):
         UploadingSink(object())  # type: ignore[arg-type]
     with pytest.raises(ExportConfigError, match="max_in_flight"):
         UploadingSink(FolderUploader(Path("/nonexistent")), max_in_flight=0)
@@ -272,14 +261,16 @@ def test_a_failed_chunk_is_raised_with_the_object_name_and_stops_the_export(tmp_
             pages_read.append(page)
             yield page
 
-    with pytest.raises(
-        ExportSinkError, match=r"Upload of .*Charged-20240105-0-.*failed: OSError: bucket said 503"
+    with (
+        pytest.raises(
+            ExportSinkError, match=r"Upload of .*Charged-20240105-0-.*failed: OSError: bucket said 503"
+        ),
+        UploadingSink(uploader) as sink,
     ):
-        with UploadingSink(uploader) as sink:
-            export_event(
-                pages(), event_name="Charged", naming=NAMING, export_format="json", sink=sink,
-                work_dir=tmp_path / "work", max_file_bytes=1024 * 1024,
-            )  # fmt: skip
+        export_event(
+            pages(), event_name="Charged", naming=NAMING, export_format="json", sink=sink,
+            work_dir=tmp_path / "work", max_file_bytes=1024 * 1024,
+        )  # fmt: skip
     # The failure surfaced at the next file: the export did not read all 80 pages first.
     assert len(pages_read) < 80
     assert [p for p in (tmp_path / "bucket").rglob("*") if p.is_file()] == []
