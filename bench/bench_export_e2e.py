@@ -126,7 +126,6 @@ def service_pids() -> dict[str, list[int]]:
 
 
 def run_case(export_format: str, events: int) -> dict[str, object]:
-    sys.setswitchinterval(float(os.environ.get("SWITCH", "0.005")))
     """One format at one size, in this (fresh) process; the services' addresses come from the environment."""
     from ct_airflow_provider.export.job import ExportRun, ExportSpec
     from ct_airflow_provider.export.naming import ExportNaming
