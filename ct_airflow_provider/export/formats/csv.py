@@ -17,10 +17,10 @@ Because the header must list every column before the first row of the first file
 first spilled, already formatted as rows, to per-day files in the work directory; rows formatted
 before a late column appeared are padded with empty cells when the files are written.
 
-Rows are formatted by this module rather than by the csv module's ``writerow``, which looks at
-every character in C but still costs more than all the rest of the work on a record: a cell is
-text that needs no quotes (by far the most common), passed through after two substring tests, or
-goes to a converter chosen by its type. The output is byte for byte what ``csv.writer`` (minimal
+Rows are formatted by this module rather than by the csv module's ``writerow``, which handles
+every character one at a time (in C) and was about half of this writer's time: a cell is text
+that needs no quotes (by far the most common), passed through after two substring tests, or goes
+to a converter chosen by its type, and ``str.join`` makes the row. The output is byte for byte what ``csv.writer`` (minimal
 quoting, CRLF) writes; the rare rows it would treat specially (a line break in a text cell, an
 export with fewer than two columns, a value of an unexpected type) are handed to ``csv.writer``.
 """
