@@ -22,7 +22,7 @@ from ct_airflow_provider.export import ExportNaming, LocalFolderSink, export_eve
 from ct_airflow_provider.export.chunking import Delivery
 from ct_airflow_provider.export.errors import ExportDataError
 from ct_airflow_provider.export.formats import csv as csv_format
-from ct_airflow_provider.export.formats.csv import CsvWriter, format_row, json_text, row_end
+from ct_airflow_provider.export.formats.csv import CsvWriter, format_row, json_text, padded_rows
 from tests.export.readers import csv_value, expected_record, file_bytes, read_csv
 
 NAMING = ExportNaming(request_id="9", run_timestamp=1, database_id=0)
@@ -98,13 +98,14 @@ def test_format_row_hands_unexpected_types_to_csv_writer() -> None:
     assert format_row([Text("a,b"), (1, 2)]) + "\r\n" == reference_line([Text("a,b"), "(1, 2)"])
 
 
-def test_row_end_pads_rows_formatted_before_late_columns() -> None:
-    assert row_end(3, 3) == b"\r\n"
-    assert row_end(2, 5) == b",,,\r\n"
+def test_padded_rows_get_an_empty_cell_per_late_column() -> None:
+    assert padded_rows([b"a,b,c\r\n"], 3, 3) == [b"a,b,c\r\n"]
+    assert padded_rows([b"a,b\r\n", b'"x,y",\r\n'], 2, 5) == [b"a,b,,,\r\n", b'"x,y",,,,\r\n']
     # A record without any field, before any column was known: every cell empty.
-    assert row_end(0, 3) == b",,\r\n"
-    assert row_end(0, 1) == b'""\r\n'
-    assert row_end(0, 0) == b"\r\n"
+    assert padded_rows([b"\r\n"], 0, 3) == [b",,\r\n"]
+    assert padded_rows([b"\r\n"], 0, 1) == [b'""\r\n']
+    # The quoted empty cell of a one-column row is not quoted beside other cells.
+    assert padded_rows([b'""\r\n', b'""""\r\n', b"z\r\n"], 1, 2) == [b",\r\n", b'"""",\r\n', b"z,\r\n"]
 
 
 # -- whole exports against csv.writer ------------------------------------------------------------

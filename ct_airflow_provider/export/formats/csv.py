@@ -197,7 +197,8 @@ class CsvWriter:
             self._blocks.append((_CONST, event_name, []))
             self._columns = 2
         self._plan = _GatherPlan(self._blocks, event_name, self._section_keys)
-        # Formatted rows (UTF-8, no CRLF) per day, waiting to be spilled; all have _columns cells.
+        self._format_line = _line_formatter(self._columns)
+        # Formatted rows (UTF-8, CRLF included) per day, waiting to be spilled; all have _columns cells.
         self._pending: dict[int, list[bytes]] = {}
         self._pending_bytes = 0
 
@@ -227,6 +228,7 @@ class CsvWriter:
                     self._blocks.append((_TOP, "", [key]))
                 self._columns += 1
         self._plan = _GatherPlan(self._blocks, self._event_name, self._section_keys)
+        self._format_line = _line_formatter(self._columns)
 
     def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Format and spill one page of records.
@@ -236,19 +238,19 @@ class CsvWriter:
         section_keys = self._section_keys
         top_keys = self._top_keys
         pending = self._pending
+        row_of, format_line = self._plan.row, self._format_line
         for day_number, record in records:
             for key, value in record.items():
                 if type(value) is dict:
                     known = section_keys.get(key)
-                    if known is None or not known.issuperset(value):
-                        self._grow(record)
-                        break
-                elif key not in top_keys:
-                    self._grow(record)
-                    break
-            row = self._plan.row(record)
-            # csv.writer quotes the one empty cell of a one-column row; format_row would not.
-            data = (format_row(row) if self._columns > 1 else csv_module_row(row)).encode()
+                    if known is not None and known.issuperset(value):
+                        continue
+                elif key in top_keys:
+                    continue
+                self._grow(record)  # a key without a column (rare)
+                row_of, format_line = self._plan.row, self._format_line
+                break
+            data = (format_line(row_of(record)) + "\r\n").encode()
             rows = pending.get(day_number)
             if rows is None:
                 day_of(day_number)  # fail early on a ts that is not a calendar day
@@ -296,12 +298,8 @@ class CsvWriter:
                 chunks = files.day(day_number, day_of(day_number))
                 add = chunks.add
                 for columns, rows in self._batches(day_number):
-                    end = row_end(columns, total)
-                    if columns == 1 and total > 1:
-                        # Alone on its row an empty cell was quoted; beside others it is not.
-                        rows = [b"" if row == b'""' else row for row in rows]
-                    for row in rows:
-                        add(row + end)
+                    for row in padded_rows(rows, columns, total):
+                        add(row)
                 chunks.finish_file()
                 self._spill_path(day_number).unlink(missing_ok=True)
         except BaseException:
@@ -391,18 +389,27 @@ class _GatherPlan:
         return values if self.arrange is None else self.arrange(values)
 
 
-def row_end(columns: int, total: int) -> bytes:
-    """What ends a row formatted with ``columns`` cells in a file of ``total`` columns.
+def padded_rows(rows: list[bytes], columns: int, total: int) -> list[bytes]:
+    """Rows formatted when ``columns`` columns were known, with an empty cell for each later column.
 
-    Rows formatted before late columns appeared get an empty cell for each of them.
-
-    :param columns: the columns known when the row was formatted.
+    :param rows: encoded rows, CRLF included.
+    :param columns: the columns known when the rows were formatted.
     :param total: the columns of the export.
     """
     if columns == total:
-        return b"\r\n"
+        return rows
     if columns == 0:
-        # A record without any field, formatted as an empty line, becomes ``total`` empty cells;
+        # Records without any field, before any column was known: ``total`` empty cells each;
         # alone on its row an empty cell is quoted, as csv.writer does, or it would read as no cell.
-        return (b'""' if total == 1 else b"," * (total - 1)) + b"\r\n"
-    return b"," * (total - columns) + b"\r\n"
+        return [b'""\r\n' if total == 1 else b"," * (total - 1) + b"\r\n"] * len(rows)
+    end = b"," * (total - columns) + b"\r\n"
+    if columns == 1:
+        # The quoted empty cell of a one-column row is a plain empty cell beside others.
+        return [(b"" if row == b'""\r\n' else row[:-2]) + end for row in rows]
+    return [row[:-2] + end for row in rows]
+
+
+def _line_formatter(columns: int) -> Callable[[Sequence[Any]], str]:
+    """How rows of ``columns`` cells are formatted: csv.writer quotes the one empty cell of a
+    one-column row, which format_row would leave empty."""
+    return format_row if columns > 1 else csv_module_row
