@@ -24,11 +24,12 @@ import queue
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ct_airflow_provider.export.errors import ExportConfigError
 from ct_airflow_provider.export.files import ExportedFile
 from ct_airflow_provider.export.manifest import MANIFEST_CONTENT_TYPE, build_manifest
 from ct_airflow_provider.export.naming import ExportNaming
@@ -41,6 +42,12 @@ Pages = Iterator[list[dict[str, Any]]]
 
 #: Seconds between two progress lines in the task log.
 PROGRESS_INTERVAL = 15.0
+
+#: CleverTap allows this many concurrent read requests per account; more answer 429.
+MAX_CONCURRENT_REQUESTS = 3
+#: Requests an event export keeps in flight unless told otherwise. More help when CleverTap is slow to
+#: answer each page and the window spans several days; each one holds another page in memory.
+DEFAULT_CONCURRENT_REQUESTS = 1
 
 
 class RecordSource(Protocol):
@@ -134,44 +141,70 @@ class ExportResult:
         }
 
 
-def prefetch(pages: Iterable[list[dict[str, Any]]], depth: int = 2) -> Pages:
-    """Read pages ahead in a background thread, so waiting on CleverTap overlaps writing files.
+def read_ahead(
+    sources: Sequence[Callable[[], Iterable[list[dict[str, Any]]]]], *, streams: int = 1, depth: int = 2
+) -> Pages:
+    """Read the pages of ``sources`` ahead in background threads, ``streams`` sources at a time.
 
-    At most ``depth`` pages wait in memory; an error from the source is raised where the page
-    would have been. Closing the returned generator early stops the reader.
+    Waiting on CleverTap then overlaps writing files, and with several streams (one source per
+    day) CleverTap prepares the next page of one day while the page of another is parsed and
+    written: an export is bound by its own work rather than by the API's latency. Pages of one
+    source come in their order; pages of different sources interleave. At most ``depth`` pages
+    wait in the queue, and each stream holds the page it could not queue yet. An error from a source is raised where its page
+    would have been; closing the returned generator early stops the readers.
+
+    :param sources: callables that each start one page iterator (called in a reader thread).
+    :param streams: how many sources are read at once (each one request in flight at a time).
+    :param depth: pages that may wait for the consumer.
     """
     buffer: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
     stop = threading.Event()
+    lock = threading.Lock()
+    pending = iter(sources)
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def read() -> None:
         try:
-            for page in pages:
-                while not stop.is_set():
-                    try:
-                        buffer.put(("page", page), timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            buffer.put(("end", None))
+            while not stop.is_set():
+                with lock:
+                    source = next(pending, None)
+                if source is None:
+                    break
+                for page in source():
+                    if not put(("page", page)):
+                        return
+            put(("done", None))
         except BaseException as error:  # handed to the consumer, which raises it
-            buffer.put(("error", error))
+            put(("error", error))
 
-    reader = threading.Thread(target=read, name="clevertap-prefetch", daemon=True)
-    reader.start()
+    readers = [
+        threading.Thread(target=read, name=f"clevertap-read-{index}", daemon=True)
+        for index in range(max(1, min(streams, len(sources))))
+    ]
+    for reader in readers:
+        reader.start()
     try:
-        while True:
+        running = len(readers)
+        while running:
             kind, item = buffer.get()
             if kind == "page":
                 yield item
             elif kind == "error":
                 raise item
             else:
-                return
+                running -= 1
     finally:
         stop.set()
-        reader.join(timeout=5)
+        for reader in readers:
+            reader.join(timeout=5)
 
 
 class _Progress:
@@ -212,6 +245,9 @@ class ExportRun:
     :param work_dir: local scratch space (spill files, chunks waiting for upload); a temporary
         folder by default.
     :param max_in_flight: finished files waiting for or being uploaded while the next is written.
+    :param concurrent_requests: CleverTap requests an event export may have in flight at once (1 to
+        3, CleverTap's limit per account): with more than one, the window's days are read side by
+        side, one day per request.
     """
 
     def __init__(
@@ -222,7 +258,18 @@ class ExportRun:
         *,
         work_dir: Path | None = None,
         max_in_flight: int = 2,
+        concurrent_requests: int = DEFAULT_CONCURRENT_REQUESTS,
     ) -> None:
+        if (
+            isinstance(concurrent_requests, bool)
+            or not isinstance(concurrent_requests, int)
+            or not 1 <= concurrent_requests <= MAX_CONCURRENT_REQUESTS
+        ):
+            raise ExportConfigError(
+                f"concurrent_requests must be an integer from 1 to {MAX_CONCURRENT_REQUESTS} (CleverTap "
+                f"answers more concurrent requests per account with 429), got {concurrent_requests!r}."
+            )
+        self.concurrent_requests = concurrent_requests
         self.spec = spec
         self.bucket = bucket
         self.log = log
@@ -248,18 +295,15 @@ class ExportRun:
     ) -> ExportResult:
         """Export each event of ``event_names``; an event raising one of ``skippable`` is skipped with a warning."""
         progress = _Progress(self.log, f"Export {self.spec.naming.request_id}")
-        window, keep = self.spec.window, self.spec.window.keep()
+        keep = self.spec.window.keep()
         with self._scratch() as scratch, self._sink() as sink:
             self._begin()
             for event_name in event_names:
                 try:
                     # The source may start the export (and be refused) when called, or on the first page.
                     # app_fields: the device fields that CleverTap's own files carry as deviceInfo.
-                    pages = source.iter_event_pages(
-                        event_name, window.first_day, window.last_day, app_fields=True
-                    )
                     files = export_event(
-                        progress.pages(prefetch(pages), event_name),
+                        progress.pages(self._event_pages(source, event_name), event_name),
                         event_name=event_name,
                         naming=self.spec.naming,
                         export_format=self.spec.export_format,
@@ -351,6 +395,20 @@ class ExportRun:
         return self.result
 
     # -- plumbing ----------------------------------------------------------------------------------
+    def _event_pages(self, source: RecordSource, event_name: str) -> Pages:
+        """The event's pages over the window, read ahead, one day per stream when several are allowed."""
+        window = self.spec.window
+
+        # app_fields: the device fields that CleverTap's own files carry as deviceInfo.
+        def days(first: dt.date, last: dt.date) -> Callable[[], Pages]:
+            return lambda: source.iter_event_pages(event_name, first, last, app_fields=True)
+
+        if self.concurrent_requests == 1:
+            sources = [days(window.first_day, window.last_day)]
+        else:
+            sources = [days(day, day) for day in window.days]
+        return read_ahead(sources, streams=self.concurrent_requests)
+
     def _sink(self) -> UploadingSink:
         return UploadingSink(self.bucket, max_in_flight=self.max_in_flight)
 

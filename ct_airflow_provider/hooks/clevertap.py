@@ -44,6 +44,8 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 
+from ct_airflow_provider.export.job import MAX_CONCURRENT_REQUESTS
+
 __all__ = [
     "MAX_BATCH_SIZE",
     "MAX_CONCURRENT_REQUESTS",
@@ -67,8 +69,6 @@ log = logging.getLogger(__name__)
 REGIONS: tuple[str, ...] = ("in1", "sg1", "us1", "aps3", "mec1", "eu1")
 #: The largest page the events and profiles exports accept.
 MAX_BATCH_SIZE = 5000
-#: CleverTap allows this many concurrent read requests per account; more answer 429.
-MAX_CONCURRENT_REQUESTS = 3
 _EUROPE_BARE_HOST = "https://api.clevertap.com"
 _ERROR_SNIPPET_CHARS = 300
 

@@ -86,6 +86,8 @@ class _CleverTapToGCSBase(BaseOperator):
         "request_id",
         "object_prefix",
     )
+    #: CleverTap requests an export keeps in flight (profiles: one stream; the events operator lets users choose).
+    concurrent_requests = 1
     ui_color = "#e8f0fe"
     ui_fgcolor = "#1a1a1a"
 
@@ -192,7 +194,14 @@ class _CleverTapToGCSBase(BaseOperator):
             spec.naming.request_id, spec.naming.run_timestamp,
         )  # fmt: skip
         work_dir = Path(self.work_dir) if self.work_dir else None
-        return ExportRun(spec, bucket, self.log, work_dir=work_dir), clevertap  # type: ignore[arg-type]
+        run = ExportRun(
+            spec,
+            bucket,
+            self.log,  # type: ignore[arg-type]
+            work_dir=work_dir,
+            concurrent_requests=self.concurrent_requests,
+        )
+        return run, clevertap
 
     def execute(self, context: Context) -> dict[str, Any]:
         try:

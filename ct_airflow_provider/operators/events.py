@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ct_airflow_provider.export.job import ExportResult
+from ct_airflow_provider.export.job import DEFAULT_CONCURRENT_REQUESTS, MAX_CONCURRENT_REQUESTS, ExportResult
 from ct_airflow_provider.hooks.clevertap import EventExportNotAllowedError
 from ct_airflow_provider.operators._base import DEFAULT_MAX_FILE_BYTES, _CleverTapToGCSBase
 
@@ -43,6 +43,12 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
         stable across runs and retries and distinct between tasks. (templated)
     :param object_prefix: a folder in the bucket to write under, e.g. ``"clevertap/events/"``. (templated)
     :param work_dir: local scratch folder (default: the system's temporary folder).
+    :param concurrent_requests: CleverTap requests the task keeps in flight, 1 (default) to 3
+        (CleverTap's limit per account). With more, the window's days are read side by side, so
+        CleverTap prepares one day's next page while another's is written: worth it when CleverTap
+        is slow to answer and the window spans days; each request holds one more page in memory. The
+        task takes as many slots of its pool (``pool_slots``, unless given), so a pool of 3 slots
+        keeps a deployment within the limit.
     """
 
     template_fields: Sequence[str] = (*_CleverTapToGCSBase.template_fields, "events")
@@ -55,9 +61,22 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
         to_date: str | dt.date | None = None,
         export_format: str = "json",
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        concurrent_requests: int = DEFAULT_CONCURRENT_REQUESTS,
         **kwargs: Any,
     ) -> None:
         self.events = events
+        if (
+            isinstance(concurrent_requests, bool)
+            or not isinstance(concurrent_requests, int)
+            or not 1 <= concurrent_requests <= MAX_CONCURRENT_REQUESTS
+        ):
+            raise ValueError(
+                f"concurrent_requests={concurrent_requests!r}: give an integer from 1 to "
+                f"{MAX_CONCURRENT_REQUESTS}, CleverTap's limit of concurrent requests per account."
+            )
+        self.concurrent_requests = concurrent_requests
+        # Each request in flight takes a pool slot: a pool of 3 slots then caps the deployment at 3.
+        kwargs.setdefault("pool_slots", concurrent_requests)
         super().__init__(
             from_date=from_date,
             to_date=to_date,

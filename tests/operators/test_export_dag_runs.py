@@ -118,6 +118,7 @@ def test_selected_events_in_each_format(
     first = _yesterday(simulator) - dt.timedelta(days=1)
     last = _yesterday(simulator)
     events = ["Charged", "Added To Cart/Wishlist"]
+    simulator.stats.reset()
     state, _ = _run(
         CleverTapEventsToGCSOperator,
         f"e2e_selected_{export_format}",
@@ -147,6 +148,41 @@ def test_selected_events_in_each_format(
             for file in files:
                 assert file["bytes"] <= 64 * 1024
                 assert "Added-To-Cart-Wishlist" in file["object_name"] or event == "Charged"
+    stats = simulator.stats.snapshot()
+    assert stats["max_concurrent_observed"] == 1
+    assert stats["concurrency_rejections"] == 0
+
+
+def test_days_read_side_by_side_export_every_event_once(
+    stack: GCSTestStack, simulator: SimulatorServer
+) -> None:
+    last = _yesterday(simulator)
+    first = last - dt.timedelta(days=2)
+    simulator.stats.reset()
+    simulator.faults.response_delay_seconds = 0.05  # CleverTap takes a while to answer each page
+    try:
+        state, _ = _run(
+            CleverTapEventsToGCSOperator,
+            "e2e_two_streams",
+            events=["Charged"],
+            from_date=first.isoformat(),
+            to_date=last.isoformat(),
+            concurrent_requests=2,
+            max_file_bytes=64 * 1024,
+        )
+    finally:
+        simulator.faults.response_delay_seconds = 0.0
+    assert state == "success"
+    stats = simulator.stats.snapshot()
+    assert stats["max_concurrent_observed"] == 2  # two days were read at once...
+    assert stats["concurrency_rejections"] == 0
+    manifest = _manifest(stack)
+    for offset in range(3):
+        day = first + dt.timedelta(days=offset)
+        files = [f for f in manifest["files"] if f["day"] == day.strftime("%Y%m%d")]
+        records = [r for f in files for r in _read_records(stack, f["object_name"])]
+        # ...and each day's events are in its files exactly once.
+        assert Counter(int(r["ts"]) for r in records) == _truth_ts(simulator, "Charged", day), day
 
 
 def _ts_value(value: Any) -> int:
@@ -228,11 +264,23 @@ def test_refused_inputs_fail_before_any_api_call(stack: GCSTestStack, simulator:
         ({"export_format": "xlsx"}, "xlsx"),
         ({"from_date": "2026-01-01"}, "both from_date and to_date"),
         ({"max_file_bytes": 10}, "too small"),
+        ({"concurrent_requests": 4}, "from 1 to 3, CleverTap's limit"),
+        ({"concurrent_requests": 0}, "from 1 to 3"),
     ],
 )
 def test_bad_arguments_are_refused_when_the_dag_is_parsed(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message), DAG(dag_id="e2e_bad_args", schedule=None):
         CleverTapEventsToGCSOperator(task_id="export", **kwargs)
+
+
+def test_each_request_in_flight_takes_a_pool_slot() -> None:
+    with DAG(dag_id="e2e_pool_slots", schedule=None):
+        default = CleverTapEventsToGCSOperator(task_id="default")
+        two = CleverTapEventsToGCSOperator(task_id="two", concurrent_requests=2)
+        chosen = CleverTapEventsToGCSOperator(task_id="chosen", concurrent_requests=3, pool_slots=1)
+    assert (default.concurrent_requests, default.pool_slots) == (1, 1)
+    assert (two.concurrent_requests, two.pool_slots) == (2, 2)
+    assert chosen.pool_slots == 1  # a user's own choice stands
 
 
 @pytest.mark.parametrize(
