@@ -224,20 +224,6 @@ class DayChunks:
         self._file.write(data)  # type: ignore[union-attr]  # _make_room opened it
         self._records += 1
 
-    def add_many(self, lines: list[bytes]) -> None:
-        """Append encoded records in order, as :meth:`add` would one by one, but in one write when they fit.
-
-        :param lines: records as the file holds them (uncompressed).
-        """
-        size = sum(map(len, lines))
-        if size <= self._room:  # the common case: the whole batch fits in the current file
-            self._room -= size
-            self._file.write(b"".join(lines))  # type: ignore[union-attr]  # room > 0: a file is open
-            self._records += len(lines)
-            return
-        for line in lines:
-            self.add(line)
-
     def _make_room(self, size: int) -> None:
         current = self._file
         if current is not None:
@@ -320,24 +306,15 @@ class StreamWriter:
     def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Write one page of records.
 
-        Each record is encoded at once (its objects are freed right away: the garbage collector never
-        sees them), its bytes gathered per day in order, and each day's bytes written in one call.
-
         :param records: ``(yyyymmdd, file record)`` pairs.
         """
-        encode = self.encode
-        by_day: dict[int, list[bytes]] = {}
-        for day_number, record in records:
-            lines = by_day.get(day_number)
-            if lines is None:
-                lines = by_day[day_number] = []
-            lines.append(encode(record))
         days = self.files.days
-        for day_number, lines in by_day.items():
+        encode = self.encode
+        for day_number, record in records:
             chunks = days.get(day_number)
             if chunks is None:
                 chunks = self.files.day(day_number, day_of(day_number))
-            chunks.add_many(lines)
+            chunks.add(encode(record))
 
     def finish(self) -> None:
         """Finish every open file."""

@@ -232,12 +232,6 @@ class OutputFile:
 
     def write(self, data: bytes) -> None:
         """Append ``data`` (already checked with :meth:`fits`)."""
-        if len(data) >= _BUFFER_BYTES:
-            # A large block (a batch of records) goes to the worker as it is, without copying.
-            self._drain()
-            self._in_since_sync += len(data)
-            self._worker.submit(partial(self._process, data))
-            return
         self._buffer += data
         if len(self._buffer) >= _BUFFER_BYTES:
             self._drain()

@@ -394,8 +394,9 @@ class _StreamedUpload:
         assert self._source is not None
         data = self._source.read(self._chunk)
         self._writer.write(data)
-        self._sent += len(data)
-        del data
+        with self._lock:
+            self._sent += len(data)
+        del data  # before close(): at most one chunk per thread in memory
         if last:
             assert self._file is not None
             if self._sent != self._file.bytes:

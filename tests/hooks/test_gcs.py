@@ -237,7 +237,16 @@ def test_an_object_writer_sends_chunks_and_creates_the_object_only_on_close(
     writer.write(data[chunk:])
     writer.close()
     assert hook.read_object("exports/streamed.json") == data
+    # A file of exactly one chunk: the chunk leaves at once, close() sends an empty last chunk.
+    exact = hook.open_object_writer("exports/exact.json", "application/x-ndjson")
+    exact.write(data[:chunk])
+    exact.write(b"")
+    exact.close()
+    assert hook.read_object("exports/exact.json") == data[:chunk]
     abandoned = hook.open_object_writer("exports/abandoned.json", "application/x-ndjson")
     abandoned.write(data[:chunk])
     abandoned.terminate()
-    assert gcs_stack.list_objects(bucket, "exports/") == {"exports/streamed.json": len(data)}
+    assert gcs_stack.list_objects(bucket, "exports/") == {
+        "exports/streamed.json": len(data),
+        "exports/exact.json": chunk,
+    }
