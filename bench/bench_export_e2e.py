@@ -62,7 +62,7 @@ def gcs_stack_process() -> Iterator[dict[str, str]]:
     The key is still exchanged at the stack's token endpoint, but objects go straight to
     fake-gcs-server: the test stack's permission gate is a Python proxy that would otherwise cost
     this 2-core machine as much CPU as the export itself, and no real bucket has it. The emulator
-    keeps objects in memory: its filesystem backend rewrites an object at every 16 MB chunk of a
+    keeps objects in memory: its filesystem backend rewrites an object at every chunk of a
     resumable upload (about 4x the CPU for a 75 MB file), CPU that real GCS does not take from the
     machine running the export.
     """

@@ -283,6 +283,10 @@ class UploadingSink:
             self.close()
 
 
+#: Bytes read from a local file at a time while a chunk is handed to the upload.
+_PIECE_BYTES = 1 << 20
+
+
 class _StreamedUpload:
     """One file sent to a resumable upload while it is written.
 
@@ -392,11 +396,18 @@ class _StreamedUpload:
             self._source = open(self.local_path, "rb")  # noqa: SIM115 - closed by _end()
             self._writer = self.sink._uploader.open_object_writer(self.object_name, self.content_type)
         assert self._source is not None
-        data = self._source.read(self._chunk)
-        self._writer.write(data)
         with self._lock:
-            self._sent += len(data)
-        del data  # before close(): at most one chunk per thread in memory
+            left = self._size - self._sent if last else self._chunk
+        # Fed in pieces: the Google client keeps its own copy of the chunk until it is sent, so
+        # reading the whole chunk at once would hold it twice.
+        while left > 0:
+            piece = self._source.read(min(_PIECE_BYTES, left))
+            if not piece:
+                raise ExportSinkError(f"{self.local_path} ended {left} bytes early")
+            self._writer.write(piece)
+            left -= len(piece)
+            with self._lock:
+                self._sent += len(piece)
         if last:
             assert self._file is not None
             if self._sent != self._file.bytes:

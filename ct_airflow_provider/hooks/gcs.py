@@ -34,8 +34,9 @@ _NEW_KEY_HINT = (
 #: must fail the Test button within seconds instead of retrying for minutes.
 _TEST_TIMEOUT = (5.0, 15.0)
 PROBE_PREFIX = ".ct-airflow-provider-connection-test-"
-#: Resumable upload chunk: a multiple of 256 KiB, as the GCS API requires.
-UPLOAD_CHUNK_BYTES = 16 * 1024 * 1024
+#: Resumable upload chunk: a multiple of 256 KiB, as the GCS API requires, and at least the 8 MiB that
+#: Google recommends. Each chunk in transfer is held in memory (twice, by the Google client).
+UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 class BucketConnectionError(ValueError):
