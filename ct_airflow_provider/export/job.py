@@ -141,6 +141,21 @@ class ExportResult:
         }
 
 
+def check_concurrent_requests(value: object) -> int:
+    """Return ``value`` if it is a number of concurrent CleverTap requests an export may use.
+
+    :param value: the requested concurrency.
+    :raises ExportConfigError: (a ``ValueError``) unless it is an integer from 1 to
+        :data:`MAX_CONCURRENT_REQUESTS`.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_CONCURRENT_REQUESTS:
+        raise ExportConfigError(
+            f"concurrent_requests={value!r}: give an integer from 1 to {MAX_CONCURRENT_REQUESTS}, "
+            "CleverTap's limit of concurrent requests per account (more are answered with 429)."
+        )
+    return value
+
+
 def read_ahead(
     sources: Sequence[Callable[[], Iterable[list[dict[str, Any]]]]], *, streams: int = 1, depth: int = 2
 ) -> Pages:
@@ -260,16 +275,7 @@ class ExportRun:
         max_in_flight: int = 2,
         concurrent_requests: int = DEFAULT_CONCURRENT_REQUESTS,
     ) -> None:
-        if (
-            isinstance(concurrent_requests, bool)
-            or not isinstance(concurrent_requests, int)
-            or not 1 <= concurrent_requests <= MAX_CONCURRENT_REQUESTS
-        ):
-            raise ExportConfigError(
-                f"concurrent_requests must be an integer from 1 to {MAX_CONCURRENT_REQUESTS} (CleverTap "
-                f"answers more concurrent requests per account with 429), got {concurrent_requests!r}."
-            )
-        self.concurrent_requests = concurrent_requests
+        self.concurrent_requests = check_concurrent_requests(concurrent_requests)
         self.spec = spec
         self.bucket = bucket
         self.log = log

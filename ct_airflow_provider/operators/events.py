@@ -6,7 +6,11 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ct_airflow_provider.export.job import DEFAULT_CONCURRENT_REQUESTS, MAX_CONCURRENT_REQUESTS, ExportResult
+from ct_airflow_provider.export.job import (
+    DEFAULT_CONCURRENT_REQUESTS,
+    ExportResult,
+    check_concurrent_requests,
+)
 from ct_airflow_provider.hooks.clevertap import EventExportNotAllowedError
 from ct_airflow_provider.operators._base import DEFAULT_MAX_FILE_BYTES, _CleverTapToGCSBase
 
@@ -65,16 +69,7 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
         **kwargs: Any,
     ) -> None:
         self.events = events
-        if (
-            isinstance(concurrent_requests, bool)
-            or not isinstance(concurrent_requests, int)
-            or not 1 <= concurrent_requests <= MAX_CONCURRENT_REQUESTS
-        ):
-            raise ValueError(
-                f"concurrent_requests={concurrent_requests!r}: give an integer from 1 to "
-                f"{MAX_CONCURRENT_REQUESTS}, CleverTap's limit of concurrent requests per account."
-            )
-        self.concurrent_requests = concurrent_requests
+        self.concurrent_requests = check_concurrent_requests(concurrent_requests)
         # Each request in flight takes a pool slot: a pool of 3 slots then caps the deployment at 3.
         kwargs.setdefault("pool_slots", concurrent_requests)
         super().__init__(
