@@ -5,7 +5,7 @@ writing -> manifest) is timed against
 
 (a) draining the same events from the simulator through the hook, and
 (b) uploading the same bytes (the files that export wrote) to the emulator through the bucket hook,
-    two uploads in flight as in the export: whole files (``upload_file``) and streamed chunk by chunk
+    two uploads in flight as in the export: whole files (the Google provider's ``GCSHook.upload``) and streamed chunk by chunk
     (``open_object_writer``, as the export sends text files); the faster of the two is the floor.
 
 Target: the export takes at most 1.3x the longer of (a) and (b). The CPU seconds that the export
@@ -178,8 +178,11 @@ def run_case(export_format: str, events: int) -> dict[str, object]:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             list(
                 pool.map(
-                    lambda p: bucket.upload_file(
-                        str(p), f"upload-floor/{p.name}", "application/octet-stream"
+                    lambda p: bucket.upload(  # the Google provider's own upload of a file
+                        bucket_name=bucket.bucket_name,
+                        object_name=f"upload-floor/{p.name}",
+                        filename=str(p),
+                        chunk_size=bucket.upload_chunk_bytes,
                     ),
                     files,
                 )

@@ -178,23 +178,6 @@ class CleverTapGCSHook(GCSHook):
         return default
 
     # -- the operations exports need ------------------------------------------------------------------
-    def upload_file(self, local_path: str, object_name: str, content_type: str) -> None:
-        """Upload a finished export file (resumable above 8 MB, retried by the Google client).
-
-        :param local_path: the file on local disk.
-        :param object_name: the object's full name in the bucket.
-        :param content_type: the object's MIME type.
-        """
-        self.upload(
-            bucket_name=self.bucket_name,
-            object_name=object_name,
-            filename=local_path,
-            mime_type=content_type,
-            # Resumable chunks of this size keep memory bounded (the client's default reads 100 MB at once).
-            chunk_size=UPLOAD_CHUNK_BYTES,
-            num_max_attempts=3,
-        )
-
     @property
     def upload_chunk_bytes(self) -> int:
         """Size of each resumable upload chunk (a multiple of 256 KiB, as the GCS API requires)."""

@@ -154,13 +154,12 @@ def test_upload_list_read_delete_in_the_configured_bucket(
     gcs_stack: GCSTestStack,
     bucket: str,
     admin_key: dict[str, Any],
-    tmp_path: Any,
 ) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_CT_BUCKET", gcs_stack.connection_env(bucket, admin_key))
     hook = get_bucket_hook("ct_bucket")
-    local = tmp_path / "part.json"
-    local.write_bytes(b"Charged\n{}\n")
-    hook.upload_file(str(local), "exports/part.json", "application/json")
+    writer = hook.open_object_writer("exports/part.json", "application/json")
+    writer.write(b"Charged\n{}\n")
+    writer.close()
     hook.upload_bytes(b"{}", "exports/manifest.json", "application/json")
     assert sorted(hook.list_objects("exports/")) == ["exports/manifest.json", "exports/part.json"]
     assert hook.read_object("exports/part.json") == b"Charged\n{}\n"
