@@ -406,13 +406,13 @@ class ExportRun:
         window = self.spec.window
 
         # app_fields: the device fields that CleverTap's own files carry as deviceInfo.
-        def days(first: dt.date, last: dt.date) -> Callable[[], Pages]:
+        def pages_from_to(first: dt.date, last: dt.date) -> Callable[[], Pages]:
             return lambda: source.iter_event_pages(event_name, first, last, app_fields=True)
 
         if self.concurrent_requests == 1:
-            sources = [days(window.first_day, window.last_day)]
+            sources = [pages_from_to(window.first_day, window.last_day)]
         else:
-            sources = [days(day, day) for day in window.days]
+            sources = [pages_from_to(day, day) for day in window.days]
         return read_ahead(sources, streams=self.concurrent_requests)
 
     def _sink(self) -> UploadingSink:
