@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import os
 import secrets
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -28,10 +26,9 @@ from typing import Any
 import psutil
 import urllib3
 
-from tests.ui.airflow_server import stop_process_group
+from tests.ui.airflow_server import free_port, isolated_airflow_env, stop_process_group, tail
 
 _AIRFLOW = Path(sys.executable).parent / "airflow"
-_SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 #: Cold start of a component on 2 busy cores takes 15-30 s; the margin is for CI running other suites.
 _STARTUP_DEADLINE_S = 180.0
 _COMPONENTS = ("api-server", "scheduler", "dag-processor")
@@ -42,20 +39,8 @@ class DeploymentError(RuntimeError):
     """The deployment could not start, a component died, or something did not happen in time."""
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _time(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    if not path.exists():
-        return f"({path} does not exist)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @dataclass
@@ -147,7 +132,7 @@ class AirflowDeployment:
             if process.poll() is not None:
                 raise DeploymentError(
                     f"airflow {name} exited with {process.returncode}; last lines of its log:\n"
-                    f"{_tail(self.home / f'{name}.log')}"
+                    f"{tail(self.home / f'{name}.log')}"
                 )
 
     def wait_until(
@@ -163,7 +148,7 @@ class AirflowDeployment:
             if time.monotonic() > deadline:
                 raise DeploymentError(
                     f"{what}: not reached within {timeout_s:.0f} s; last scheduler lines:\n"
-                    f"{_tail(self.home / 'scheduler.log', 20)}"
+                    f"{tail(self.home / 'scheduler.log', 20)}"
                 )
             time.sleep(poll_s)
 
@@ -209,39 +194,21 @@ class AirflowDeployment:
 
 
 def _deployment_env(home: Path, api_port: int, extra_env: dict[str, str]) -> dict[str, str]:
-    # The test process's own Airflow settings (AIRFLOW_HOME, connections of other fixtures) must not
-    # leak in: the deployment gets exactly what is below plus ``extra_env``.
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("AIRFLOW") and key != "STORAGE_EMULATOR_HOST"
+    settings = {
+        # Three processes share the file: wait for a lock rather than fail after sqlite's default 5 s.
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}?timeout=60",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "8",
+        # The DAGs are unpaused when parsed: a paused DAG's backfill runs never start tasks.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
+        "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+        "AIRFLOW__API__PORT": str(api_port),
+        # The scheduler's and triggerer's log servers default to fixed ports other suites may hold.
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
     }
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            # Three processes share the file: wait for a lock rather than fail after sqlite's default 5 s.
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}?timeout=60",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "8",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            # The DAGs are unpaused when parsed: a paused DAG's backfill runs never start tasks.
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{api_port}/execution/",
-            "AIRFLOW__CORE__AUTH_MANAGER": _SIMPLE_AUTH_MANAGER,
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            # Every component must sign and check the same tokens.
-            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
-            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
-            "AIRFLOW__API__PORT": str(api_port),
-            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            # The scheduler's and triggerer's log servers default to fixed ports other suites may hold.
-            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
-            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
-        }
-    )
-    env.update(extra_env)
-    return env
+    return isolated_airflow_env(home, settings, extra_env)
 
 
 @contextlib.contextmanager
@@ -263,7 +230,7 @@ def run_airflow_deployment(
     dags.mkdir(parents=True, exist_ok=True)
     for dag_file in dag_files:
         shutil.copy(dag_file, dags / dag_file.name)
-    api_port = _free_port()
+    api_port = free_port()
     deployment = AirflowDeployment(
         home=home,
         env=_deployment_env(home, api_port, extra_env or {}),

@@ -49,15 +49,25 @@ class AirflowApiServer:
                 raise RuntimeError(f"deleting {connection_id} answered {deleted.status}")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-def _server_env(home: Path, extra_env: dict[str, str]) -> dict[str, str]:
-    # Settings and connections of the test process itself (AIRFLOW_HOME, AIRFLOW_CONN_*, the GCS
-    # emulator of another fixture) must not leak into this server: it gets exactly what is below.
+def isolated_airflow_env(home: Path, settings: dict[str, str], extra_env: dict[str, str]) -> dict[str, str]:
+    """The environment of Airflow processes run by a test: their own home, nothing of the test's.
+
+    Settings and connections of the test process itself (AIRFLOW_HOME, AIRFLOW_CONN_*, the GCS
+    emulator of another fixture) must not leak in: the processes get exactly the settings every
+    local Airflow of the tests shares (SQLite in ``home``, DAGs in ``home/dags``, everyone admin),
+    then ``settings``, then ``extra_env``.
+
+    :param home: the Airflow home folder.
+    :param settings: what this kind of deployment sets on top.
+    :param extra_env: what the test adds (connections, emulator addresses).
+    """
     env = {
         key: value
         for key, value in os.environ.items()
@@ -70,15 +80,23 @@ def _server_env(home: Path, extra_env: dict[str, str]) -> dict[str, str]:
             "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__AUTH_MANAGER": _SIMPLE_AUTH_MANAGER,
-            # Everyone is admin: the browser lands on the UI without a login page.
+            # Everyone is admin: the browser and API clients get in without a login page.
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
-            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+            # Every component must sign and check the same tokens.
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         }
     )
+    env.update(settings)
     env.update(extra_env)
     return env
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a log file (for error messages)."""
+    if not path.exists():
+        return f"({path} does not exist)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 def _group_alive(process_group: int) -> bool:
@@ -127,7 +145,7 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], log_path: Path) ->
         if process.poll() is not None:
             raise RuntimeError(
                 f"airflow api-server exited with code {process.returncode} before answering; "
-                f"last lines of {log_path}:\n{_tail(log_path)}"
+                f"last lines of {log_path}:\n{tail(log_path)}"
             )
         try:
             response = http.request("GET", f"{url}/api/v2/monitor/health")
@@ -138,13 +156,9 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], log_path: Path) ->
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"airflow api-server did not answer {url} within {_STARTUP_DEADLINE_S:.0f} s; "
-                f"last lines of {log_path}:\n{_tail(log_path)}"
+                f"last lines of {log_path}:\n{tail(log_path)}"
             )
         time.sleep(0.25)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @contextlib.contextmanager
@@ -157,16 +171,16 @@ def run_api_server(home: Path, extra_env: dict[str, str] | None = None) -> Itera
     :param extra_env: more environment for the server, e.g. ``STORAGE_EMULATOR_HOST``.
     """
     (home / "dags").mkdir(parents=True, exist_ok=True)
-    env = _server_env(home, extra_env or {})
+    env = isolated_airflow_env(home, {"AIRFLOW__CORE__TEST_CONNECTION": "Enabled"}, extra_env or {})
     log_path = home / "api-server.log"
     with log_path.open("wb") as log:
         migrate = subprocess.run(
             [str(_AIRFLOW), "db", "migrate"], env=env, stdout=log, stderr=subprocess.STDOUT, check=False
         )
     if migrate.returncode != 0:
-        raise RuntimeError(f"`airflow db migrate` failed; see {log_path}:\n{_tail(log_path)}")
+        raise RuntimeError(f"`airflow db migrate` failed; see {log_path}:\n{tail(log_path)}")
 
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
