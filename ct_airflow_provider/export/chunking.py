@@ -106,7 +106,6 @@ class Delivery:
             file_index=file_index,
             records=records,
             bytes=digest.size,
-            md5=digest.md5,
             crc32c=digest.crc32c,
             content_type=self.content_type,
         )

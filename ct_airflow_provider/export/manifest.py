@@ -2,7 +2,7 @@
 
 Its object name is ``<prefix><request id>-<run timestamp>-manifest.json``
 (:func:`~ct_airflow_provider.export.naming.manifest_object_name`). A reader who finds it knows the
-export is complete (``"status": "complete"``) and can check each file's size and checksums against
+export is complete (``"status": "complete"``) and can check each file's size and CRC32C checksum against
 what the bucket reports. Layout::
 
     {"status": "complete", "request_id": "...", "run_timestamp": 1700000000, "database_id": 3,
@@ -11,7 +11,7 @@ what the bucket reports. Layout::
      "events": {"Charged": {"files": 2, "records": 1234, "bytes": 56789}},
      "skipped_events": {"Notification Viewed": "Export not allowed for this event"},
      "files": [{"object_name": "...", "event_name": "Charged", "day": "20240105", "file_index": 0,
-                "records": 1000, "bytes": 45678, "md5": "<base64>", "crc32c": "<base64>",
+                "records": 1000, "bytes": 45678, "crc32c": "<base64>",
                 "content_type": "text/csv"}, ...],
      "totals": {"files": 2, "records": 1234, "bytes": 56789}}
 

@@ -10,9 +10,9 @@ A key absent from the API record stays absent from the file record. Either spell
 key is accepted (``event_props`` or ``eventProps``). Device fields come from a top-level
 ``deviceInfo`` (or ``device_info``) object, or -- as the API sends them with ``app=true`` -- from the
 profile: the profile keys in :data:`DEVICE_FIELDS` move from ``profile`` to ``deviceInfo`` (in the
-profile's order; a top-level ``deviceInfo`` wins for a key found in both). Any other top-level key is
-kept under its own name, after the known ones, so that no field is dropped. Profile records keep
-their own shape: they are written as the API sends them.
+order of :data:`DEVICE_FIELDS`, whatever the profile's; a top-level ``deviceInfo`` wins for a key
+found in both). Any other top-level key is kept under its own name, after the known ones, so that
+no field is dropped. Profile records keep their own shape: they are written as the API sends them.
 """
 
 from __future__ import annotations
@@ -35,13 +35,19 @@ _ALIASES: dict[str, str] = {
     "sessionProps": "sessionProps",
     "session_props": "sessionProps",
 }
-#: Profile keys that describe the device rather than the user; they go to ``deviceInfo``.
-DEVICE_FIELDS = frozenset(
-    {"make", "model", "os_version", "app_version", "sdk_version", "browser", "browser_version", "device_type"}
+#: Profile keys that describe the device rather than the user; they go to ``deviceInfo``, in this order.
+DEVICE_FIELDS = (
+    "make",
+    "model",
+    "os_version",
+    "app_version",
+    "sdk_version",
+    "browser",
+    "browser_version",
+    "device_type",
 )
 
 _KNOWN = frozenset({"profile", "ts", *_ALIASES})
-_DEVICE_FIELDS = DEVICE_FIELDS
 _RESERVED_EXTRAS = frozenset({"eventName", "event_name"})
 _ABSENT: Any = object()
 
@@ -57,13 +63,40 @@ def shape_event(record: Mapping[str, Any]) -> dict[str, Any]:
     :raises ExportDataError: if the record has no ``ts``, names a key twice (``event_props`` and
         ``eventProps``), or carries its own ``eventName``.
     """
+    # Nearly every record has exactly the API's four keys: build it in one go. This runs once per
+    # record and costs about as much as serializing it, so it is kept to the fewest operations.
+    if len(record) == 4:
+        try:
+            profile = record["profile"]
+            ts = record["ts"]
+            event_props = record["event_props"]
+            session_props = record["session_props"]
+        except KeyError:
+            return _shape_any(record)
+        if type(profile) is dict:
+            device, profile = split_device_fields(profile)
+            if device:
+                return {
+                    "profile": profile,
+                    "ts": ts,
+                    "deviceInfo": device,
+                    "eventProps": event_props,
+                    "sessionProps": session_props,
+                }
+        return {"profile": profile, "ts": ts, "eventProps": event_props, "sessionProps": session_props}
+    return _shape_any(record)
+
+
+def _shape_any(record: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`shape_event` for any layout: other spellings, absent keys, a ``deviceInfo``, extras."""
     shaped: dict[str, Any] = {}
     found = 1
     device_from_profile = None
     value = record.get("profile", _ABSENT)
     if value is not _ABSENT:
-        if type(value) is dict and not _DEVICE_FIELDS.isdisjoint(value):
-            device_from_profile, value = _split_device_fields(value)
+        if type(value) is dict:
+            device, value = split_device_fields(value)
+            device_from_profile = device or None
         shaped["profile"] = value
         found += 1
     try:
@@ -98,21 +131,21 @@ def shape_event(record: Mapping[str, Any]) -> dict[str, Any]:
     return shaped
 
 
-_device_keys_of_layout: dict[tuple[str, ...], tuple[str, ...]] = {}
+def split_device_fields(profile: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(device fields in the order of DEVICE_FIELDS, the rest in the profile's order)``.
 
+    The profile itself (not a copy) is the rest when it holds no device field.
 
-def _split_device_fields(profile: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(device fields, the rest)`` of a profile, each in the profile's key order."""
-    # Profiles of one export share a few key layouts: find each layout's device keys once.
-    layout = tuple(profile)
-    device_keys = _device_keys_of_layout.get(layout)
-    if device_keys is None:
-        device_keys = tuple(key for key in layout if key in _DEVICE_FIELDS)
-        if len(_device_keys_of_layout) >= 1024:
-            _device_keys_of_layout.clear()
-        _device_keys_of_layout[layout] = device_keys
-    rest = profile.copy()
-    return {key: rest.pop(key) for key in device_keys}, rest
+    :param profile: an API record's profile.
+    """
+    device: dict[str, Any] = {}
+    rest = profile
+    for key in DEVICE_FIELDS:
+        if key in profile:
+            if rest is profile:
+                rest = profile.copy()
+            device[key] = rest.pop(key)
+    return device, rest
 
 
 def _add_extras(record: Mapping[str, Any], shaped: dict[str, Any]) -> None:

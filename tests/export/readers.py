@@ -20,7 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from lxml import etree
 
-DEVICE_FIELDS = {
+# In the order deviceInfo holds them (docs/export-formats.md).
+DEVICE_FIELDS = (
     "make",
     "model",
     "os_version",
@@ -29,7 +30,7 @@ DEVICE_FIELDS = {
     "browser",
     "browser_version",
     "device_type",
-}
+)
 XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 VALID_XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
 
@@ -48,8 +49,8 @@ def expected_record(api: dict[str, Any]) -> dict[str, Any]:
     device: dict[str, Any] | None = None
     if "profile" in api:
         profile = api["profile"]
-        if isinstance(profile, dict) and DEVICE_FIELDS & set(profile):
-            device = {k: v for k, v in profile.items() if k in DEVICE_FIELDS}
+        if isinstance(profile, dict) and set(DEVICE_FIELDS) & set(profile):
+            device = {k: profile[k] for k in DEVICE_FIELDS if k in profile}
             profile = {k: v for k, v in profile.items() if k not in DEVICE_FIELDS}
         out["profile"] = profile
     out["ts"] = api["ts"]

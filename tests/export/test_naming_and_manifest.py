@@ -97,9 +97,9 @@ def test_object_names_over_the_storage_limit_are_refused() -> None:
 def test_manifest_lists_files_totals_and_status() -> None:
     naming = ExportNaming(request_id="42", run_timestamp=1700000000, database_id=3)
     files = [
-        ExportedFile("b", "Charged", dt.date(2024, 1, 6), 0, 5, 500, "bWQ1", "Y3Jj", "text/csv"),
-        ExportedFile("a", "Charged", dt.date(2024, 1, 5), 1, 2, 200, "bWQ1", None, "text/csv"),
-        ExportedFile("c", "App Launched", dt.date(2024, 1, 5), 0, 1, 100, "bWQ1", None, "text/csv"),
+        ExportedFile("b", "Charged", dt.date(2024, 1, 6), 0, 5, 500, "Y3Jj", "text/csv"),
+        ExportedFile("a", "Charged", dt.date(2024, 1, 5), 1, 2, 200, "AAAAAA==", "text/csv"),
+        ExportedFile("c", "App Launched", dt.date(2024, 1, 5), 0, 1, 100, "AAAAAA==", "text/csv"),
     ]
     manifest = json.loads(
         build_manifest(
@@ -113,7 +113,7 @@ def test_manifest_lists_files_totals_and_status() -> None:
     assert [f["object_name"] for f in manifest["files"]] == ["c", "a", "b"]
     assert manifest["files"][1] == {
         "object_name": "a", "event_name": "Charged", "day": "20240105", "file_index": 1, "records": 2,
-        "bytes": 200, "md5": "bWQ1", "crc32c": None, "content_type": "text/csv",
+        "bytes": 200, "crc32c": "AAAAAA==", "content_type": "text/csv",
     }  # fmt: skip
     assert manifest["totals"] == {"files": 3, "records": 8, "bytes": 800}
     assert manifest["events"]["Charged"] == {"files": 2, "records": 7, "bytes": 700}
@@ -137,6 +137,31 @@ def test_shaping_renames_moves_device_fields_and_keeps_unknown_keys() -> None:
     assert shape_event({"ts": 20240105120000, "device_info": {"browser": "x"}})["deviceInfo"] == {
         "browser": "x"
     }
+
+
+def test_shaping_of_the_api_layout_lists_device_fields_in_one_order() -> None:
+    # The API's own four keys, with device fields wherever app=true puts them in the profile.
+    api = {
+        "profile": {"os_version": "13", "identity": "u", "make": "Samsung", "platform": "Android"},
+        "ts": 20240105120000,
+        "event_props": {"Amount": 1},
+        "session_props": {"utm_source": "x"},
+    }
+    shaped = shape_event(api)
+    assert list(shaped) == ["profile", "ts", "deviceInfo", "eventProps", "sessionProps"]
+    assert list(shaped["profile"].items()) == [("identity", "u"), ("platform", "Android")]
+    assert list(shaped["deviceInfo"].items()) == [("make", "Samsung"), ("os_version", "13")]
+    assert list(api["profile"]) == ["os_version", "identity", "make", "platform"]  # left alone
+    without_device = shape_event({**api, "profile": {"identity": "u"}})
+    assert list(without_device) == ["profile", "ts", "eventProps", "sessionProps"]
+    # Four keys, but not the API's four: the general rules apply, with their errors.
+    assert shape_event({"profile": {}, "ts": 20240105120000, "eventProps": {}, "sessionProps": {}}) == {
+        "profile": {}, "ts": 20240105120000, "eventProps": {}, "sessionProps": {},
+    }  # fmt: skip
+    from ct_airflow_provider.export import ExportDataError
+
+    with pytest.raises(ExportDataError, match="has no 'ts'"):
+        shape_event({"profile": {}, "time": 1, "event_props": {}, "session_props": {}})
 
 
 def test_shaping_refuses_ambiguous_records() -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import pytest
 
 from ct_airflow_provider.export import (
@@ -85,7 +85,7 @@ class FolderUploader:
 def _file(name: str) -> ExportedFile:
     import datetime as dt
 
-    return ExportedFile(name, "E", dt.date(2024, 1, 1), 0, 1, 3, "", None, "text/csv")
+    return ExportedFile(name, "E", dt.date(2024, 1, 1), 0, 1, 3, "AAAAAA==", "text/csv")
 
 
 def test_uploads_overlap_with_writing_and_match_the_reported_checksums(tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_uploads_overlap_with_writing_and_match_the_reported_checksums(tmp_path:
     for file in files:
         data = (tmp_path / "bucket" / file.object_name).read_bytes()
         assert len(data) == file.bytes
-        assert base64.b64encode(hashlib.md5(data).digest()).decode() == file.md5
+        assert base64.b64encode(google_crc32c.Checksum(data).digest()).decode() == file.crc32c
     # Local copies are gone once uploaded.
     assert not [p for p in (tmp_path / "work").rglob("*") if p.is_file()]
 
@@ -223,7 +223,7 @@ def test_a_growing_file_is_sent_in_chunks_before_it_is_finished(tmp_path: Path) 
     assert all(size == 64 * 1024 for size, _ in sent[:-1])
     assert sum(size for size, _ in sent) == file.bytes
     data = (tmp_path / "bucket" / file.object_name).read_bytes()
-    assert base64.b64encode(hashlib.md5(data).digest()).decode() == file.md5
+    assert base64.b64encode(google_crc32c.Checksum(data).digest()).decode() == file.crc32c
     lines = data.splitlines()
     assert lines[0] == b"Charged" and len(lines) == 8001
     assert not [p for p in (tmp_path / "work").rglob("*") if p.is_file()]

@@ -19,8 +19,7 @@ def _file(name: str) -> ExportedFile:
         file_index=0,
         records=3,
         bytes=100,
-        md5="x",
-        crc32c=None,
+        crc32c="AAAAAA==",
         content_type="application/json",
     )
 
