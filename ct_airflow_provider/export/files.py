@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import os
 import queue
 import tempfile
@@ -214,7 +215,7 @@ class OutputFile:
         on_disk: Callable[[int], None] | None = None,
     ) -> None:
         self.path = path
-        self._handle = open(path, "wb", buffering=0)  # noqa: SIM115 - closed by finish() or abort()
+        self._handle = _open_empty(path)
         self._buffer = bytearray()
         self._checksums = _Checksums()
         # wbits 31: gzip wrapper; mtime 0 in the header keeps files reproducible.
@@ -335,6 +336,23 @@ class OutputFile:
                 self._worker.wait()
         self._handle.close()
         self.path.unlink(missing_ok=True)
+
+
+def _open_empty(path: Path) -> io.FileIO:
+    """Open ``path`` for writing from its start, created if need be and emptied if it is not empty.
+
+    Not ``open(path, "wb")``: an existing file (as :func:`new_output_path` makes them) would be
+    truncated at open, and ext4 then flushes the whole file to disk when it is closed
+    (``auto_da_alloc``), about 35 ms per 100 MB, in the export's own thread.
+    """
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(descriptor).st_size:
+            os.ftruncate(descriptor, 0)
+        return open(descriptor, "wb", buffering=0)
+    except BaseException:
+        os.close(descriptor)
+        raise
 
 
 def new_output_path(directory: Path, suffix: str) -> Path:

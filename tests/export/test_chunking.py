@@ -141,3 +141,20 @@ def test_days_interleaving_beyond_the_open_file_limit_stay_complete(run_export: 
         day_files.sort(key=lambda f: f.file_index)
         assert [f.file_index for f in day_files] == list(range(len(day_files)))
     assert sum(f.records for f in files) == 120
+
+
+@pytest.mark.parametrize("gzip_level", [None, 6])
+def test_an_output_file_replaces_what_its_path_held(tmp_path: Any, gzip_level: int | None) -> None:
+    import gzip
+
+    from ct_airflow_provider.export.files import FileWorker, OutputFile
+
+    path = tmp_path / "reused"
+    path.write_bytes(b"stale bytes that must not survive" * 100)
+    with FileWorker() as worker:
+        output = OutputFile(path, gzip_level=gzip_level, worker=worker)
+        output.write(b"fresh")
+        digest = output.finish(b"\n")
+    data = path.read_bytes()
+    assert (gzip.decompress(data) if gzip_level else data) == b"fresh\n"
+    assert digest.size == len(data)
