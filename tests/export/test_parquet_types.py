@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.json as pa_json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ct_airflow_provider.export import ExportDataError
 from ct_airflow_provider.export.formats import parquet
-from ct_airflow_provider.export.formats.parquet import _infer_block, _Node, field_of
+from ct_airflow_provider.export.formats.parquet import _Block, _block_table, _infer_block, _Node, field_of
 from tests.export.conftest import Exporter
 from tests.export.readers import is_json_field, parquet_matches, read_parquet
 
@@ -50,24 +52,47 @@ def _lines(records: list[dict[str, Any]]) -> bytearray:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(blocks=st.lists(record_lists, min_size=1, max_size=4))
 def test_inferred_types_give_the_schema_the_python_rules_give(blocks: list[list[dict[str, Any]]]) -> None:
-    """Block by block, inferred where pyarrow can tell and merged in Python otherwise."""
+    """Block by block, inferred where pyarrow can tell and merged in Python otherwise.
+
+    And the tables pyarrow read, when reused for the files, hold what reading the same lines
+    with the learned schema gives (or are refused, and the lines read again).
+    """
     root = _Node()
     everything: list[dict[str, Any]] = []
-    for records in blocks:
-        try:
-            data = _lines(records)
-        except TypeError:  # integers beyond 64 bits: such blocks are never handed to pyarrow
-            data = None
-        inferred = _infer_block(data) if data else None
-        if inferred is None:
-            for record in records:
-                root.merge_object(record)
-        else:
-            schema, big_ints = inferred
-            root.merge_arrow(pa.struct(list(schema)), (), big_ints)
-        everything += records
-    learned = pa.schema([field_of(key, node) for key, node in (root.fields or {}).items()])
-    assert learned.equals(_python_schema(everything), check_metadata=True), (learned, everything)
+    kept: list[tuple[bytearray, _Block]] = []
+    with tempfile.TemporaryDirectory() as folder:
+        for number, records in enumerate(blocks):
+            try:
+                data = _lines(records)
+            except TypeError:  # integers beyond 64 bits: such blocks are never handed to pyarrow
+                data = None
+            table_path = Path(folder, f"{number}.arrow")
+            inferred = _infer_block(data, table_path) if data else None
+            if inferred is None:
+                for record in records:
+                    root.merge_object(record)
+            else:
+                schema, big_ints = inferred
+                root.merge_arrow(pa.struct(list(schema)), (), big_ints)
+                assert data is not None
+                block = _Block(0, len(data), len(records))
+                block.table_path = table_path
+                kept.append((data, block))
+            everything += records
+        learned = pa.schema([field_of(key, node) for key, node in (root.fields or {}).items()])
+        assert learned.equals(_python_schema(everything), check_metadata=True), (learned, everything)
+        if root.json_paths(final=True):
+            return  # the export rewrites such lines (values as JSON text) and reads them again
+        for data, block in kept:
+            reused = _block_table(block, learned)
+            if reused is not None:
+                expected = pa_json.read_json(
+                    pa.BufferReader(bytes(data)),
+                    parse_options=pa_json.ParseOptions(
+                        explicit_schema=learned, unexpected_field_behavior="error"
+                    ),
+                )
+                assert reused.equals(expected, check_metadata=True), (reused, expected)
 
 
 @pytest.mark.parametrize(
@@ -83,12 +108,26 @@ def test_inferred_types_give_the_schema_the_python_rules_give(blocks: list[list[
         ([{"a": "2024-01-05"}], False),  # inferred as a timestamp, which is text
     ],
 )
-def test_blocks_pyarrow_cannot_tell_are_refused(lines: list[dict[str, Any]], refused: bool) -> None:
-    assert (_infer_block(_lines(lines)) is None) is refused
+def test_blocks_pyarrow_cannot_tell_are_refused(
+    lines: list[dict[str, Any]], refused: bool, tmp_path: Path
+) -> None:
+    assert (_infer_block(_lines(lines), tmp_path / "block.arrow") is None) is refused
 
 
-def test_a_big_integer_in_an_inferred_block_is_remembered() -> None:
-    inferred = _infer_block(_lines([{"a": {"b": [{"c": 2**60}]}}, {"a": {"b": [{"c": 3}]}}]))
+def test_a_block_of_text_read_as_timestamps_is_read_again_from_its_lines(tmp_path: Path) -> None:
+    data = _lines([{"a": "2024-01-05"}, {"a": "2024-01-06 10:00:00"}])
+    inferred = _infer_block(data, tmp_path / "block.arrow")
+    assert inferred is not None and pa.types.is_timestamp(inferred[0].field("a").type)
+    block = _Block(0, len(data), 2)
+    block.table_path = tmp_path / "block.arrow"
+    # The export's column is text: the timestamps must not be cast back to (other) text.
+    assert _block_table(block, pa.schema([pa.field("a", pa.string())])) is None
+
+
+def test_a_big_integer_in_an_inferred_block_is_remembered(tmp_path: Path) -> None:
+    inferred = _infer_block(
+        _lines([{"a": {"b": [{"c": 2**60}]}}, {"a": {"b": [{"c": 3}]}}]), tmp_path / "block.arrow"
+    )
     assert inferred is not None
     assert inferred[1] == frozenset({("a", "b", None, "c")})
     root = _Node()
@@ -187,3 +226,54 @@ def test_a_failed_export_leaves_no_helper_thread(run_export: Exporter) -> None:
     with pytest.raises(ExportDataError, match="not a calendar day"):
         run_export(records, "parquet")
     assert not [thread for thread in threading.enumerate() if thread.name.startswith("parquet-")]
+
+
+def _write_directly(records: list[dict[str, Any]], folder: Path) -> tuple[parquet.ParquetWriter, Any, Path]:
+    """The Parquet writer driven by hand, to see how many records it read twice."""
+    from ct_airflow_provider.export import LocalFolderSink
+    from ct_airflow_provider.export.chunking import Delivery
+    from ct_airflow_provider.export.records import shape_event
+    from tests.export.sample_records import NAMING, pages_of
+
+    out = folder / "out"
+    spill = folder / "spill"
+    spill.mkdir()
+    delivery = Delivery(NAMING, "Charged", "parquet", None, 1 << 20, LocalFolderSink(out), folder)
+    writer = parquet.ParquetWriter(delivery, spill, "Charged", "snappy")
+    try:
+        for page in pages_of(records, size=50):
+            writer.add((record["ts"] // 1_000_000, shape_event(record)) for record in page)
+        writer.finish()
+    finally:
+        delivery.worker.close()
+    return writer, delivery.files, out
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_records_are_read_once_when_their_types_hold(tmp_path: Path) -> None:
+    records = _records(400, lambda index: {"Count": index, "Price": index + 0.5, "Tags": [str(index)]})
+    for index, record in enumerate(records):
+        record["ts"] += (index % 3) * 1_000_000  # three days, interleaved
+    writer, files, out = _write_directly(records, tmp_path)
+    assert writer.records_read_twice == 0
+    schema, rows = _rows(files, out)
+    assert schema.field("eventProps").type.field("Count").type == pa.int64()
+    assert sorted(row["profile"]["identity"] for row in rows) == sorted(f"u{i}" for i in range(400))
+    by_identity = {row["profile"]["identity"]: row for row in rows}
+    for record in records:
+        assert by_identity[record["profile"]["identity"]]["eventProps"] == record["event_props"]
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_records_spilled_before_a_key_turned_to_json_text_are_read_again(tmp_path: Path) -> None:
+    # "Count" is a number in the first 200 records, text in one record after them.
+    records = _records(400, lambda index: {"Count": "many" if index == 200 else index})
+    writer, files, out = _write_directly(records, tmp_path)
+    assert 0 < writer.records_read_twice < 400
+    schema, rows = _rows(files, out)
+    field = schema.field("eventProps").type.field("Count")
+    assert is_json_field(field)
+    by_identity = {row["profile"]["identity"]: row for row in rows}
+    for record in records:
+        row = by_identity[record["profile"]["identity"]]
+        assert parquet_matches(row["eventProps"]["Count"], record["event_props"]["Count"], field)

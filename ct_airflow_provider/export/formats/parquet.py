@@ -8,10 +8,13 @@ Profile exports have the profile's own top-level keys as columns.
 
 Types are learned over every record of the export before the first file is written (records are
 spilled to per-day files in the work directory meanwhile), so all files share one schema even when
-keys differ between records. The spilled lines go, in blocks of a few MB, to pyarrow's JSON reader
-in a helper thread, which infers their types in C++ beside the export thread; a block it cannot
-tell (a key of two kinds in the block, a double that may hide an integer beyond 2**53) is looked at
-in Python instead, record by record. The rules:
+keys differ between records. Each day's spilled lines go, in blocks of a few MB, to pyarrow's JSON
+reader in two helper threads, which infer their types in C++ beside the export thread; a block it
+cannot tell (a key of two kinds in the block, a double that may hide an integer beyond 2**53) is
+looked at in Python instead, record by record. The table pyarrow read is kept beside the spill (Arrow
+IPC); when the files are written, a block's table is cast to the export's schema when its types
+become the schema's exactly (nulls, integers to doubles, structs missing keys), so most records are
+parsed once; the other lines are read again from their JSON. The rules:
 
 * booleans -> ``bool``; integers -> ``int64``; text -> ``string``;
 * floats, or integers mixed with floats -> ``double`` (when every integer is exact as a double);
@@ -32,8 +35,9 @@ spill is converted in a helper thread while a row group is written.
 
 from __future__ import annotations
 
-import io
+import bisect
 import json
+import os
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -83,10 +87,12 @@ _MAX_SIGNATURES = 512
 _FLAT_KINDS = frozenset({str, float, bool, type(None)})
 # A remembered shape with no integers, objects or lists: a repeat needs no further look.
 _NOTHING_TO_DO: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = ((), (), ())
-_SPILL_FLUSH_BYTES = 1 << 18
-# Spilled lines are handed to pyarrow's JSON reader for type inference in blocks of about this size:
-# large enough that the reader's per-call cost vanishes, small enough to keep few in memory.
+# Each day's spilled lines are handed to pyarrow's JSON reader for type inference in blocks of about
+# this size: large enough that the reader's per-call cost vanishes, small enough to keep few in memory.
 _INFER_BLOCK_BYTES = 4 << 20
+# Lines waiting in the days' buffers, all days together: beyond it, the fullest day's block goes early
+# (an export of many interleaved days makes smaller blocks instead of more memory).
+_MAX_BUFFERED_BYTES = 16 << 20
 # Blocks handed over but not yet looked at; the writer waits for the oldest beyond this.
 _MAX_PENDING_BLOCKS = 2
 
@@ -358,7 +364,7 @@ def _decoded(obj: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
 _Inferred = tuple[pa.Schema, frozenset[_Path]]
 
 
-def _infer_block(data: bytearray) -> _Inferred | None:
+def _infer_block(data: bytearray, table_path: Path) -> _Inferred | None:
     """The schema pyarrow infers for a block of spilled JSON lines, or ``None`` where it cannot tell.
 
     Runs in a helper thread: the JSON reader works in C++ without the GIL, so the types are
@@ -368,7 +374,11 @@ def _infer_block(data: bytearray) -> _Inferred | None:
     would hide an integer a double cannot hold exactly. For such blocks (``None``) the records
     are looked at in Python instead (:meth:`_Node.merge`), which tells every case apart.
 
+    The table read is kept at ``table_path`` (Arrow IPC): when its types turn out to fit the
+    export's schema, the files are made from it without reading the JSON lines a second time.
+
     :param data: whole JSON lines, one record each.
+    :param table_path: where to keep the table read.
     :return: the inferred schema and the paths of integer columns holding a value beyond
         +-2**53, or ``None``.
     """
@@ -382,6 +392,8 @@ def _infer_block(data: bytearray) -> _Inferred | None:
         for chunk in column.chunks:
             if not _check_inferred(field.type, chunk, (field.name,), big_ints):
                 return None
+    with pa.OSFile(str(table_path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as ipc:
+        ipc.write_table(table)
     return table.schema, frozenset(big_ints)
 
 
@@ -412,32 +424,91 @@ def _check_inferred(arrow_type: pa.DataType, array: pa.Array, path: _Path, big_i
     return arrow_type.id in _ARROW_KINDS
 
 
+class _Block:
+    """A run of whole lines of a day's spill, read by pyarrow in one go; its table may be reused.
+
+    :param start: offset of its first line in the day's spill file.
+    :param end: offset just after its last line.
+    :param rows: how many lines (records) it holds.
+    :param table_path: where pyarrow's table of these lines is kept, once read and checked.
+    """
+
+    __slots__ = ("end", "rows", "start", "table_path")
+
+    def __init__(self, start: int, end: int, rows: int) -> None:
+        self.start = start
+        self.end = end
+        self.rows = rows
+        self.table_path: Path | None = None
+
+
 class _PendingBlock:
     """A block of spilled lines whose inferred schema is awaited, kept for a look in Python."""
 
-    __slots__ = ("careful", "data", "inferred")
+    __slots__ = ("block", "careful", "data", "inferred", "table_path")
 
-    def __init__(self, data: bytearray, careful: bool, inferred: Future[_Inferred | None] | None) -> None:
+    def __init__(
+        self,
+        block: _Block,
+        data: bytearray,
+        careful: bool,
+        inferred: Future[_Inferred | None] | None,
+        table_path: Path,
+    ) -> None:
+        self.block = block
         self.data = data
         self.careful = careful
         self.inferred = inferred
+        self.table_path = table_path
 
 
 class _DaySpill:
-    __slots__ = ("buffer", "careful", "longest", "path", "records")
+    """The spilled JSON lines of one day: a file, the lines not yet in it, and its blocks.
+
+    Lines wait in ``buffer`` until a block's worth is there; the block is then appended to the
+    file and handed to type inference. ``blocks`` cover the file from ``reparse_until`` on; lines
+    before it (rewritten when a key turned to JSON text) are read from the JSON when the files are
+    written.
+    """
+
+    __slots__ = (
+        "blocks",
+        "buffer",
+        "buffer_careful",
+        "buffer_rows",
+        "careful",
+        "longest",
+        "path",
+        "reparse_until",
+        "size",
+    )
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.buffer = bytearray()
-        self.records = 0
+        self.buffer_rows = 0
+        self.buffer_careful = False
         self.longest = 0
         self.careful = False
+        self.size = 0
+        self.blocks: list[_Block] = []
+        self.reparse_until = 0
 
-    def flush(self) -> None:
-        if self.buffer:
-            with open(self.path, "ab") as handle:
-                handle.write(self.buffer)
-            self.buffer = bytearray()
+    def take_block(self) -> tuple[_Block, bytearray, bool] | None:
+        """Append the waiting lines to the file as a new block: ``(block, its lines, careful)``."""
+        data = self.buffer
+        if not data:
+            return None
+        with open(self.path, "ab") as handle:
+            handle.write(data)
+        block = _Block(self.size, self.size + len(data), self.buffer_rows)
+        self.blocks.append(block)
+        careful = self.buffer_careful
+        self.size = block.end
+        self.buffer = bytearray()
+        self.buffer_rows = 0
+        self.buffer_careful = False
+        return block, data, careful
 
 
 class ParquetWriter:
@@ -465,12 +536,13 @@ class ParquetWriter:
         self._ratio: float | None = None
         self._footer_per_group = 0.0
         self._footer_base = 0
-        # Lines spilled since the last block went to type inference, and whether one of them
-        # needed the careful (standard library) encoder.
-        self._block = bytearray()
-        self._block_careful = False
         self._pending: deque[_PendingBlock] = deque()
         self._inference: ThreadPoolExecutor | None = None
+        self._tables = 0
+        #: Records read again from their JSON lines when the files were written, because the table
+        #: pyarrow read while learning types could not be used (a key turned to JSON text later,
+        #: a block pyarrow could not tell, ...). Most exports read every record once.
+        self.records_read_twice = 0
 
     def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Spill one page of records, and learn their types.
@@ -481,7 +553,6 @@ class ParquetWriter:
         dumps = orjson.dumps
         option = orjson.OPT_APPEND_NEWLINE
         encode = self._encode
-        block = self._block
         for day_number, record in records:
             spill = days.get(day_number)
             if spill is None:
@@ -494,34 +565,40 @@ class ParquetWriter:
             except TypeError:
                 line = self._careful_line(record)
                 spill.careful = True
-                self._block_careful = True
-            spill.buffer += line
-            spill.records += 1
-            block += line
+                spill.buffer_careful = True
+            buffer = spill.buffer
+            buffer += line
+            spill.buffer_rows += 1
             if len(line) > spill.longest:
                 spill.longest = len(line)
-            if len(spill.buffer) >= _SPILL_FLUSH_BYTES:
-                spill.flush()
-        if len(block) >= _INFER_BLOCK_BYTES:
-            self._submit_block()
+            if len(buffer) >= _INFER_BLOCK_BYTES:
+                self._submit_block(spill)
+        buffered = sorted(days.values(), key=lambda spill: len(spill.buffer), reverse=True)
+        total = sum(len(spill.buffer) for spill in buffered)
+        for spill in buffered:
+            if total <= _MAX_BUFFERED_BYTES:
+                break
+            total -= len(spill.buffer)
+            self._submit_block(spill)
         self._learn(wait=False)
         self._encode_spill(self._root.json_paths(final=False))
 
     # Learning the types ----------------------------------------------------------------------
 
-    def _submit_block(self) -> None:
-        """Hand the lines spilled since the last block to the helper thread for type inference."""
-        block, careful = self._block, self._block_careful
-        self._block = bytearray()
-        self._block_careful = False
-        if not block:
+    def _submit_block(self, spill: _DaySpill) -> None:
+        """Write a day's waiting lines to its spill file, and hand them to type inference."""
+        taken = spill.take_block()
+        if taken is None:
             return
+        block, data, careful = taken
+        self._tables += 1
+        table_path = self.spill_dir / f"block-{self._tables}.arrow"
         inferred: Future[_Inferred | None] | None = None
         if not careful:  # such lines hold values pyarrow reads wrong (integers beyond 64 bits)
             if self._inference is None:
-                self._inference = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-types")
-            inferred = self._inference.submit(_infer_block, block)
-        self._pending.append(_PendingBlock(block, careful, inferred))
+                self._inference = ThreadPoolExecutor(max_workers=2, thread_name_prefix="parquet-types")
+            inferred = self._inference.submit(_infer_block, data, table_path)
+        self._pending.append(_PendingBlock(block, data, careful, inferred, table_path))
         if len(self._pending) > _MAX_PENDING_BLOCKS:
             self._learn(wait=True, keep=_MAX_PENDING_BLOCKS)
 
@@ -544,6 +621,7 @@ class ParquetWriter:
             else:
                 schema, big_ints = result
                 self._root.merge_arrow(pa.struct(list(schema)), (), big_ints)
+                oldest.block.table_path = oldest.table_path
 
     def _merge_lines(self, data: bytearray, careful: bool) -> None:
         """Learn the types of a block's records in Python, one record at a time."""
@@ -573,7 +651,9 @@ class ParquetWriter:
         old = self._encoded_paths
         encode = json_text_encoder(paths)
         for spill in self._days.values():
-            spill.flush()
+            # The waiting lines are learned from as they are (their kinds are what made a key
+            # JSON text), then rewritten with the rest.
+            self._submit_block(spill)
             if not spill.path.exists():
                 continue
             loads = json.loads if spill.careful else orjson.loads
@@ -593,6 +673,9 @@ class ParquetWriter:
             rewritten.replace(spill.path)
             spill.longest = longest
             spill.careful = careful
+            # Tables read so far hold the values before they turned to JSON text: not reusable.
+            spill.size = spill.reparse_until = spill.path.stat().st_size
+            spill.blocks = []
         self._encoded_paths = paths
         self._encode = encode if paths else None
 
@@ -624,11 +707,10 @@ class ParquetWriter:
 
     def finish(self) -> None:
         """Write every day's files, in day order, from the spilled records."""
-        self._submit_block()
+        for spill in self._days.values():
+            self._submit_block(spill)
         self._learn(wait=True)
         self._stop_inference()
-        for spill in self._days.values():
-            spill.flush()
         if not self._days:
             return
         self._encode_spill(self._root.json_paths(final=True))
@@ -685,8 +767,70 @@ def _leaf_count(arrow_type: pa.DataType) -> int:
     return 1
 
 
+def _block_table(block: _Block, raw_schema: pa.Schema) -> pa.Table | None:
+    """The table pyarrow read for ``block``, cast to ``raw_schema``, or ``None`` if it does not fit exactly."""
+    if block.table_path is None:
+        return None
+    table = pa.ipc.open_file(pa.memory_map(str(block.table_path))).read_all()
+    fields = {field.name: field.type for field in raw_schema}
+    if any(
+        field.name not in fields or not _casts_exactly(field.type, fields[field.name])
+        for field in table.schema
+    ):
+        return None
+    columns = []
+    try:
+        for field in raw_schema:
+            index = table.schema.get_field_index(field.name)
+            columns.append(
+                table.column(index).cast(field.type) if index >= 0 else pa.nulls(table.num_rows, field.type)
+            )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if not columns:  # records with no keys at all: the rows, without columns
+        return table.select([])
+    result = pa.Table.from_arrays(columns, schema=raw_schema)
+    try:
+        result.validate()  # cheap (no look at the values); a cast gone wrong is read from JSON instead
+    except pa.ArrowInvalid:
+        return None
+    return result
+
+
+def _casts_exactly(source: pa.DataType, target: pa.DataType, in_list: bool = False) -> bool:
+    """Whether values read as ``source`` become the same values as ``target`` (as if read as it).
+
+    Nulls become anything (but items of a list: pyarrow 26 casts a list of nulls into an invalid
+    array); integers become doubles (the schema chose doubles only where every integer is exact
+    in one); structs and lists when their fields and items do. Anything else -- strings pyarrow
+    read as timestamps, for one -- is read again from the JSON lines instead.
+    """
+    if source == target:
+        return True
+    if pa.types.is_null(source):
+        return not in_list
+    if pa.types.is_int64(source):
+        return bool(pa.types.is_float64(target))
+    if pa.types.is_struct(source):
+        if not pa.types.is_struct(target):
+            return False
+        names = {field.name: field.type for field in target}
+        return all(
+            field.name in names and _casts_exactly(field.type, names[field.name], in_list) for field in source
+        )
+    if pa.types.is_list(source):
+        return bool(pa.types.is_list(target)) and _casts_exactly(source.value_type, target.value_type, True)
+    return False
+
+
 class _DayWriter:
-    """Writes the Parquet files of one day from its spill file."""
+    """Writes the Parquet files of one day from its spill.
+
+    A row group is made of whole blocks of the spill when it can be: their tables, read by pyarrow
+    while the types were learned, are cast to the export's schema. Lines outside such blocks (a
+    block cut at the end of a file, lines rewritten when a key turned to JSON text, a block whose
+    types do not cast exactly) are read again from their JSON.
+    """
 
     def __init__(
         self,
@@ -699,14 +843,18 @@ class _DayWriter:
     ) -> None:
         self.owner = owner
         self.read_ahead = read_ahead
-        # The byte range converted ahead, with its table (or the error converting it).
-        self.ahead: tuple[int, int, Future[pa.Table]] | None = None
+        # The byte range converted ahead, with its table and the records read from JSON for it.
+        self.ahead: tuple[int, int, Future[tuple[pa.Table, int]]] | None = None
         self.spill = spill
         self.day = day_of(day_number)
         self.raw_schema = raw_schema
         self.schema = schema
         self.limit = owner.delivery.max_file_bytes
-        self.block_bytes = max(_BLOCK_BYTES, spill.longest)
+        self.blocks = spill.blocks
+        self.block_at = {block.start: index for index, block in enumerate(spill.blocks)}
+        self.boundaries = [block.start for block in spill.blocks]
+        largest = max((block.end - block.start for block in spill.blocks), default=0)
+        self.block_bytes = max(_BLOCK_BYTES, spill.longest, largest)
         self.read_options = pa_json.ReadOptions(block_size=max(1 << 20, 2 * spill.longest + 1))
         self.parse_options = pa_json.ParseOptions(
             explicit_schema=raw_schema, unexpected_field_behavior="error"
@@ -714,8 +862,8 @@ class _DayWriter:
 
     def write(self) -> None:
         with open(self.spill.path, "rb") as handle:
-            self.handle = handle
-            self.size = handle.seek(0, io.SEEK_END)
+            self.fd = handle.fileno()
+            self.size = os.fstat(self.fd).st_size
             self.offset = 0
             index = 0
             try:
@@ -728,33 +876,62 @@ class _DayWriter:
     # Reading the spill --------------------------------------------------------------------------
 
     def _read(self, start: int, end: int) -> bytes:
-        self.handle.seek(start)
-        return self.handle.read(end - start)
+        # pread: the read-ahead thread reads too, and must not move a shared file position.
+        parts = []
+        while start < end:
+            part = os.pread(self.fd, end - start, start)
+            if not part:
+                break
+            parts.append(part)
+            start += len(part)
+        return b"".join(parts)
 
     def _take(self, budget: int, at_least_one: bool) -> tuple[int, int] | None:
         """The byte range of whole lines from the current offset within ``budget`` bytes."""
         return self._take_from(self.offset, budget, at_least_one)
 
     def _take_from(self, start: int, budget: int, at_least_one: bool) -> tuple[int, int] | None:
-        """The byte range of whole lines from ``start`` within ``budget`` bytes."""
-        data = self._read(start, min(self.size, start + max(budget, 0)))
+        """The byte range of whole lines from ``start`` within ``budget`` bytes.
+
+        Whole blocks when ``start`` begins one and the block fits; otherwise whole lines, up to
+        the next block at most, so that the following range begins a block again.
+        """
+        index = self.block_at.get(start)
+        if index is not None:
+            end = start
+            while index < len(self.blocks) and self.blocks[index].end - start <= budget:
+                end = self.blocks[index].end
+                index += 1
+            if end > start:
+                return start, end
+        following = bisect.bisect_right(self.boundaries, start)
+        stop = self.boundaries[following] if following < len(self.boundaries) else self.size
+        data = self._read(start, min(stop, start + max(budget, 0)))
         cut = data.rfind(b"\n") + 1
         if cut == 0:
             if not at_least_one:
                 return None
-            self.handle.seek(start)
-            line = self.handle.readline()
-            cut = len(line)
+            cut = self._line_length(start)
         return start, start + cut
+
+    def _line_length(self, start: int) -> int:
+        """Length of the line at ``start``, its line feed included."""
+        step = 1 << 16
+        while True:
+            data = self._read(start, min(self.size, start + step))
+            cut = data.find(b"\n") + 1
+            if cut or start + len(data) >= self.size:
+                return cut or len(data)
+            step *= 4
 
     # Converting ---------------------------------------------------------------------------------
 
     def _convert_ahead(self, start: int) -> None:
-        """Start converting the block most likely read next, a full block from ``start``.
+        """Start converting the range most likely read next, a full block from ``start``.
 
-        Converting JSON and writing Parquet both run in C++ without the GIL: converting the
-        next block while this one is written keeps both cores busy. Should the next row group
-        be cut differently (near the end of a file) the block is converted again, and this
+        Reading and converting, and writing Parquet, run in C++ without the GIL: converting the
+        next range while this one is written keeps both cores busy. Should the next row group
+        be cut differently (near the end of a file) the range is converted again, and this
         conversion thrown away.
         """
         self._drop_ahead()
@@ -762,36 +939,35 @@ class _DayWriter:
             return
         taken = self._take_from(start, self.block_bytes, at_least_one=True)
         assert taken is not None
-        data = self._read(*taken)
-        self.ahead = (*taken, self.read_ahead.submit(self._convert, data))
+        self.ahead = (*taken, self.read_ahead.submit(self._convert, *taken))
 
     def _drop_ahead(self) -> None:
         if self.ahead is not None:
             future = self.ahead[2]
             self.ahead = None
             if not future.cancel():
-                future.exception()  # wait for it; its error, if any, is that of an unused block
+                future.exception()  # wait for it; its error, if any, is that of an unused range
 
     def _table(self, start: int, end: int) -> pa.Table:
         ahead = self.ahead
         if ahead is not None and ahead[0] == start and ahead[1] == end:
             self.ahead = None
-            return ahead[2].result()
-        self._drop_ahead()
-        return self._convert(self._read(start, end))
+            table, read_twice = ahead[2].result()
+        else:
+            self._drop_ahead()
+            table, read_twice = self._convert(start, end)
+        self.owner.records_read_twice += read_twice
+        return table
 
-    def _convert(self, data: bytes) -> pa.Table:
-        """The row group of a block of whole JSON lines of the spill."""
-        try:
-            raw = pa_json.read_json(
-                pa.BufferReader(data), read_options=self.read_options, parse_options=self.parse_options
-            )
-        except pa.ArrowInvalid as exc:  # the schema was learned from these very records
-            raise ExportDataError(
-                f"Records of {self.day} do not match the export's Parquet schema: {exc}."
-            ) from exc
+    def _convert(self, start: int, end: int) -> tuple[pa.Table, int]:
+        """The row group of the lines in ``[start, end)``, and how many were read from JSON."""
+        raw = self._reused(start, end)
+        read_twice = 0
+        if raw is None:
+            raw = self._parsed(self._read(start, end))
+            read_twice = raw.num_rows
         if self.owner.event_name is None:
-            return raw
+            return raw, read_twice
         try:
             stamps = pc.strptime(pc.cast(raw.column("ts"), pa.string()), format="%Y%m%d%H%M%S", unit="ms")
         except pa.ArrowInvalid as exc:
@@ -800,7 +976,32 @@ class _DayWriter:
         columns = [stamps, names] + [
             raw.column(field.name) for field in self.raw_schema if field.name != "ts"
         ]
-        return pa.Table.from_arrays(columns, schema=self.schema)
+        return pa.Table.from_arrays(columns, schema=self.schema), read_twice
+
+    def _parsed(self, data: bytes) -> pa.Table:
+        try:
+            return pa_json.read_json(
+                pa.BufferReader(data), read_options=self.read_options, parse_options=self.parse_options
+            )
+        except pa.ArrowInvalid as exc:  # the schema was learned from these very records
+            raise ExportDataError(
+                f"Records of {self.day} do not match the export's Parquet schema: {exc}."
+            ) from exc
+
+    def _reused(self, start: int, end: int) -> pa.Table | None:
+        """The tables of the whole blocks making up ``[start, end)``, in the export's schema, if they fit."""
+        index = self.block_at.get(start)
+        if index is None:
+            return None
+        tables = []
+        for block in self.blocks[index:]:
+            table = _block_table(block, self.raw_schema)
+            if table is None or block.end > end:
+                return None
+            tables.append(table)
+            if block.end == end:
+                return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        return None
 
     # Files --------------------------------------------------------------------------------------
 
