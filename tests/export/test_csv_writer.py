@@ -123,8 +123,20 @@ sections = st.dictionaries(section_keys, cell_values, max_size=4)
 # Objects whose keys become columns draw their keys from section_keys: an empty key would name a
 # column "field." that the reference reader (csv_value) cannot tell from the column "field".
 non_objects = scalars | st.lists(json_values, max_size=3)
+# The API's own layout (all four keys, three objects), which the writer reads without shaping.
+api_layout_records = st.fixed_dictionaries(
+    {
+        "profile": st.dictionaries(
+            st.sampled_from(["identity", "make", "email", "screen"]), cell_values, max_size=3
+        ),
+        "ts": st.sampled_from([20240105000000, 20240106120000]),
+        "event_props": sections,
+        "session_props": sections,
+    }
+)
 event_records = st.lists(
-    st.fixed_dictionaries(
+    api_layout_records
+    | st.fixed_dictionaries(
         {"ts": st.sampled_from([20240105000000, 20240106120000, 20240107235959])},
         optional={
             "profile": st.dictionaries(
@@ -133,6 +145,12 @@ event_records = st.lists(
             "event_props": sections | non_objects,  # an object in most records, not in some
             "session_props": sections,
             "extra": non_objects | sections,  # a top-level key: a column, or a section when an object
+            # A top-level deviceInfo: its keys join the profile's device fields, and "identity"
+            # then names a deviceInfo column as well as a profile one (which records of the API's
+            # own layout, read without shaping, must keep apart).
+            "deviceInfo": st.dictionaries(
+                st.sampled_from(["make", "identity", "screen"]), cell_values, max_size=2
+            ),
         },
     ),
     min_size=1,
@@ -157,7 +175,7 @@ def _check_files_match_reference(
     assert len(headers) <= 1
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batch=event_records, flush_bytes=st.sampled_from([1, 200, 1 << 20]))
 def test_event_files_are_what_csv_writer_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: list[Any], flush_bytes: int
@@ -271,3 +289,27 @@ def test_pending_rows_are_bounded_across_all_days(tmp_path: Path, monkeypatch: p
         delivery.worker.close()
     assert sum(file.records for file in delivery.files) == 2000
     assert len(delivery.files) == 28
+
+
+def test_a_profile_key_named_like_a_device_info_column_gets_its_own_column(tmp_path: Path) -> None:
+    # deviceInfo.screen exists (from a top-level deviceInfo) before any profile has "screen": the
+    # profile's "screen", read from an API record without shaping, still needs a column of its own.
+    records = [
+        {
+            "ts": 20240105000000,
+            "deviceInfo": {"screen": "big"},
+            "profile": {"identity": "a"},
+            "event_props": {"x": 0},
+            "session_props": {},
+        },
+        {
+            "profile": {"identity": "b", "screen": "small"},
+            "ts": 20240105000001,
+            "event_props": {"x": 1},
+            "session_props": {},
+        },
+    ]
+    header, rows = _read_export(tmp_path, records)
+    cells = [dict(zip(header, row, strict=True)) for row in rows]
+    assert cells[0]["deviceInfo.screen"] == "big" and cells[0]["profile.identity"] == "a"
+    assert cells[1]["profile.screen"] == "small" and cells[1]["deviceInfo.screen"] == ""

@@ -75,7 +75,7 @@ def test_inferred_types_give_the_schema_the_python_rules_give(blocks: list[list[
                 schema, big_ints = inferred
                 root.merge_arrow(pa.struct(list(schema)), (), big_ints)
                 assert data is not None
-                block = _Block(0, len(data), len(records))
+                block = _Block(0, len(data))
                 block.table_path = table_path
                 kept.append((data, block))
             everything += records
@@ -118,7 +118,7 @@ def test_a_block_of_text_read_as_timestamps_is_read_again_from_its_lines(tmp_pat
     data = _lines([{"a": "2024-01-05"}, {"a": "2024-01-06 10:00:00"}])
     inferred = _infer_block(data, tmp_path / "block.arrow")
     assert inferred is not None and pa.types.is_timestamp(inferred[0].field("a").type)
-    block = _Block(0, len(data), 2)
+    block = _Block(0, len(data))
     block.table_path = tmp_path / "block.arrow"
     # The export's column is text: the timestamps must not be cast back to (other) text.
     assert _block_table(block, pa.schema([pa.field("a", pa.string())])) is None

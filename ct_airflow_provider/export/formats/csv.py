@@ -20,8 +20,9 @@ before a late column appeared are padded with empty cells when the files are wri
 Rows are formatted by this module rather than by the csv module's ``writerow``, which handles
 every character one at a time (in C) and was about half of this writer's time: a cell is text
 that needs no quotes (by far the most common), passed through after two substring tests, or goes
-to a converter chosen by its type, and ``str.join`` makes the row. The output is byte for byte what ``csv.writer`` (minimal
-quoting, CRLF) writes; the rare rows it would treat specially (a line break in a text cell, an
+to a converter chosen by its type, and ``str.join`` makes the row. The output is byte for byte
+what ``csv.writer`` (minimal quoting, CRLF) writes. A row with a line break in a text cell is
+formatted again with every text cell looked at; the rare rows csv.writer treats specially (an
 export with fewer than two columns, a value of an unexpected type) are handed to ``csv.writer``.
 """
 
@@ -41,12 +42,17 @@ import orjson
 
 from ct_airflow_provider.export.chunking import DayFiles, Delivery
 from ct_airflow_provider.export.errors import ExportDataError
-from ct_airflow_provider.export.records import day_of
+from ct_airflow_provider.export.records import DEVICE_FIELDS, day_of, shape_event
 
 _TOP = 0
 _CONST = 1
 _SECTION = 2
 _PLAIN = frozenset({str, int, float, type(None)})
+# Where each object-valued field of a file record is in an API record of the API's own layout
+# (deviceInfo: in the profile, see _GatherPlan.api_row); fields not listed are absent from it.
+_API_SOURCE = {"profile": "profile", "eventProps": "event_props", "sessionProps": "session_props"}
+# A dictionary key that no record holds (records parsed from JSON have text keys only).
+_NO_KEY = object()
 
 #: Formatted rows (all days together) kept in memory before they are appended to the spill files.
 #: A total rather than a per-day limit, so that an export over many days holds no more than one
@@ -169,8 +175,9 @@ def format_row(values: Sequence[Any]) -> str:
     except KeyError:  # a type records parsed from JSON do not hold: let csv.writer decide
         return csv_module_row(values)
     if "\n" in line or "\r" in line:
-        # A line break in a text cell that the fast test let through unquoted (rare).
-        return csv_module_row(values)
+        # A line break in a text cell, which the fast test let through unquoted (a few rows in a
+        # hundred): format the row again, looking at every text cell (quoted_cell quotes line breaks).
+        return ",".join([field_of_type[type(value)](value) for value in values])
     return line
 
 
@@ -230,27 +237,54 @@ class CsvWriter:
         self._plan = _GatherPlan(self._blocks, self._event_name, self._section_keys)
         self._format_line = _line_formatter(self._columns)
 
+    #: Event records arrive as the API sends them (see :meth:`add`), not shaped.
+    shapes_records = True
+
     def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Format and spill one page of records.
 
-        :param records: ``(yyyymmdd, file record)`` pairs.
+        :param records: ``(yyyymmdd, record)`` pairs: API event records for an event export
+            (shaped here), profile records for a profile export.
         """
         section_keys = self._section_keys
         top_keys = self._top_keys
         pending = self._pending
-        row_of, format_line = self._plan.row, self._format_line
+        plan, format_line = self._plan, self._format_line
+        events = self._event_name is not None
         for day_number, record in records:
-            for key, value in record.items():
-                if type(value) is dict:
-                    known = section_keys.get(key)
-                    if known is not None and known.issuperset(value):
+            # The API's own layout is read as it is: shaping it (a new profile, deviceInfo and
+            # record per event) would cost a tenth of this writer's time.
+            if (
+                events
+                and len(record) == 4
+                and type(profile := record.get("profile")) is dict
+                and type(event_props := record.get("event_props")) is dict
+                and type(session_props := record.get("session_props")) is dict
+                and "ts" in record
+            ):
+                if not (
+                    plan.api_profile_keys.issuperset(profile)
+                    and plan.api_event_keys.issuperset(event_props)
+                    and plan.api_session_keys.issuperset(session_props)
+                ):
+                    self._grow(shape_event(record))  # a key without a column (rare)
+                    plan, format_line = self._plan, self._format_line
+                values = plan.api_row(record)
+            else:
+                if events:
+                    record = shape_event(record)
+                for key, value in record.items():
+                    if type(value) is dict:
+                        known = section_keys.get(key)
+                        if known is not None and known.issuperset(value):
+                            continue
+                    elif key in top_keys:
                         continue
-                elif key in top_keys:
-                    continue
-                self._grow(record)  # a key without a column (rare)
-                row_of, format_line = self._plan.row, self._format_line
-                break
-            data = (format_line(row_of(record)) + "\r\n").encode()
+                    self._grow(record)  # a key without a column (rare)
+                    plan, format_line = self._plan, self._format_line
+                    break
+                values = plan.row(record)
+            data = (format_line(values) + "\r\n").encode()
             rows = pending.get(day_number)
             if rows is None:
                 day_of(day_number)  # fail early on a ts that is not a calendar day
@@ -333,7 +367,17 @@ class _GatherPlan:
     :param object_keys: every top-level key that held an object (also those without columns: ``{}``).
     """
 
-    __slots__ = ("arrange", "const", "sections", "top_keys", "top_may_hold_objects")
+    __slots__ = (
+        "api_event_keys",
+        "api_profile_keys",
+        "api_sections",
+        "api_session_keys",
+        "arrange",
+        "const",
+        "sections",
+        "top_keys",
+        "top_may_hold_objects",
+    )
 
     def __init__(
         self, blocks: list[tuple[int, str, list[str]]], event_name: str | None, object_keys: Iterable[str]
@@ -348,6 +392,28 @@ class _GatherPlan:
         self.top_keys = tuple(top_keys)
         self.const = event_name
         self.sections = [(name, tuple(keys), (None,) * len(keys)) for name, keys in section_keys.items()]
+        # The same columns read from an API record in the API's own layout (see api_row).
+        device_fields = frozenset(DEVICE_FIELDS)
+        device_keys = section_keys.get("deviceInfo", [])
+        self.api_profile_keys = frozenset(section_keys.get("profile", [])) | device_fields.intersection(
+            device_keys
+        )
+        self.api_event_keys = frozenset(section_keys.get("eventProps", []))
+        self.api_session_keys = frozenset(section_keys.get("sessionProps", []))
+        self.api_sections: list[tuple[str | None, tuple[Any, ...], tuple[None, ...]]] = []
+        for name, section_columns, nones in self.sections:
+            if name == "deviceInfo":
+                # Device fields come from the profile; other deviceInfo keys (from a top-level
+                # deviceInfo, which this layout has not) stay empty: a key no dict holds.
+                self.api_sections.append(
+                    (
+                        "profile",
+                        tuple(key if key in device_fields else _NO_KEY for key in section_columns),
+                        nones,
+                    )
+                )
+            else:
+                self.api_sections.append((_API_SOURCE.get(name), section_columns, nones))
         # A key that holds an object in some records and a scalar in others has both a section
         # and a top-level column; its top-level cell is empty in the records where it is an object.
         self.top_may_hold_objects = not set(object_keys).isdisjoint(top_keys)
@@ -386,6 +452,25 @@ class _GatherPlan:
                 values += map(section.get, keys)
             else:
                 values += nones
+        return values if self.arrange is None else self.arrange(values)
+
+    def api_row(self, record: dict[str, Any]) -> Sequence[Any]:
+        """:meth:`row` of the file record an API record becomes, read from the API record itself.
+
+        :param record: an API event record of exactly ``profile``, ``ts``, ``event_props`` and
+            ``session_props``, the three of them objects, whose keys all have columns (checked
+            against :attr:`api_profile_keys` and the like).
+        """
+        values = list(map(record.get, self.top_keys))
+        if self.top_may_hold_objects:
+            values = [None if type(value) is dict else value for value in values]
+        if self.const is not None:
+            values.append(self.const)
+        for source, keys, nones in self.api_sections:
+            if source is None:
+                values += nones
+            else:
+                values += map(record[source].get, keys)
         return values if self.arrange is None else self.arrange(values)
 
 

@@ -429,16 +429,14 @@ class _Block:
 
     :param start: offset of its first line in the day's spill file.
     :param end: offset just after its last line.
-    :param rows: how many lines (records) it holds.
     :param table_path: where pyarrow's table of these lines is kept, once read and checked.
     """
 
-    __slots__ = ("end", "rows", "start", "table_path")
+    __slots__ = ("end", "start", "table_path")
 
-    def __init__(self, start: int, end: int, rows: int) -> None:
+    def __init__(self, start: int, end: int) -> None:
         self.start = start
         self.end = end
-        self.rows = rows
         self.table_path: Path | None = None
 
 
@@ -475,7 +473,6 @@ class _DaySpill:
         "blocks",
         "buffer",
         "buffer_careful",
-        "buffer_rows",
         "careful",
         "longest",
         "path",
@@ -486,7 +483,6 @@ class _DaySpill:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.buffer = bytearray()
-        self.buffer_rows = 0
         self.buffer_careful = False
         self.longest = 0
         self.careful = False
@@ -501,12 +497,11 @@ class _DaySpill:
             return None
         with open(self.path, "ab") as handle:
             handle.write(data)
-        block = _Block(self.size, self.size + len(data), self.buffer_rows)
+        block = _Block(self.size, self.size + len(data))
         self.blocks.append(block)
         careful = self.buffer_careful
         self.size = block.end
         self.buffer = bytearray()
-        self.buffer_rows = 0
         self.buffer_careful = False
         return block, data, careful
 
@@ -568,7 +563,6 @@ class ParquetWriter:
                 spill.buffer_careful = True
             buffer = spill.buffer
             buffer += line
-            spill.buffer_rows += 1
             if len(line) > spill.longest:
                 spill.longest = len(line)
             if len(buffer) >= _INFER_BLOCK_BYTES:
