@@ -277,3 +277,30 @@ def test_records_spilled_before_a_key_turned_to_json_text_are_read_again(tmp_pat
     for record in records:
         row = by_identity[record["profile"]["identity"]]
         assert parquet_matches(row["eventProps"]["Count"], record["event_props"]["Count"], field)
+
+
+def test_a_failed_delivery_leaves_no_parquet_file_behind(tmp_path: Path) -> None:
+    """Days are written two at a time: the files of a day never handed over are deleted too."""
+    from ct_airflow_provider.export import ExportSinkError, LocalFolderSink, export_event
+    from tests.export.sample_records import NAMING, pages_of
+
+    class FailingSecondFile(LocalFolderSink):
+        def submit(self, local_path: Path, file: Any) -> None:
+            if file.day.day == 6:
+                local_path.unlink()
+                raise ExportSinkError("the bucket went away")
+            super().submit(local_path, file)
+
+    records = _records(300, lambda index: {"Count": index})
+    for index, record in enumerate(records):
+        record["ts"] += (index % 4) * 1_000_000  # four days: 5, 6, 7 and 8 January
+    with pytest.raises(ExportSinkError, match="went away"):
+        export_event(
+            pages_of(records), event_name="Charged", naming=NAMING, export_format="parquet",
+            sink=FailingSecondFile(tmp_path / "out"), work_dir=tmp_path / "work",
+        )  # fmt: skip
+    assert [path.name for path in (tmp_path / "out").rglob("*.parquet")] == [
+        f"{NAMING.request_id}-{NAMING.run_timestamp}-Charged-20240105-0-{NAMING.database_id}.parquet"
+    ]
+    assert not [path for path in (tmp_path / "work").rglob("*") if path.is_file()]
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("parquet-")]

@@ -30,7 +30,8 @@ A key absent from a record, or null, reads back as null. Files are compressed in
 ``max_file_bytes``: a row group is sized from the bytes earlier groups took, the file is closed
 before a group would pass the limit, and should a closed file still be over (an estimate missed),
 it is written again without its last row group, which starts the next file. The next block of the
-spill is converted in a helper thread while a row group is written.
+spill is converted in a helper thread while a row group is written, and two days are written side by
+side; files reach the sink in day order.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,7 @@ import pyarrow.parquet as pq
 
 from ct_airflow_provider.export.chunking import Delivery, too_small_error
 from ct_airflow_provider.export.errors import ExportConfigError, ExportDataError
-from ct_airflow_provider.export.files import digest_of_path
+from ct_airflow_provider.export.files import FileDigest, digest_of_path
 from ct_airflow_provider.export.formats import PARQUET_CODECS
 from ct_airflow_provider.export.records import day_of
 
@@ -102,6 +104,8 @@ _BLOCK_BYTES = 4 << 20
 # Compressed bytes per byte of JSON assumed before any row group was measured.
 _INITIAL_RATIO = 1.0
 _RATIO_MARGIN = 1.25
+# Days whose files are written side by side.
+_DAYS_AT_ONCE = 2
 
 
 class _Node:
@@ -528,9 +532,6 @@ class ParquetWriter:
         self._days: dict[int, _DaySpill] = {}
         self._encoded_paths: dict[str, Any] = {}
         self._encode: _Encoder | None = None  # json_text_encoder(self._encoded_paths), if any
-        self._ratio: float | None = None
-        self._footer_per_group = 0.0
-        self._footer_base = 0
         self._pending: deque[_PendingBlock] = deque()
         self._inference: ThreadPoolExecutor | None = None
         self._tables = 0
@@ -709,38 +710,47 @@ class ParquetWriter:
             return
         self._encode_spill(self._root.json_paths(final=True))
         raw_schema, schema = self._schemas()
-        self._footer_base = self._empty_file_size(schema)
-        leaves = sum(_leaf_count(field.type) for field in schema)
-        self._footer_per_group = 150.0 * leaves
-        # One helper thread converts the next block of JSON lines while a row group is written.
+        sizes = _SizeModel(
+            footer_base=self._empty_file_size(schema),
+            footer_per_group=150.0 * sum(_leaf_count(field.type) for field in schema),
+        )
+        days = sorted(self._days)
+        # Days are written two at a time (pyarrow writes without the GIL: both cores work), and
+        # their files handed to the sink in day order by this thread.
+        with ThreadPoolExecutor(max_workers=_DAYS_AT_ONCE, thread_name_prefix="parquet-days") as pool:
+            written = [pool.submit(self._write_day, day, raw_schema, schema, sizes.copy()) for day in days]
+            try:
+                for day_number, future in zip(days, written, strict=True):
+                    files, read_twice = future.result()
+                    self.records_read_twice += read_twice
+                    for path, digest, day, index, records in files:
+                        self.delivery.deliver(path, digest, day, index, records)
+                    self._days[day_number].path.unlink(missing_ok=True)
+            except BaseException:
+                for future in written:
+                    future.cancel()
+                for future in written:  # files written but never handed over
+                    if not future.cancelled() and future.exception() is None:
+                        for path, *_ in future.result()[0]:
+                            path.unlink(missing_ok=True)
+                raise
+
+    def _write_day(
+        self, day_number: int, raw_schema: pa.Schema, schema: pa.Schema, sizes: _SizeModel
+    ) -> tuple[list[_WrittenFile], int]:
+        """Write one day's files (in a helper thread): the files, and the records read twice."""
+        # One more helper thread converts the next range while a row group is written.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-read-ahead") as read_ahead:
-            for day_number in sorted(self._days):
-                spill = self._days[day_number]
-                _DayWriter(self, spill, day_number, raw_schema, schema, read_ahead).write()
-                spill.path.unlink(missing_ok=True)
+            writer = _DayWriter(
+                self, self._days[day_number], day_number, raw_schema, schema, read_ahead, sizes
+            )
+            return writer.write(), writer.records_read_twice
 
     def _empty_file_size(self, schema: pa.Schema) -> int:
         # ParquetWriter rather than pq.write_table, which imports pandas (seconds, and memory).
         sink = pa.BufferOutputStream()
         pq.ParquetWriter(sink, schema, compression=self.codec).close()
         return len(sink.getvalue())
-
-    def footer_estimate(self, groups: int) -> int:
-        return int(self._footer_base + self._footer_per_group * groups * 1.2) + 1024
-
-    def ratio_estimate(self) -> float:
-        return (self._ratio if self._ratio is not None else _INITIAL_RATIO) * _RATIO_MARGIN
-
-    def learn(self, json_bytes: int, parquet_bytes: int, footer_bytes: int | None, groups: int) -> None:
-        if json_bytes > 0:
-            ratio = parquet_bytes / json_bytes
-            # Follow the data, but let a larger ratio take over at once: overshooting costs a rewrite.
-            self._ratio = (
-                ratio if self._ratio is None or ratio > self._ratio else 0.8 * self._ratio + 0.2 * ratio
-            )
-        if footer_bytes is not None and groups:
-            per_group = max(0.0, (footer_bytes - self._footer_base) / groups)
-            self._footer_per_group = max(per_group, 0.5 * self._footer_per_group)
 
     def abort(self) -> None:
         """Stop the type inference; nothing to delete beyond the spill directory, which the driver removes."""
@@ -751,6 +761,41 @@ class ParquetWriter:
         if self._inference is not None:
             self._inference.shutdown(wait=True, cancel_futures=True)
             self._inference = None
+
+
+class _SizeModel:
+    """What one day's writer learns of Parquet sizes: bytes per byte of JSON, footer bytes per row group.
+
+    :param footer_base: size of a file without rows.
+    :param footer_per_group: footer bytes each row group adds, before any was measured.
+    """
+
+    def __init__(self, footer_base: int, footer_per_group: float) -> None:
+        self.footer_base = footer_base
+        self.footer_per_group = footer_per_group
+        self.ratio: float | None = None
+
+    def copy(self) -> _SizeModel:
+        return _SizeModel(self.footer_base, self.footer_per_group)
+
+    def footer_estimate(self, groups: int) -> int:
+        return int(self.footer_base + self.footer_per_group * groups * 1.2) + 1024
+
+    def ratio_estimate(self) -> float:
+        return (self.ratio if self.ratio is not None else _INITIAL_RATIO) * _RATIO_MARGIN
+
+    def learn(self, json_bytes: int, parquet_bytes: int, footer_bytes: int | None, groups: int) -> None:
+        if json_bytes > 0:
+            ratio = parquet_bytes / json_bytes
+            # Follow the data, but let a larger ratio take over at once: overshooting costs a rewrite.
+            self.ratio = ratio if self.ratio is None or ratio > self.ratio else 0.8 * self.ratio + 0.2 * ratio
+        if footer_bytes is not None and groups:
+            per_group = max(0.0, (footer_bytes - self.footer_base) / groups)
+            self.footer_per_group = max(per_group, 0.5 * self.footer_per_group)
+
+
+# A finished file of a day, not yet handed to the sink: path, digest, day, index, records.
+_WrittenFile = tuple[Path, FileDigest, date, int, int]
 
 
 def _leaf_count(arrow_type: pa.DataType) -> int:
@@ -834,9 +879,13 @@ class _DayWriter:
         raw_schema: pa.Schema,
         schema: pa.Schema,
         read_ahead: ThreadPoolExecutor,
+        sizes: _SizeModel,
     ) -> None:
         self.owner = owner
         self.read_ahead = read_ahead
+        self.sizes = sizes
+        self.files: list[_WrittenFile] = []
+        self.records_read_twice = 0
         # The byte range converted ahead, with its table and the records read from JSON for it.
         self.ahead: tuple[int, int, Future[tuple[pa.Table, int]]] | None = None
         self.spill = spill
@@ -854,7 +903,8 @@ class _DayWriter:
             explicit_schema=raw_schema, unexpected_field_behavior="error"
         )
 
-    def write(self) -> None:
+    def write(self) -> list[_WrittenFile]:
+        """Write the day's files; return them, in order (none is left behind on failure)."""
         with open(self.spill.path, "rb") as handle:
             self.fd = handle.fileno()
             self.size = os.fstat(self.fd).st_size
@@ -864,8 +914,13 @@ class _DayWriter:
                 while self.offset < self.size:
                     self._write_file(index)
                     index += 1
+            except BaseException:
+                for path, *_ in self.files:
+                    path.unlink(missing_ok=True)
+                raise
             finally:
                 self._drop_ahead()
+        return self.files
 
     # Reading the spill --------------------------------------------------------------------------
 
@@ -950,7 +1005,7 @@ class _DayWriter:
         else:
             self._drop_ahead()
             table, read_twice = self._convert(start, end)
-        self.owner.records_read_twice += read_twice
+        self.records_read_twice += read_twice
         return table
 
     def _convert(self, start: int, end: int) -> tuple[pa.Table, int]:
@@ -1015,15 +1070,15 @@ class _DayWriter:
         return path.stat().st_size
 
     def _write_file(self, index: int) -> None:
-        owner = self.owner
-        path = owner.delivery.new_path()
+        sizes = self.sizes
+        path = self.owner.delivery.new_path()
         groups: list[tuple[int, int, int]] = []
         sink, writer = self._open(path)
         position = sink.tell()
         try:
             while self.offset < self.size:
-                room = self.limit - position - owner.footer_estimate(len(groups) + 1)
-                budget = min(self.block_bytes, int(room / owner.ratio_estimate()))
+                room = self.limit - position - sizes.footer_estimate(len(groups) + 1)
+                budget = min(self.block_bytes, int(room / sizes.ratio_estimate()))
                 taken = self._take(budget, at_least_one=not groups)
                 if taken is None:
                     break
@@ -1032,12 +1087,12 @@ class _DayWriter:
                 self._convert_ahead(end)
                 writer.write_table(table)
                 after = sink.tell()
-                owner.learn(end - start, after - position, None, 0)
+                sizes.learn(end - start, after - position, None, 0)
                 position = after
                 groups.append((start, end, table.num_rows))
                 del table
                 self.offset = end
-                if position + owner.footer_estimate(len(groups)) > self.limit:
+                if position + sizes.footer_estimate(len(groups)) > self.limit:
                     break
         except BaseException:
             writer.close()
@@ -1047,12 +1102,12 @@ class _DayWriter:
         writer.close()
         sink.close()
         size = path.stat().st_size
-        owner.learn(0, 0, size - position, len(groups))
+        sizes.learn(0, 0, size - position, len(groups))
         while size > self.limit:
             size = self._shrink(path, groups)
         records = sum(rows for _start, _end, rows in groups)
         digest = digest_of_path(path)
-        owner.delivery.deliver(path, digest, self.day, index, records)
+        self.files.append((path, digest, self.day, index, records))
 
     def _shrink(self, path: Path, groups: list[tuple[int, int, int]]) -> int:
         """Rewrite an over-size file without its last row group (or half of its only one)."""
@@ -1065,7 +1120,7 @@ class _DayWriter:
             if rows <= 1:
                 path.unlink(missing_ok=True)
                 raise too_small_error(
-                    end - start, self.owner.footer_estimate(1), self.limit, "Parquet (as JSON text)"
+                    end - start, self.sizes.footer_estimate(1), self.limit, "Parquet (as JSON text)"
                 )
             middle = start + _nth_line_end(data, rows // 2)
             groups[-1] = (start, middle, rows // 2)
