@@ -75,9 +75,10 @@ def test_inferred_types_give_the_schema_the_python_rules_give(blocks: list[list[
                 schema, big_ints = inferred
                 root.merge_arrow(pa.struct(list(schema)), (), big_ints)
                 assert data is not None
-                block = _Block(0, len(data))
-                block.table_path = table_path
-                kept.append((data, block))
+                if table_path.exists():  # kept unless pyarrow's table of the lines is invalid
+                    block = _Block(0, len(data))
+                    block.table_path = table_path
+                    kept.append((data, block))
             everything += records
         learned = pa.schema([field_of(key, node) for key, node in (root.fields or {}).items()])
         assert learned.equals(_python_schema(everything), check_metadata=True), (learned, everything)
@@ -112,6 +113,13 @@ def test_blocks_pyarrow_cannot_tell_are_refused(
     lines: list[dict[str, Any]], refused: bool, tmp_path: Path
 ) -> None:
     assert (_infer_block(_lines(lines), tmp_path / "block.arrow") is None) is refused
+
+
+def test_a_table_pyarrow_reads_invalid_is_not_kept(tmp_path: Path) -> None:
+    # pyarrow 26, inferring, drops the null that starts a list: the types hold, the table not.
+    inferred = _infer_block(_lines([{"x": [None, False]}, {"x": [True]}]), tmp_path / "block.arrow")
+    assert inferred is not None and inferred[0].field("x").type == pa.list_(pa.bool_())
+    assert not (tmp_path / "block.arrow").exists()
 
 
 def test_a_block_of_text_read_as_timestamps_is_read_again_from_its_lines(tmp_path: Path) -> None:

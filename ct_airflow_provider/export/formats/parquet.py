@@ -384,7 +384,7 @@ def _infer_block(data: bytearray, table_path: Path) -> _Inferred | None:
     :param data: whole JSON lines, one record each.
     :param table_path: where to keep the table read.
     :return: the inferred schema and the paths of integer columns holding a value beyond
-        +-2**53, or ``None``.
+        +-2**53, or ``None``. The table is kept only when pyarrow made it valid.
     """
     options = pa_json.ReadOptions(block_size=len(data) + 1, use_threads=False)
     try:
@@ -396,6 +396,12 @@ def _infer_block(data: bytearray, table_path: Path) -> _Inferred | None:
         for chunk in column.chunks:
             if not _check_inferred(field.type, chunk, (field.name,), big_ints):
                 return None
+    try:
+        # pyarrow 26's reader, inferring, drops the null that starts a list ([null, 1]) and makes
+        # an invalid array; its types are right, its table is not kept.
+        table.validate(full=True)
+    except pa.ArrowInvalid:
+        return table.schema, frozenset(big_ints)
     with pa.OSFile(str(table_path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as ipc:
         ipc.write_table(table)
     return table.schema, frozenset(big_ints)
@@ -616,7 +622,8 @@ class ParquetWriter:
             else:
                 schema, big_ints = result
                 self._root.merge_arrow(pa.struct(list(schema)), (), big_ints)
-                oldest.block.table_path = oldest.table_path
+                if oldest.table_path.exists():  # kept only when pyarrow made it valid
+                    oldest.block.table_path = oldest.table_path
 
     def _merge_lines(self, data: bytearray, careful: bool) -> None:
         """Learn the types of a block's records in Python, one record at a time."""
