@@ -119,12 +119,17 @@ def _timed(total: list[float], work: Any, *args: Any) -> Any:
     return result
 
 
-def run_floor(export_format: str, folder: Path) -> dict[str, Any]:
-    """Serialization only, per file of ``ours``, of objects rebuilt from that file beforehand."""
-    source = folder / "ours"
+def _floor_folders(folder: Path) -> tuple[Path, Path]:
+    """``ours``' files (the floors' input) and an emptied folder for the floor's files."""
     target = folder / "floor"
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
+    return folder / "ours", target
+
+
+def run_floor(export_format: str, folder: Path) -> dict[str, Any]:
+    """Serialization only, per file of ``ours``, of objects rebuilt from that file beforehand."""
+    source, target = _floor_folders(folder)
     total = [0.0, 0.0]
     records = written = 0
     for path in sorted(source.rglob(f"*.{export_format}")):
@@ -195,10 +200,7 @@ def run_floor_from_records(folder: Path) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    source = folder / "ours"
-    target = folder / "floor"
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
+    source, target = _floor_folders(folder)
     total = [0.0, 0.0]
     records = written = 0
     for path in sorted(source.rglob("*.parquet")):

@@ -441,18 +441,7 @@ class _GatherPlan:
 
         :param record: a file record whose keys all have columns.
         """
-        values = list(map(record.get, self.top_keys))
-        if self.top_may_hold_objects:
-            values = [None if type(value) is dict else value for value in values]
-        if self.const is not None:
-            values.append(self.const)
-        for name, keys, nones in self.sections:
-            section = record.get(name)
-            if type(section) is dict:
-                values += map(section.get, keys)
-            else:
-                values += nones
-        return values if self.arrange is None else self.arrange(values)
+        return self._gather(record, self.sections)
 
     def api_row(self, record: dict[str, Any]) -> Sequence[Any]:
         """:meth:`row` of the file record an API record becomes, read from the API record itself.
@@ -461,16 +450,22 @@ class _GatherPlan:
             ``session_props``, the three of them objects, whose keys all have columns (checked
             against :attr:`api_profile_keys` and the like).
         """
+        return self._gather(record, self.api_sections)
+
+    def _gather(
+        self, record: dict[str, Any], sections: Sequence[tuple[Any, tuple[Any, ...], tuple[None, ...]]]
+    ) -> Sequence[Any]:
         values = list(map(record.get, self.top_keys))
         if self.top_may_hold_objects:
             values = [None if type(value) is dict else value for value in values]
         if self.const is not None:
             values.append(self.const)
-        for source, keys, nones in self.api_sections:
-            if source is None:
-                values += nones
+        for name, keys, nones in sections:
+            section = record.get(name)
+            if type(section) is dict:
+                values += map(section.get, keys)
             else:
-                values += map(record[source].get, keys)
+                values += nones
         return values if self.arrange is None else self.arrange(values)
 
 
