@@ -125,6 +125,35 @@ class AirflowDeployment:
             raise DeploymentError(f"no log {path}; the folder holds {present}")
         return path.read_text(errors="replace")
 
+    # -- components ----------------------------------------------------------------------------
+    def start(self, name: str, api_port: int | None = None) -> None:
+        """Start one component (``api-server`` needs ``api_port``), logging to ``<home>/<name>.log``."""
+        args = [name]
+        if name == "api-server":
+            args += ["--host", "127.0.0.1", "--port", str(api_port), "--workers", "1"]
+        with (self.home / f"{name}.log").open("ab") as log:
+            self.processes[name] = subprocess.Popen(
+                [str(_AIRFLOW), *args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @contextlib.contextmanager
+    def scheduler_stopped(self) -> Iterator[None]:
+        """Stop the scheduler for the block, then start it again.
+
+        ``airflow backfill create`` deletes the backfill it made when SQLite refuses it a lock, and
+        tries again; a scheduler creating task instances for those runs meanwhile fails on their
+        foreign key and exits (Airflow 3.3 with SQLite). Nothing runs while a backfill is created.
+        """
+        _stop_components({"scheduler": self.processes.pop("scheduler")})
+        try:
+            yield
+        finally:
+            self.start("scheduler")
+
     # -- waiting -------------------------------------------------------------------------------
     def check_alive(self) -> None:
         """Raise with the last log lines if a component has exited."""
@@ -245,17 +274,7 @@ def run_airflow_deployment(
         deployment.cli("pools", "set", pool, str(slots), f"test pool {pool}")
     try:
         for name in _COMPONENTS:
-            args = [name]
-            if name == "api-server":
-                args += ["--host", "127.0.0.1", "--port", str(api_port), "--workers", "1"]
-            with (home / f"{name}.log").open("ab") as log:
-                deployment.processes[name] = subprocess.Popen(
-                    [str(_AIRFLOW), *args],
-                    env=deployment.env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            deployment.start(name, api_port)
         deployment.wait_until(
             "api-server healthy",
             lambda: deployment.api("monitor/health")["metadatabase"]["status"] == "healthy",

@@ -90,10 +90,11 @@ def _backfill(airflow: AirflowDeployment, dag_id: str, from_date: str, to_date: 
     """Run ``airflow backfill create`` as the README shows it and wait until its runs have finished."""
     airflow.wait_for_backfills_complete(dag_id)
     known = {b["id"] for b in airflow.backfills(dag_id)}
-    airflow.cli(
-        "backfill", "create", "--dag-id", dag_id, "--from-date", from_date, "--to-date", to_date,
-        "--reprocess-behavior", "completed", *extra,
-    )  # fmt: skip
+    with airflow.scheduler_stopped():
+        airflow.cli(
+            "backfill", "create", "--dag-id", dag_id, "--from-date", from_date, "--to-date", to_date,
+            "--reprocess-behavior", "completed", *extra,
+        )  # fmt: skip
     # A try refused by SQLite's lock removed its own backfill; the command's backfill is the newest.
     created = max((b for b in airflow.backfills(dag_id) if b["id"] not in known), key=lambda b: b["id"])
     runs = airflow.wait_for_backfill_runs(dag_id, created["id"], BACKFILL_DEADLINE_S)
