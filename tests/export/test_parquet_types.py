@@ -264,6 +264,8 @@ def test_records_are_read_once_when_their_types_hold(tmp_path: Path) -> None:
         record["ts"] += (index % 3) * 1_000_000  # three days, interleaved
     writer, files, out = _write_directly(records, tmp_path)
     assert writer.records_read_twice == 0
+    # Each day's spill and the tables kept for it are gone once its files are written.
+    assert not list((tmp_path / "spill").iterdir())
     schema, rows = _rows(files, out)
     assert schema.field("eventProps").type.field("Count").type == pa.int64()
     assert sorted(row["profile"]["identity"] for row in rows) == sorted(f"u{i}" for i in range(400))

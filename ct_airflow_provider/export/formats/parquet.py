@@ -500,6 +500,13 @@ class _DaySpill:
         self.blocks: list[_Block] = []
         self.reparse_until = 0
 
+    def remove(self) -> None:
+        """Delete the spill file and the tables kept for its blocks (the day's files are written)."""
+        self.path.unlink(missing_ok=True)
+        for block in self.blocks:
+            if block.table_path is not None:
+                block.table_path.unlink(missing_ok=True)
+
     def take_block(self) -> tuple[_Block, bytearray, bool] | None:
         """Append the waiting lines to the file as a new block: ``(block, its lines, careful)``."""
         data = self.buffer
@@ -732,7 +739,7 @@ class ParquetWriter:
                     self.records_read_twice += read_twice
                     for path, digest, day, index, records in files:
                         self.delivery.deliver(path, digest, day, index, records)
-                    self._days[day_number].path.unlink(missing_ok=True)
+                    self._days[day_number].remove()
             except BaseException:
                 for future in written:
                     future.cancel()
