@@ -129,6 +129,10 @@ def too_small_error(record_bytes: int, fixed_bytes: int, max_file_bytes: int, wh
     )
 
 
+#: The buffer of a day without an open file: never appended to, since its room is -1.
+_NO_BUFFER = bytearray()
+
+
 class DayFiles:
     """The files of every day of one export in a text format; opens at most ``max_open`` at once.
 
@@ -184,6 +188,7 @@ class DayChunks:
     """
 
     __slots__ = (
+        "_buffer",
         "_file",
         "_fixed",
         "_follower",
@@ -204,11 +209,13 @@ class DayChunks:
         self.next_index = 0
         self.records = 0
         self._file: OutputFile | None = None
+        # The current file's buffer, appended to directly (no call per record); see OutputFile.room.
+        self._buffer = _NO_BUFFER
         self._follower: FileFollower | None = None
         self._records = 0
         self._limit = owner.delivery.max_file_bytes
         self._fixed = len(owner.footer)
-        # Bytes that surely still fit in the current file: most records only subtract from it.
+        # Bytes that may still go to the buffer: most records only subtract from it.
         self._room = -1
 
     def add(self, data: bytes) -> None:
@@ -220,7 +227,7 @@ class DayChunks:
         if size > self._room:
             self._make_room(size)
         self._room -= size
-        self._file.write(data)  # type: ignore[union-attr]  # _make_room opened it
+        self._buffer += data
         self._records += 1
 
     def _make_room(self, size: int) -> None:
@@ -246,6 +253,7 @@ class DayChunks:
             on_disk=None if follower is None else follower.written,
         )
         current.write(owner.header)
+        self._buffer = current.buffer
         if not current.fits(size, self._fixed, self._limit):
             self.abort()
             raise too_small_error(
@@ -259,6 +267,7 @@ class DayChunks:
         if current is None:
             return
         self._file = None
+        self._buffer = _NO_BUFFER
         self._follower = None
         self._room = -1
         self.owner._closed(self)
@@ -277,6 +286,7 @@ class DayChunks:
         if self._file is not None:
             self._file.abort()
             self._file = None
+            self._buffer = _NO_BUFFER
             self._room = -1
             self.owner._closed(self)
 
@@ -287,8 +297,10 @@ class StreamWriter:
     :param delivery: where finished files go.
     :param header: bytes each file starts with.
     :param footer: bytes each file ends with.
-    :param encode: turns a file record into its bytes.
+    :param encode: turns a record into its bytes.
     :param max_open: how many days' files may be open together.
+    :param shapes_records: whether ``encode`` takes API event records (and shapes them itself)
+        rather than file records.
     """
 
     def __init__(
@@ -298,9 +310,12 @@ class StreamWriter:
         footer: bytes,
         encode: Callable[[dict[str, Any]], bytes],
         max_open: int = DEFAULT_MAX_OPEN_DAYS,
+        *,
+        shapes_records: bool = False,
     ) -> None:
         self.files = DayFiles(delivery, header, footer, max_open)
         self.encode = encode
+        self.shapes_records = shapes_records
 
     def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Write one page of records.
@@ -319,7 +334,7 @@ class StreamWriter:
             if size > chunks._room:
                 chunks._make_room(size)
             chunks._room -= size
-            chunks._file.write(data)  # type: ignore[union-attr]  # _make_room opened it
+            chunks._buffer += data
             chunks._records += 1
 
     def finish(self) -> None:

@@ -194,7 +194,6 @@ class OutputFile:
     """
 
     __slots__ = (
-        "_buffer",
         "_checksums",
         "_compressor",
         "_exact_out",
@@ -203,6 +202,7 @@ class OutputFile:
         "_on_disk",
         "_out_bytes",
         "_worker",
+        "buffer",
         "path",
     )
 
@@ -216,7 +216,9 @@ class OutputFile:
     ) -> None:
         self.path = path
         self._handle = _open_empty(path)
-        self._buffer = bytearray()
+        #: Bytes not yet written out. A writer may append to it directly (the same object for
+        #: the file's life) as long as it stays within :meth:`room`.
+        self.buffer = bytearray()
         self._checksums = _Checksums()
         # wbits 31: gzip wrapper; mtime 0 in the header keeps files reproducible.
         self._compressor = zlib.compressobj(gzip_level, zlib.DEFLATED, 31) if gzip_level is not None else None
@@ -228,8 +230,8 @@ class OutputFile:
 
     def write(self, data: bytes) -> None:
         """Append ``data`` (already checked with :meth:`fits`)."""
-        self._buffer += data
-        if len(self._buffer) >= _BUFFER_BYTES:
+        self.buffer += data
+        if len(self.buffer) >= _BUFFER_BYTES:
             self._drain()
 
     # In the worker thread for gzip files, in the caller's for plain ones ---------------------
@@ -257,10 +259,11 @@ class OutputFile:
     # In the caller's thread -----------------------------------------------------------------
 
     def _drain(self) -> None:
-        if not self._buffer:
+        buffer = self.buffer
+        if not buffer:
             return
-        data = bytes(self._buffer)
-        self._buffer = bytearray()
+        data = bytes(buffer)  # CRC32C takes bytes only; the worker thread needs its own copy anyway
+        buffer.clear()
         if self._compressor is None:
             self._emit(data)
             self._exact_out = self._out_bytes
@@ -269,30 +272,32 @@ class OutputFile:
         self._worker.submit(partial(self._process, data))
 
     def _bound(self, extra: int) -> int:
-        pending = self._in_since_sync + len(self._buffer) + extra
+        pending = self._in_since_sync + len(self.buffer) + extra
         if self._compressor is None:
             return self._exact_out + pending
         return self._exact_out + pending + (pending >> 10) + _GZIP_FIXED_OVERHEAD
 
     def room(self, footer_size: int, limit: int) -> int:
-        """How many more bytes surely fit before a footer of ``footer_size`` within ``limit``.
+        """How many more bytes may be appended to :attr:`buffer` before asking :meth:`fits` again.
 
-        For gzip the answer is a lower bound; when it is too small for what comes next, ask
-        :meth:`fits`, which makes the size exact first.
+        That is the bytes that surely fit before a footer of ``footer_size`` within ``limit`` (for
+        gzip a lower bound: when it is too small for what comes next, :meth:`fits` makes the
+        size exact first), and at most what fills the buffer (:meth:`fits` writes it out).
 
         :param footer_size: bytes the file ends with.
         :param limit: the file size limit in bytes.
         """
-        pending = self._in_since_sync + len(self._buffer) + footer_size
+        buffered = len(self.buffer)
+        pending = self._in_since_sync + buffered + footer_size
         available = limit - self._exact_out
         if self._compressor is None:
-            return available - pending
+            return min(available - pending, _BUFFER_BYTES - buffered)
         available -= _GZIP_FIXED_OVERHEAD
         # The largest total q with q + (q >> 10) <= available.
         total = available - (available >> 10) if available > 0 else 0
         while total > 0 and total + (total >> 10) > available:
             total -= 1
-        return total - pending
+        return min(total - pending, _BUFFER_BYTES - buffered)
 
     def fits(self, size: int, footer_size: int, limit: int) -> bool:
         """Whether ``size`` more bytes, then a footer of ``footer_size``, keep the file within ``limit``.
@@ -301,9 +306,11 @@ class OutputFile:
         :param footer_size: bytes the file ends with (written by :meth:`finish`).
         :param limit: the file size limit in bytes.
         """
+        if len(self.buffer) >= _BUFFER_BYTES:
+            self._drain()
         if self._bound(size + footer_size) <= limit:
             return True
-        if self._compressor is not None and (self._in_since_sync or self._buffer):
+        if self._compressor is not None and (self._in_since_sync or self.buffer):
             self._drain()
             self._worker.submit(self._sync)
             self._worker.wait()
@@ -317,7 +324,7 @@ class OutputFile:
 
         :param footer: the bytes that end the file (for example the closing root tag of XML).
         """
-        self._buffer += footer
+        self.buffer += footer
         self._drain()
         if self._compressor is None:
             self._close()
@@ -328,7 +335,7 @@ class OutputFile:
 
     def abort(self) -> None:
         """Close and delete the unfinished file."""
-        self._buffer = bytearray()
+        self.buffer.clear()
         if self._compressor is not None:
             # Called while another error propagates: a failure of the worker must not hide it.
             with contextlib.suppress(Exception):

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
+from itertools import compress
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -145,13 +146,19 @@ def _writer(
     event_name: str | None,
     max_open_days: int = DEFAULT_MAX_OPEN_DAYS,
 ) -> _Writer:
+    # Text formats shape event records as they encode them: a call less per record.
+    events = event_name is not None
     if settings.export_format == "json":
+        encode = json_format.encode_event if events else json_format.encode_line
         return StreamWriter(
-            delivery, json_format.title_line(title), b"", json_format.encode_line, max_open_days
+            delivery, json_format.title_line(title), b"", encode, max_open_days, shapes_records=events
         )
     if settings.export_format == "xml":
         encoder = XmlEncoder(event_name)
-        return StreamWriter(delivery, encoder.header, encoder.footer, encoder.encode, max_open_days)
+        encode = encoder.encode_event if events else encoder.encode
+        return StreamWriter(
+            delivery, encoder.header, encoder.footer, encode, max_open_days, shapes_records=events
+        )
     if settings.export_format == "csv":
         return CsvWriter(delivery, spill_dir, event_name)
     # pyarrow is imported only for Parquet exports: it is the largest import of the package.
@@ -261,24 +268,17 @@ def export_event(
         sink,
         settings.work_dir,
     )
-    counts = [0, 0]  # received, dropped by keep
+    counts = [0, 0]  # received, kept
 
-    def prepared(page: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
-        # One record at a time (no list of a page's shaped records): less memory, less GC work.
+    def prepared(page: list[dict[str, Any]]) -> Iterable[tuple[int, dict[str, Any]]]:
+        # Checked a page at a time (C-level passes over the page, no generator per record); one
+        # record at a time afterwards (no list of a page's shaped records): less memory and GC work.
+        if type(page) is not list:
+            page = list(page)
         counts[0] += len(page)
-        for record in page:
-            try:
-                ts = record["ts"]
-            except (KeyError, TypeError, IndexError):
-                raise ExportDataError(
-                    f"An events page holds a record without 'ts': {_describe(record)}."
-                ) from None
-            if type(ts) is not int or not _TS_MIN <= ts <= _TS_MAX:
-                check_ts(ts)
-            if keep is not None and not keep(ts):
-                counts[1] += 1
-                continue
-            yield ts // 1_000_000, record if shaped_by_writer else shape_event(record)
+        days, records = _days_of_page(page, keep)
+        counts[1] += len(records)
+        return zip(days, records if shaped_by_writer else map(shape_event, records), strict=True)
 
     with _spill_area(settings.work_dir) as spill_dir:
         try:
@@ -289,7 +289,39 @@ def export_event(
         # A writer may read API records itself, faster than through their shaped copies.
         shaped_by_writer = getattr(writer, "shapes_records", False)
         _run(writer, map(prepared, pages), delivery)
-    return _result(event_name, delivery, counts[0], counts[0] - counts[1])
+    return _result(event_name, delivery, counts[0], counts[1])
+
+
+_ONLY_INTEGERS = {int}
+
+
+def _days_of_page(
+    page: list[dict[str, Any]], keep: Callable[[int], bool] | None
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """``(yyyymmdd of each kept record, the kept records)`` of one events page.
+
+    :raises ExportDataError: for a record without a valid ``ts`` (the first such record).
+    """
+    try:
+        stamps = [record["ts"] for record in page]
+    except (KeyError, TypeError, IndexError):
+        for record in page:
+            if not isinstance(record, Mapping) or "ts" not in record:
+                raise ExportDataError(
+                    f"An events page holds a record without 'ts': {_describe(record)}."
+                ) from None
+        raise
+    if stamps and (
+        set(map(type, stamps)) != _ONLY_INTEGERS or min(stamps) < _TS_MIN or max(stamps) > _TS_MAX
+    ):
+        for ts in stamps:
+            check_ts(ts)
+    if keep is not None:
+        kept = list(map(keep, stamps))
+        if not all(kept):
+            page = list(compress(page, kept))
+            stamps = list(compress(stamps, kept))
+    return [ts // 1_000_000 for ts in stamps], page
 
 
 def export_profiles(

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ct_airflow_provider.export import ExportDataError
+from ct_airflow_provider.export.files import FileDigest, digest_of_path
 from tests.export.conftest import Exporter
 from tests.export.readers import (
     expected_record,
@@ -158,3 +159,25 @@ def test_an_output_file_replaces_what_its_path_held(tmp_path: Any, gzip_level: i
     data = path.read_bytes()
     assert (gzip.decompress(data) if gzip_level else data) == b"fresh\n"
     assert digest.size == len(data)
+
+
+@pytest.mark.parametrize("compression", [None, "gzip"])
+@pytest.mark.parametrize("export_format", ["json", "xml"])
+def test_records_beyond_the_write_buffer_reach_the_file_whole_and_checksummed(
+    run_export: Exporter, export_format: str, compression: str | None
+) -> None:
+    # Records pile up in a 256 KiB buffer that is written out when full; records bigger than
+    # the buffer, and runs of records crossing it many times, must arrive intact and in order.
+    records = _records(600, days=1, incompressible=True)
+    rng = random.Random(5)
+    for index in (0, 7, 299, 599):
+        records[index]["event_props"]["Note"] = "".join(rng.choices(string.ascii_letters, k=400_000))
+    files, out = run_export(records, export_format, compression=compression, max_file_bytes=1_000_000)
+    assert len(files) > 1
+    indices: list[int] = []
+    for file in sorted(files, key=lambda f: f.file_index):
+        path = out / file.object_name
+        assert digest_of_path(path) == FileDigest(file.bytes, file.crc32c)
+        assert file.bytes <= 1_000_000
+        indices += _read_indices(path, export_format)
+    assert indices == list(range(600))

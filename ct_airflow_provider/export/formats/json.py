@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from ct_airflow_provider.export.errors import ExportConfigError, ExportDataError
+from ct_airflow_provider.export.records import shape_event
 
 _OPTIONS = orjson.OPT_APPEND_NEWLINE
 
@@ -42,6 +43,19 @@ def encode_line(record: dict[str, Any]) -> bytes:
         return orjson.dumps(record, option=_OPTIONS)
     except TypeError:
         return _careful_line(record)
+
+
+def encode_event(record: dict[str, Any]) -> bytes:
+    """Return the JSON line of an API event record: :func:`encode_line` of its shaped record.
+
+    :param record: an API event record (see :func:`~ct_airflow_provider.export.records.shape_event`).
+    :raises ExportDataError: if the record cannot be shaped or holds something JSON cannot represent.
+    """
+    shaped = shape_event(record)
+    try:
+        return orjson.dumps(shaped, option=_OPTIONS)
+    except TypeError:
+        return _careful_line(shaped)
 
 
 def _careful_line(record: dict[str, Any]) -> bytes:

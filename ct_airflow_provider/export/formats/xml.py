@@ -45,6 +45,8 @@ from typing import Any
 
 import orjson
 
+from ct_airflow_provider.export.records import shape_event
+
 _DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 _FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _VALID_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
@@ -112,6 +114,13 @@ class XmlEncoder:
                 self._tags.clear()
             self._tags[key] = tag
         return tag
+
+    def encode_event(self, record: dict[str, Any]) -> bytes:
+        """Return the ``<Event>`` of an API event record: :meth:`encode` of its shaped record.
+
+        :param record: an API event record (see :func:`~ct_airflow_provider.export.records.shape_event`).
+        """
+        return self.encode(shape_event(record))
 
     def encode(self, record: dict[str, Any]) -> bytes:
         """Return one record as UTF-8 XML text (an ``<Event>`` or ``<Profile>`` element and a newline).
