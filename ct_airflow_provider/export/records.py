@@ -139,13 +139,13 @@ def split_device_fields(profile: dict[str, Any]) -> tuple[dict[str, Any], dict[s
     :param profile: an API record's profile.
     """
     device: dict[str, Any] = {}
-    rest = profile
+    rest = None  # (a test against None is cheaper than one against the profile)
     for key in DEVICE_FIELDS:
         if key in profile:
-            if rest is profile:
+            if rest is None:
                 rest = profile.copy()
             device[key] = rest.pop(key)
-    return device, rest
+    return device, profile if rest is None else rest
 
 
 def _add_extras(record: Mapping[str, Any], shaped: dict[str, Any]) -> None:
