@@ -88,6 +88,8 @@ def main() -> None:
     formats = [name for name in args.formats.split(",") if name]
     pandas_count = args.pandas_records or min(count, 250_000)
 
+    if args.work_dir is not None:
+        args.work_dir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="bench-formats-", dir=args.work_dir))
     rows = []
     try:
