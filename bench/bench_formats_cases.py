@@ -71,9 +71,9 @@ class PeakMemory:
 def settle_disk() -> None:
     """Write out what earlier cases left in the page cache, before a case's clock starts.
 
-    Each case writes hundreds of MB; without this, the next case's writes would compete with
-    the kernel writing back the previous case's (measured: the same export 1.5x slower right
-    after another case), and which side pays would depend on the order of the cases.
+    Each case writes hundreds of MB; without this, a case could share the machine with the
+    kernel writing back the previous case's files, and which side pays would depend on the
+    order of the cases.
     """
     os.sync()
 
