@@ -292,7 +292,7 @@ def export_event(
     return _result(event_name, delivery, counts[0], counts[1])
 
 
-_ONLY_INTEGERS = {int}
+_ONLY_INTEGERS = frozenset({int})
 
 
 def _days_of_page(
