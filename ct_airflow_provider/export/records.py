@@ -17,8 +17,9 @@ no field is dropped. Profile records keep their own shape: they are written as t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
+from itertools import compress
 from typing import Any
 
 from ct_airflow_provider.export.errors import ExportDataError
@@ -54,6 +55,7 @@ _ABSENT: Any = object()
 # 14-digit yyyyMMddHHmmss.
 _TS_MIN = 10000101000000
 _TS_MAX = 99991231235959
+_ONLY_INTEGERS = frozenset({int})
 
 
 def shape_event(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -180,6 +182,47 @@ def check_ts(ts: object) -> int:
             f"got {ts!r}."
         )
     return ts
+
+
+def days_of_page(
+    page: list[dict[str, Any]], keep: Callable[[int], bool] | None
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """``(yyyymmdd of each kept record, the kept records)`` of one events page, its ``ts`` checked.
+
+    The checks are a few C-level passes over the page (the stamps, the set of their types, min and
+    max) rather than a step per record; only a page that fails them is looked at record by record.
+
+    :param page: API event records.
+    :param keep: optional predicate on a record's ``ts``; records for which it is false are left out.
+    :raises ExportDataError: for a record without a valid ``ts`` (the first such record).
+    """
+    try:
+        stamps = [record["ts"] for record in page]
+    except (KeyError, TypeError, IndexError):
+        for record in page:
+            if not isinstance(record, Mapping) or "ts" not in record:
+                raise ExportDataError(
+                    f"An events page holds a record without 'ts': {describe_record(record)}."
+                ) from None
+        raise
+    if stamps and (
+        set(map(type, stamps)) != _ONLY_INTEGERS or min(stamps) < _TS_MIN or max(stamps) > _TS_MAX
+    ):
+        for ts in stamps:
+            check_ts(ts)
+    if keep is not None:
+        kept = list(map(keep, stamps))
+        if not all(kept):
+            page = list(compress(page, kept))
+            stamps = list(compress(stamps, kept))
+    return [ts // 1_000_000 for ts in stamps], page
+
+
+def describe_record(record: object) -> str:
+    """A short description of something found in a page, for error messages (keys, not values)."""
+    if isinstance(record, Mapping):
+        return f"an object with keys {sorted(map(str, record))[:10]}"
+    return f"a {type(record).__name__}"
 
 
 def day_of(day_number: int) -> date:

@@ -14,11 +14,10 @@ import gc
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
-from itertools import compress
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,14 +34,11 @@ from ct_airflow_provider.export.formats import json as json_format
 from ct_airflow_provider.export.formats.csv import CsvWriter
 from ct_airflow_provider.export.formats.xml import XmlEncoder
 from ct_airflow_provider.export.naming import PROFILES_NAME, ExportNaming, sanitize_event_name
-from ct_airflow_provider.export.records import check_ts, shape_event
+from ct_airflow_provider.export.records import days_of_page, describe_record, shape_event
 from ct_airflow_provider.export.sinks import Sink
 
 #: Smallest ``max_file_bytes`` accepted: below it no file could hold a record.
 MIN_MAX_FILE_BYTES = 1024
-
-_TS_MIN = 10000101000000
-_TS_MAX = 99991231235959
 
 
 class ExportedFiles(list[ExportedFile]):
@@ -276,7 +272,7 @@ def export_event(
         if type(page) is not list:
             page = list(page)
         counts[0] += len(page)
-        days, records = _days_of_page(page, keep)
+        days, records = days_of_page(page, keep)
         counts[1] += len(records)
         return zip(days, records if shaped_by_writer else map(shape_event, records), strict=True)
 
@@ -290,38 +286,6 @@ def export_event(
         shaped_by_writer = getattr(writer, "shapes_records", False)
         _run(writer, map(prepared, pages), delivery)
     return _result(event_name, delivery, counts[0], counts[1])
-
-
-_ONLY_INTEGERS = frozenset({int})
-
-
-def _days_of_page(
-    page: list[dict[str, Any]], keep: Callable[[int], bool] | None
-) -> tuple[list[int], list[dict[str, Any]]]:
-    """``(yyyymmdd of each kept record, the kept records)`` of one events page.
-
-    :raises ExportDataError: for a record without a valid ``ts`` (the first such record).
-    """
-    try:
-        stamps = [record["ts"] for record in page]
-    except (KeyError, TypeError, IndexError):
-        for record in page:
-            if not isinstance(record, Mapping) or "ts" not in record:
-                raise ExportDataError(
-                    f"An events page holds a record without 'ts': {_describe(record)}."
-                ) from None
-        raise
-    if stamps and (
-        set(map(type, stamps)) != _ONLY_INTEGERS or min(stamps) < _TS_MIN or max(stamps) > _TS_MAX
-    ):
-        for ts in stamps:
-            check_ts(ts)
-    if keep is not None:
-        kept = list(map(keep, stamps))
-        if not all(kept):
-            page = list(compress(page, kept))
-            stamps = list(compress(stamps, kept))
-    return [ts // 1_000_000 for ts in stamps], page
 
 
 def export_profiles(
@@ -378,7 +342,7 @@ def export_profiles(
         for record in page:
             if not isinstance(record, dict):
                 raise ExportDataError(
-                    f"A profiles page holds something else than an object: {_describe(record)}."
+                    f"A profiles page holds something else than an object: {describe_record(record)}."
                 )
             counts[0] += 1
             yield day_number, record
@@ -401,12 +365,6 @@ def _result(event_name: str, delivery: Delivery, received: int, kept: int) -> Ex
             "this is a bug: please report it with the event's record count."
         )
     return result
-
-
-def _describe(record: object) -> str:
-    if isinstance(record, Mapping):
-        return f"an object with keys {sorted(map(str, record))[:10]}"
-    return f"a {type(record).__name__}"
 
 
 @contextmanager
