@@ -556,6 +556,9 @@ class ParquetWriter:
         #: a block pyarrow could not tell, ...). Most exports read every record once.
         self.records_read_twice = 0
 
+    #: Event records arrive shaped (see :func:`~ct_airflow_provider.export.records.shape_event`).
+    shapes_records = False
+
     def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Spill one page of records, and learn their types.
 
