@@ -20,15 +20,18 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
 import queue
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ct_airflow_provider.export.claim import LEASE_SECONDS, POLL_SECONDS, ClaimStore, ExportClaim
 from ct_airflow_provider.export.errors import ExportConfigError
 from ct_airflow_provider.export.files import ExportedFile
 from ct_airflow_provider.export.manifest import MANIFEST_CONTENT_TYPE, build_manifest
@@ -60,7 +63,7 @@ class RecordSource(Protocol):
     def iter_profile_pages(self, event_name: str, from_date: dt.date, to_date: dt.date) -> Pages: ...
 
 
-class Bucket(Protocol):
+class Bucket(ClaimStore, Protocol):
     """Where an export writes (the bucket hook)."""
 
     @property
@@ -263,6 +266,9 @@ class ExportRun:
     :param concurrent_requests: CleverTap requests an event export may have in flight at once (1 to
         3, CleverTap's limit per account): with more than one, the window's days are read side by
         side, one day per request.
+    :param holder: who writes this run, the same for every try of one task (see
+        :class:`~ct_airflow_provider.export.claim.ExportClaim`); a unique name by default.
+    :param claim_lease_seconds: a claim on the run not renewed for this long is taken over.
     """
 
     def __init__(
@@ -274,8 +280,12 @@ class ExportRun:
         work_dir: Path | None = None,
         max_in_flight: int = 2,
         concurrent_requests: int = DEFAULT_CONCURRENT_REQUESTS,
+        holder: str | None = None,
+        claim_lease_seconds: float = LEASE_SECONDS,
     ) -> None:
         self.concurrent_requests = check_concurrent_requests(concurrent_requests)
+        self.holder = holder or f"export {uuid.uuid4().hex[:12]} (process {os.getpid()})"
+        self.claim_lease_seconds = claim_lease_seconds
         self.spec = spec
         self.bucket = bucket
         self.log = log
@@ -302,30 +312,41 @@ class ExportRun:
         """Export each event of ``event_names``; an event raising one of ``skippable`` is skipped with a warning."""
         progress = _Progress(self.log, f"Export {self.spec.naming.request_id}")
         keep = self.spec.window.keep()
-        with self._scratch() as scratch, self._sink() as sink:
-            self._begin()
-            for event_name in event_names:
-                try:
-                    # The source may start the export (and be refused) when called, or on the first page.
-                    # app_fields: the device fields that CleverTap's own files carry as deviceInfo.
-                    files = export_event(
-                        progress.pages(self._event_pages(source, event_name), event_name),
-                        event_name=event_name,
-                        naming=self.spec.naming,
-                        export_format=self.spec.export_format,
-                        compression=self.spec.compression,
-                        max_file_bytes=self.spec.max_file_bytes,
-                        sink=sink,
-                        work_dir=scratch / "events",
-                        keep=keep,
-                    )
-                except skippable as error:
-                    self.result.skipped_events[event_name] = str(error)
-                    self.log.warning("Skipping event %r: %s", event_name, error)
-                    continue
-                progress.wrote(files)
-                self.result.files.extend(files)
-        return self._finish(progress)
+        with self._claim(), self._scratch() as scratch:
+            with self._sink() as sink:
+                self._begin()
+                self._write_events(source, event_names, skippable, progress, sink, scratch, keep)
+            return self._finish(progress)
+
+    def _write_events(
+        self,
+        source: RecordSource,
+        event_names: Sequence[str],
+        skippable: tuple[type[Exception], ...],
+        progress: _Progress,
+        sink: UploadingSink,
+        scratch: Path,
+        keep: Callable[[int], bool] | None,
+    ) -> None:
+        for event_name in event_names:
+            try:
+                # The source may start the export (and be refused) when called, or on the first page.
+                files = export_event(
+                    progress.pages(self._event_pages(source, event_name), event_name),
+                    event_name=event_name,
+                    naming=self.spec.naming,
+                    export_format=self.spec.export_format,
+                    compression=self.spec.compression,
+                    max_file_bytes=self.spec.max_file_bytes,
+                    sink=sink,
+                    work_dir=scratch / "events",
+                    keep=keep,
+                )
+            except skippable as error:
+                self._skip(event_name, error)
+                continue
+            progress.wrote(files)
+            self.result.files.extend(files)
 
     def profiles(
         self, source: RecordSource, event_names: Sequence[str], *, skippable: tuple[type[Exception], ...] = ()
@@ -333,44 +354,48 @@ class ExportRun:
         """Export every profile active in the window (that did any of ``event_names``), each once."""
         progress = _Progress(self.log, f"Profile export {self.spec.naming.request_id}")
         window = self.spec.window
-        with self._scratch() as scratch, self._sink() as sink:
-            self._begin()
-            unique = ProfileDeduplicator(scratch / "profiles.sqlite")
-            try:
-                for event_name in event_names:
-                    try:
-                        unique.add_pages(
-                            progress.pages(
-                                source.iter_profile_pages(event_name, window.first_day, window.last_day),
-                                event_name,
+        with self._claim(), self._scratch() as scratch:
+            with self._sink() as sink:
+                self._begin()
+                unique = ProfileDeduplicator(scratch / "profiles.sqlite")
+                try:
+                    for event_name in event_names:
+                        try:
+                            unique.add_pages(
+                                progress.pages(
+                                    source.iter_profile_pages(event_name, window.first_day, window.last_day),
+                                    event_name,
+                                )
                             )
-                        )
-                    except skippable as error:
-                        self.result.skipped_events[event_name] = str(error)
-                        self.log.warning("Skipping the profiles of event %r: %s", event_name, error)
-                self.log.info(
-                    "%d profile records read, %d unique profiles to export", unique.seen, len(unique)
-                )
-                files = export_profiles(
-                    unique.pages(),
-                    naming=self.spec.naming,
-                    day=window.last_day,
-                    export_format=self.spec.export_format,
-                    compression=self.spec.compression,
-                    max_file_bytes=self.spec.max_file_bytes,
-                    sink=sink,
-                    work_dir=scratch / "profiles",
-                )
-            finally:
-                unique.close()
-            progress.wrote(files)
-            self.result.files.extend(files)
-        return self._finish(progress)
+                        except skippable as error:
+                            self._skip(event_name, error)
+                    self.log.info(
+                        "%d profile records read, %d unique profiles to export", unique.seen, len(unique)
+                    )
+                    files = export_profiles(
+                        unique.pages(),
+                        naming=self.spec.naming,
+                        day=window.last_day,
+                        export_format=self.spec.export_format,
+                        compression=self.spec.compression,
+                        max_file_bytes=self.spec.max_file_bytes,
+                        sink=sink,
+                        work_dir=scratch / "profiles",
+                    )
+                finally:
+                    unique.close()
+                progress.wrote(files)
+                self.result.files.extend(files)
+            return self._finish(progress)
 
     # -- the exactly-once protocol ---------------------------------------------------------------
     def _begin(self) -> None:
         # An earlier attempt's manifest would mark this attempt complete before it is.
         self.bucket.delete_object(self.manifest_object)
+
+    def _skip(self, event_name: str, error: Exception) -> None:
+        """An event the caller expects CleverTap to refuse: recorded in the manifest, the caller says why."""
+        self.result.skipped_events[event_name] = str(error)
 
     def _finish(self, progress: _Progress) -> ExportResult:
         written = {f.object_name for f in self.result.files}
@@ -391,6 +416,8 @@ class ExportRun:
             compression=self.spec.compression,
             skipped_events=self.result.skipped_events,
         )
+        # Only the claim's holder may mark the export complete.
+        self._held_claim.check()
         self.bucket.upload_bytes(manifest, self.manifest_object, MANIFEST_CONTENT_TYPE)
         elapsed = max(time.monotonic() - progress.started, 1e-9)
         self.log.info(
@@ -414,6 +441,17 @@ class ExportRun:
         else:
             sources = [pages_from_to(day, day) for day in window.days]
         return read_ahead(sources, streams=self.concurrent_requests)
+
+    def _claim(self) -> ExportClaim:
+        self._held_claim = ExportClaim(
+            self.bucket,
+            self.spec.naming.claim_object_name(),
+            self.holder,
+            self.log,
+            lease_seconds=self.claim_lease_seconds,
+            poll_seconds=min(POLL_SECONDS, self.claim_lease_seconds / 4),
+        )
+        return self._held_claim
 
     def _sink(self) -> UploadingSink:
         return UploadingSink(self.bucket, max_in_flight=self.max_in_flight)

@@ -173,6 +173,13 @@ class ExportNaming:
         """Return ``<prefix><request id>-<run timestamp>-manifest.json``."""
         return self._checked(f"{self.request_id}-{self.run_timestamp}-manifest.json", "the manifest")
 
+    def claim_object_name(self) -> str:
+        """Return ``<prefix><request id>-<run timestamp>.claim``, present while an attempt writes this run.
+
+        It lies outside :meth:`run_prefix`, so an attempt's clean-up of earlier objects never touches it.
+        """
+        return self._checked(f"{self.request_id}-{self.run_timestamp}.claim", "the claim")
+
 
 def manifest_object_name(naming: ExportNaming) -> str:
     """Return the manifest's object name of an export run: ``<prefix><request id>-<run timestamp>-manifest.json``.

@@ -220,6 +220,37 @@ class CleverTapGCSHook(GCSHook):
         with contextlib.suppress(google_errors.NotFound):
             self.get_conn().bucket(self.bucket_name).blob(object_name).delete()
 
+    def read_object_generation(self, object_name: str) -> tuple[bytes, int] | None:
+        """Content and generation of one object; ``None`` if there is none (or it changed meanwhile)."""
+        bucket = self.get_conn().bucket(self.bucket_name)
+        try:
+            blob = bucket.get_blob(object_name)
+            if blob is None:
+                return None
+            # The blob names its generation, so the content read is that generation's.
+            return blob.download_as_bytes(), int(blob.generation)
+        except google_errors.NotFound:
+            return None
+
+    def write_object_if_generation(
+        self, data: bytes, object_name: str, content_type: str, generation: int
+    ) -> int | None:
+        """Write a small object only if its generation is ``generation`` (0: only if it does not exist).
+
+        :return: the new generation, or ``None`` if the precondition failed.
+        """
+        blob = self.get_conn().bucket(self.bucket_name).blob(object_name)
+        try:
+            blob.upload_from_string(data, content_type=content_type, if_generation_match=generation)
+        except google_errors.PreconditionFailed:
+            return None
+        return int(blob.generation)
+
+    def delete_object_if_generation(self, object_name: str, generation: int) -> None:
+        """Delete one object if it still has ``generation``; gone or replaced is not an error."""
+        with contextlib.suppress(google_errors.NotFound, google_errors.PreconditionFailed):
+            self.get_conn().bucket(self.bucket_name).blob(object_name).delete(if_generation_match=generation)
+
     def uri(self, object_name: str) -> str:
         """The ``gs://`` URI of an object in this bucket."""
         return f"gs://{self.bucket_name}/{object_name}"

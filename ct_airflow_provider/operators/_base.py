@@ -29,6 +29,7 @@ from ct_airflow_provider.hooks.clevertap import (
     EventExportNotAllowedError,
 )
 from ct_airflow_provider.hooks.gcs import BucketConnectionError, CleverTapGCSHook, get_bucket_hook
+from ct_airflow_provider.operators._schedule import latest_window, schedule_interval
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -47,33 +48,6 @@ NOT_RETRYABLE = (
 )
 #: The Airflow pool that keeps a whole deployment within CleverTap's 3 concurrent requests.
 CLEVERTAP_POOL = "clevertap_api"
-
-
-def schedule_interval(timetable: Any) -> dt.timedelta | None:
-    """The length of each run's data interval for timetables that have a fixed one, else ``None``.
-
-    Airflow has no public accessor for it, so each known timetable is asked where it keeps it.
-    Trigger timetables (what plain cron and timedelta schedules become in Airflow 3) have an
-    interval of zero unless one is given: their runs have empty data intervals.
-    """
-    name = type(timetable).__name__
-    if name == "DeltaDataIntervalTimetable":
-        delta = getattr(timetable, "_delta", None)
-        return delta if isinstance(delta, dt.timedelta) else None
-    if name in {"CronTriggerTimetable", "DeltaTriggerTimetable", "MultipleCronTriggerTimetable"}:
-        interval = getattr(timetable, "_interval", dt.timedelta(0))
-        return interval if isinstance(interval, dt.timedelta) else None
-    if name == "CronDataIntervalTimetable" and hasattr(timetable, "_get_next"):
-        # A cron's intervals can differ ("0 0,4 * * *"): a day's worth of them must all be allowed.
-        moment = timetable._get_next(dt.datetime(2026, 1, 5, tzinfo=dt.UTC))
-        gaps: list[dt.timedelta] = []
-        for _ in range(8):
-            following = timetable._get_next(moment)
-            gaps.append(following - moment)
-            moment = following
-        shortest, longest = min(gaps), max(gaps)
-        return shortest if shortest < dt.timedelta(hours=4) else longest
-    return None
 
 
 class _CleverTapToGCSBase(BaseOperator):
@@ -147,31 +121,52 @@ class _CleverTapToGCSBase(BaseOperator):
                     raise ValueError(f"DAG {self.dag.dag_id!r}, task {self.task_id!r}: {error}") from None
 
     # -- at run time --------------------------------------------------------------------------------
-    def _window(self, context: Context, hook: CleverTapHook) -> ExportWindow:
+    def _window(self, context: Context, hook: CleverTapHook) -> tuple[ExportWindow, int]:
+        """The window to export and the run timestamp that names its files."""
         now = dt.datetime.now(dt.UTC)
-        if self.from_date is not None and self.to_date is not None:
-            return once_only_window(self.from_date, self.to_date, today=now.astimezone(hook.timezone).date())
-        start, end = context.get("data_interval_start"), context.get("data_interval_end")
-        if start is None or end is None:
-            raise ExportWindowError(
-                "This run has no data interval (a manual run without a logical date) and the task has no "
-                "from_date/to_date: give the dates, or trigger the DAG with a logical date."
-            )
-        return recurring_window(start, end, hook.timezone, now=now)
-
-    def _naming(self, context: Context) -> ExportNaming:
-        ti = context["ti"]
         dag_run = context["dag_run"]
-        # Both derive from the DAG run, so a retry or a cleared task writes the same object names.
+        if self.from_date is not None and self.to_date is not None:
+            window = once_only_window(
+                self.from_date, self.to_date, today=now.astimezone(hook.timezone).date()
+            )
+            # Each run of a once-only export is an export of its own.
+            return window, int((dag_run.logical_date or dag_run.run_after).timestamp())
+        start, end = context.get("data_interval_start"), context.get("data_interval_end")
+        # A run without a data interval (triggered by hand without a logical date) asks for the latest window.
+        until = end or dag_run.run_after or now
+        scheduled = latest_window(self.dag.timetable, self.dag.start_date, until)
+        if scheduled is None:
+            raise ExportWindowError(
+                f"The schedule of DAG {self.dag_id!r} has no window that ended by {until.isoformat()}: "
+                "trigger the DAG with a logical date after the end of its first window."
+            )
+        if (start, end) == (scheduled.start, scheduled.end):
+            self.log.info(
+                "Exporting the run's window [%s, %s)", scheduled.start.isoformat(), scheduled.end.isoformat()
+            )
+        else:
+            self.log.info(
+                "This run's data interval %s is not a window of the DAG's schedule (a run triggered by hand?): "
+                "exporting the schedule's latest window that had ended by %s, [%s, %s), under the same names as "
+                "any other run of that window, so it replaces an earlier export of it rather than adding one.",
+                f"[{start.isoformat()}, {end.isoformat()})" if start and end else "(none)",
+                until.isoformat(), scheduled.start.isoformat(), scheduled.end.isoformat(),
+            )  # fmt: skip
+        window = recurring_window(scheduled.start, scheduled.end, hook.timezone, now=now)
+        # Named after the window, not the run: every run of one window writes the same objects.
+        return window, int(scheduled.start.timestamp())
+
+    def _naming(self, context: Context, run_timestamp: int) -> ExportNaming:
+        ti = context["ti"]
+        # The request id derives from the task, so a retry or a cleared task writes the same object names.
         request_id = (
             str(self.request_id)
             if self.request_id
             else _derived_request_id(ti.dag_id, ti.task_id, ti.map_index)
         )
-        moment = dag_run.logical_date or dag_run.run_after
         return ExportNaming(
             request_id=request_id,
-            run_timestamp=int(moment.timestamp()),
+            run_timestamp=run_timestamp,
             database_id=int(self.database_id),
             prefix=self.object_prefix,
         )
@@ -180,9 +175,9 @@ class _CleverTapToGCSBase(BaseOperator):
         clevertap = CleverTapHook(clevertap_conn_id=self.clevertap_conn_id)
         bucket = get_bucket_hook(self.gcs_conn_id)
         export_format, compression = validate_format(self.export_format, self.compression)
-        window = self._window(context, clevertap)
+        window, run_timestamp = self._window(context, clevertap)
         spec = ExportSpec(
-            naming=self._naming(context),
+            naming=self._naming(context, run_timestamp),
             window=window,
             export_format=export_format,
             compression=compression,
@@ -200,6 +195,7 @@ class _CleverTapToGCSBase(BaseOperator):
             self.log,  # type: ignore[arg-type]
             work_dir=work_dir,
             concurrent_requests=self.concurrent_requests,
+            holder=_holder(context),
         )
         return run, clevertap
 
@@ -212,6 +208,16 @@ class _CleverTapToGCSBase(BaseOperator):
 
     def _export(self, context: Context) -> ExportResult:
         raise NotImplementedError
+
+    def _note_refused_events(self, result: ExportResult) -> None:
+        """Say once which events CleverTap would not export: expected, so not a warning."""
+        if result.skipped_events:
+            self.log.info(
+                "Left out %d events that CleverTap does not export (it answers 'Export not allowed for this "
+                "event' for notification events, which its own export leaves out too); the manifest lists "
+                "them under skipped_events: %s",
+                len(result.skipped_events), ", ".join(map(repr, result.skipped_events)),
+            )  # fmt: skip
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """OpenLineage: CleverTap as input, every file written as an output dataset."""
@@ -239,3 +245,10 @@ def _derived_request_id(dag_id: str, task_id: str, map_index: int | None) -> str
         f"{dag_id}\x00{task_id}\x00{map_index if map_index not in (None, -1) else ''}".encode()
     )
     return str(int.from_bytes(digest.digest()[:8], "big") % 9_000_000_000 + 1_000_000_000)
+
+
+def _holder(context: Context) -> str:
+    """Who writes an export: the same for every try of one task instance, distinct between runs."""
+    ti = context["ti"]
+    map_index = "" if ti.map_index in (None, -1) else f"[{ti.map_index}]"
+    return f"task {ti.dag_id}.{ti.task_id}{map_index} of run {ti.run_id}"

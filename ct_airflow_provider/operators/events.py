@@ -36,7 +36,7 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
     :param clevertap_conn_id: the ``clevertap`` connection (account, passcode, region, time zone). (templated)
     :param gcs_conn_id: the ``clevertap_gcs`` connection of the destination bucket. (templated)
     :param events: ``None`` for all user events (every event CleverTap lists, minus those that refuse
-        export, each named in a warning), or the names of the events to export. (templated)
+        export, named once in the log and in the manifest), or the names of the events to export. (templated)
     :param from_date: first day of a once-only export, ``YYYY-MM-DD``. (templated)
     :param to_date: last day of a once-only export, inclusive. (templated)
     :param export_format: ``json``, ``csv``, ``xml`` or ``parquet``. (templated)
@@ -118,7 +118,9 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
             names = clevertap.list_event_names()
             skippable = (EventExportNotAllowedError,)
             self.log.info("All user events: %d event names listed by CleverTap", len(names))
-        return run.events(clevertap, names, skippable=skippable)
+        result = run.events(clevertap, names, skippable=skippable)
+        self._note_refused_events(result)
+        return result
 
 
 def _as_date(value: str | dt.date) -> dt.date:

@@ -29,4 +29,6 @@ class CleverTapProfilesToGCSOperator(_CleverTapToGCSBase):
     def _export(self, context: Context) -> ExportResult:
         run, clevertap = self._run(context)
         names = clevertap.list_event_names()
-        return run.profiles(clevertap, names, skippable=(EventExportNotAllowedError,))
+        result = run.profiles(clevertap, names, skippable=(EventExportNotAllowedError,))
+        self._note_refused_events(result)
+        return result

@@ -14,8 +14,11 @@ BUNDLE_NAME = "dags-folder"
 
 def register_dag(dag: Any) -> None:
     """Serialize ``dag`` into the metadata database under the default bundle."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
+    # A fresh database knows no bundle until a DAG processor has run: register it as that would.
+    DagBundlesManager().sync_bundles_to_db()
     bag = DagBag(dag_folder="/dev/null", collect_dags=False)
     bag.bag_dag(dag)
     sync_bag_to_db(bag, BUNDLE_NAME, None)
