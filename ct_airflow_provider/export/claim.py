@@ -141,18 +141,23 @@ class ExportClaim:
 
     # -- holding -------------------------------------------------------------------------------
     def _renew(self) -> None:
-        while not self._stop.wait(self.lease_seconds / 4):
-            try:
-                generation = self.store.write_object_if_generation(
-                    self._body(), self.object_name, CLAIM_CONTENT_TYPE, self._generation
-                )
-            except Exception as error:  # a storage hiccup: the lease leaves time to try again
-                self.log.warning("Could not renew the claim %s (will try again): %s", self.object_name, error)
-                continue
-            if generation is None:
-                self._lost = True
-                return
-            self._generation = generation
+        while not self._stop.wait(self.lease_seconds / 4) and self._renew_once():
+            pass
+
+    def _renew_once(self) -> bool:
+        """Renew the claim; ``False`` once another attempt has taken it over."""
+        try:
+            generation = self.store.write_object_if_generation(
+                self._body(), self.object_name, CLAIM_CONTENT_TYPE, self._generation
+            )
+        except Exception as error:  # a storage hiccup: the lease leaves time to try again
+            self.log.warning("Could not renew the claim %s (will try again): %s", self.object_name, error)
+            return True
+        if generation is None:
+            self._lost = True
+            return False
+        self._generation = generation
+        return True
 
 
 def _holder_of(content: bytes) -> str:

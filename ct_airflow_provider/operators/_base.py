@@ -137,8 +137,8 @@ class _CleverTapToGCSBase(BaseOperator):
         scheduled = latest_window(self.dag.timetable, self.dag.start_date, until)
         if scheduled is None:
             raise ExportWindowError(
-                f"The schedule of DAG {self.dag_id!r} has no window that ended by {until.isoformat()}: "
-                "trigger the DAG with a logical date after the end of its first window."
+                f"DAG {self.dag_id!r} has no recurring schedule, so its runs have no window to export: give "
+                "from_date and to_date for a once-only export, or schedule the DAG with 4- to 24-hour windows."
             )
         if (start, end) == (scheduled.start, scheduled.end):
             self.log.info(

@@ -303,6 +303,13 @@ class GCSTestStack:
 
     def list_objects(self, bucket: str, prefix: str = "") -> dict[str, int]:
         """Names and sizes of the objects in ``bucket`` (all pages)."""
+        return self._list(bucket, prefix, "size")
+
+    def object_generations(self, bucket: str, prefix: str = "") -> dict[str, int]:
+        """Names and generations of the objects in ``bucket``: a rewritten object has a new generation."""
+        return self._list(bucket, prefix, "generation")
+
+    def _list(self, bucket: str, prefix: str, field: str) -> dict[str, int]:
         found: dict[str, int] = {}
         page_token = ""
         while True:
@@ -310,7 +317,7 @@ class GCSTestStack:
             response = self._http.request("GET", f"{self.upstream_url}/storage/v1/b/{bucket}/o?{query}")
             data = orjson.loads(response.data)
             for item in data.get("items", []):
-                found[item["name"]] = int(item["size"])
+                found[item["name"]] = int(item[field])
             page_token = data.get("nextPageToken", "")
             if not page_token:
                 return found

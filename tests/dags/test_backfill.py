@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ from zoneinfo import ZoneInfo
 import orjson
 import pyarrow.parquet as pq
 import pytest
-import urllib3
 
 from ct_airflow_provider.export.windows import RETENTION_DAYS, ts_of
 from ct_airflow_provider.testing.gcs_emulator import GCSTestStack, run_gcs_stack
@@ -121,17 +119,8 @@ def _time(value: str) -> dt.datetime:
 
 
 def _objects(gcs: GCSTestStack, prefix: str) -> dict[str, int]:
-    """Object name -> generation, straight from fake-gcs-server (a rewrite gets a new generation)."""
-    http = urllib3.PoolManager(retries=False)
-    found: dict[str, int] = {}
-    page_token = ""
-    while True:
-        query = urllib.parse.urlencode({"prefix": prefix, "pageToken": page_token, "maxResults": 1000})
-        data = orjson.loads(http.request("GET", f"{gcs.upstream_url}/storage/v1/b/{BUCKET}/o?{query}").data)
-        found.update({item["name"]: int(item["generation"]) for item in data.get("items", [])})
-        page_token = data.get("nextPageToken", "")
-        if not page_token:
-            return found
+    """Object name -> generation (a rewrite gets a new generation)."""
+    return gcs.object_generations(BUCKET, prefix)
 
 
 def _manifests(gcs: GCSTestStack, prefix: str) -> dict[int, list[dict[str, Any]]]:

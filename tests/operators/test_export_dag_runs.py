@@ -14,7 +14,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 from airflow.sdk import DAG
-from airflow.timetables.interval import DeltaDataIntervalTimetable
+from airflow.timetables.interval import CronDataIntervalTimetable, DeltaDataIntervalTimetable
 from lxml import etree
 
 from ct_airflow_provider.export.profiles import profile_key
@@ -361,3 +361,89 @@ def test_event_day_slices_run_as_mapped_tasks(stack: GCSTestStack, simulator: Si
             ]
             records = [r for name in files for r in _read_records(stack, name)]
             assert Counter(int(r["ts"]) for r in records) == _truth_ts(simulator, event, day)
+
+
+def _truth_in(simulator: SimulatorServer, event: str, start: dt.datetime, end: dt.datetime) -> Counter[int]:
+    """``ts`` of every record of ``event`` in ``[start, end)``, as the account holds them."""
+    tz = __import__("zoneinfo").ZoneInfo(simulator.timezone)
+    first, last = ts_of(start, tz), ts_of(end, tz)
+    day, truth = start.astimezone(tz).date(), Counter[int]()
+    while day <= end.astimezone(tz).date():
+        truth.update(ts for ts in _truth_ts(simulator, event, day).elements() if first <= ts < last)
+        day += dt.timedelta(days=1)
+    return truth
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        DeltaDataIntervalTimetable(dt.timedelta(hours=4)),
+        CronDataIntervalTimetable("0 */4 * * *", timezone="UTC"),
+    ],
+    ids=["delta", "cron"],
+)
+def test_a_hand_triggered_run_replaces_the_window_it_overlaps(
+    stack: GCSTestStack, simulator: SimulatorServer, schedule: Any
+) -> None:
+    """Three windows exported, then a run triggered by hand at 18:40 as the UI does: no record twice."""
+    midnight = dt.datetime.combine(_yesterday(simulator), dt.time(), tzinfo=dt.UTC)
+    with DAG(dag_id="e2e_hand_triggered", schedule=schedule, start_date=midnight, catchup=False) as dag:
+        CleverTapEventsToGCSOperator(task_id="export", events=["App Launched"], export_format="csv")
+    for hour in (12, 16, 20):
+        # A run whose logical date is a window's end covers [end - 4 h, end): the scheduled windows.
+        assert run_dag(dag, logical_date=midnight + dt.timedelta(hours=hour)).state == "success"
+    before = stack.object_generations(BUCKET)
+    manifests = sorted(n for n in before if n.endswith("-manifest.json"))
+    assert len(manifests) == 3
+
+    hand_run = run_dag(dag, logical_date=midnight + dt.timedelta(hours=18, minutes=40))
+    assert hand_run.state == "success"
+
+    after = stack.object_generations(BUCKET)
+    # The same objects: the window that had ended by 18:40, [12:00, 16:00), was written again in place.
+    assert set(after) == set(before)
+    window_start = int((midnight + dt.timedelta(hours=12)).timestamp())
+    rewritten = {n for n in after if f"-{window_start}-" in n}
+    assert rewritten and all(after[n] != before[n] for n in rewritten)
+    assert all(after[n] == before[n] for n in set(after) - rewritten)
+    exported = Counter(int(r["ts"]) for n in after if n.endswith(".csv") for r in _read_records(stack, n))
+    truth = _truth_in(
+        simulator, "App Launched", midnight + dt.timedelta(hours=8), midnight + dt.timedelta(hours=20)
+    )
+    assert sum(truth.values()) > 0
+    assert exported == truth
+
+
+def test_a_manual_run_without_a_logical_date_exports_the_latest_window(
+    stack: GCSTestStack, simulator: SimulatorServer
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    with DAG(
+        dag_id="e2e_no_logical_date",
+        schedule=DeltaDataIntervalTimetable(dt.timedelta(hours=4)),
+        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        catchup=False,
+    ) as dag:
+        CleverTapEventsToGCSOperator(task_id="export", events=["App Launched"], export_format="json")
+    assert run_dag(dag, logical_date=None).state == "success"
+    manifest = _manifest(stack)
+    # The latest 4-hour window of the grid (00:00, 04:00, ... UTC) that had ended when the run began.
+    end = now.replace(hour=now.hour // 4 * 4, minute=0, second=0, microsecond=0)
+    assert manifest["run_timestamp"] == int((end - dt.timedelta(hours=4)).timestamp())
+
+
+def test_a_hand_triggered_run_more_than_60_days_back_is_refused(
+    stack: GCSTestStack, simulator: SimulatorServer
+) -> None:
+    before = simulator.stats.snapshot()["requests_served"]
+    long_ago = dt.datetime.combine(simulator.truth.today - dt.timedelta(days=61), dt.time(), tzinfo=dt.UTC)
+    with DAG(
+        dag_id="e2e_too_old",
+        schedule=DeltaDataIntervalTimetable(dt.timedelta(hours=4)),
+        start_date=long_ago,
+        catchup=False,
+    ) as dag:
+        CleverTapEventsToGCSOperator(task_id="export", events=["App Launched"], retries=2)
+    assert run_dag(dag, logical_date=long_ago + dt.timedelta(hours=6, minutes=10)).state == "failed"
+    assert simulator.stats.snapshot()["requests_served"] == before
+    assert stack.list_objects(BUCKET) == {}
