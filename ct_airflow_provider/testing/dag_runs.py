@@ -18,7 +18,7 @@ def register_dag(dag: Any) -> None:
     from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
     # A fresh database knows no bundle until a DAG processor has run: register it as that would.
-    DagBundlesManager().sync_bundles_to_db()
+    DagBundlesManager().sync_bundles_to_db()  # type: ignore[no-untyped-call]
     bag = DagBag(dag_folder="/dev/null", collect_dags=False)
     bag.bag_dag(dag)
     sync_bag_to_db(bag, BUNDLE_NAME, None)
