@@ -1,15 +1,20 @@
-"""
+r"""
 ### CleverTap events to GCS — once only
 
 The *Once only* export of CleverTap's dialog: all user events or selected events, for a specific day,
 a date range, yesterday, the previous month or the current month — any range inside the last 60 days
-of the account's time zone — as JSON, CSV, XML or Parquet, into the bucket of a `clevertap_gcs`
-connection.
+of the account's time zone — as JSON, CSV, XML or Parquet, into `clevertap/events/` in the bucket of
+a `clevertap_gcs` connection.
 
 Trigger it with **Trigger DAG** and fill in the form. Files land as
 `<request id>-<run timestamp>-<event name>-<yyyymmdd>-<file index>-<database id>.<ext>`, at most
 100 MB each, and `<request id>-<run timestamp>-manifest.json` is written last. The task's XCom
-lists every file, the records per event and day, and the events skipped.
+lists every file, the records per event and day, and the events skipped. From the command line:
+
+```bash
+airflow dags trigger clevertap_once_only_events \
+    --conf '{"range": "specific_day", "day": "2026-11-30", "export_format": "csv"}'
+```
 """
 
 from __future__ import annotations
@@ -85,5 +90,6 @@ with DAG(
         from_date=dates["from_date"],
         to_date=dates["to_date"],
         export_format="{{ params.export_format }}",
+        object_prefix="clevertap/events/",
         pool="clevertap_api",
     )

@@ -1,14 +1,23 @@
-"""
+r"""
 ### CleverTap user properties (profiles) to GCS — recurring and one time
 
-Two DAGs, as CleverTap's dialog offers them:
+Two DAGs, as CleverTap's dialog offers them, both writing to `clevertap/profiles/` in the bucket:
 
 * `clevertap_recurring_profiles` exports every profile active in each 24-hour window, each once.
 * `clevertap_one_time_profiles` exports the profiles active in a chosen range. CleverTap requires the
   recurring profile export to be stopped first: its first task waits (in reschedule mode, holding no
   worker slot) while a run of `clevertap_recurring_profiles` is queued or running, and times out
-  naming it. Pause the recurring DAG (`airflow dags pause clevertap_recurring_profiles`) to run a
-  one-time export.
+  naming it.
+
+To run a one-time export, pause the recurring DAG so no new run starts:
+
+```bash
+airflow dags pause clevertap_recurring_profiles
+```
+
+Pausing does not end a run that is already queued or running: a paused DAG's runs never finish. Mark
+such a run failed in the UI (Dag run > Mark run as > Failed), or unpause the DAG until it has
+finished, then pause it again.
 """
 
 from __future__ import annotations

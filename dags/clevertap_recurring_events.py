@@ -1,25 +1,33 @@
-"""
+r"""
 ### CleverTap events to GCS — recurring every 4 hours
 
-The *Recurring* export of CleverTap's dialog: each run exports exactly the events whose `ts` falls in
-its data interval (in the account's time zone), so consecutive runs export every event once, with no
-gap and no duplicate. Change `EVERY_HOURS` to any value from 4 to 24; anything else is refused when
-the DAG is parsed.
+The *Recurring* export of CleverTap's dialog: each run exports one 4-hour window of the schedule,
+exactly the events whose `ts` falls in it (in the account's time zone), so consecutive runs export
+every event once, with no gap and no duplicate. Change `EVERY_HOURS` to any value from 4 to 24;
+anything else is refused when the DAG is parsed.
+
+Files go to `clevertap/events/` in the bucket, named after the window's start: the scheduled run, a
+retry, a backfill or a run triggered by hand of the same window write the same objects and replace
+each other. **Trigger** by hand exports the latest window that had ended at the logical date you
+give (or now), and its log says which.
 
 **Backfill** the last 60 days (runs share the `clevertap_api` pool, 3 slots: CleverTap's limit of 3
 concurrent requests per account; a paused DAG's backfill runs stay queued):
 
-    airflow pools set clevertap_api 3 "CleverTap: at most 3 concurrent requests per account"
-    airflow dags unpause clevertap_recurring_events
-    airflow backfill create --dag-id clevertap_recurring_events \
-        --from-date "$(date -u -d '-59 days' +%F)" --to-date "$(date -u +%F)" \
-        --reprocess-behavior completed --max-active-runs 3
+```bash
+airflow pools set clevertap_api 3 "CleverTap: at most 3 concurrent requests per account"
+airflow dags unpause clevertap_recurring_events
+airflow backfill create --dag-id clevertap_recurring_events \
+    --from-date "$(date -u -d '-59 days' +%F)" --to-date "$(date -u +%F)" \
+    --reprocess-behavior completed --max-active-runs 3
+```
 
 Re-running a window rewrites the same objects and removes leftovers of the earlier attempt; a window
 older than 60 days fails at once with a message saying so. See the README for the details.
 
-Set `START_DATE` to the day you deploy: with catch-up on, windows missed while the scheduler was
-down are exported when it comes back, so recurring exports have no gaps.
+Set `START_DATE` to the day you deploy, at midnight (it fixes the grid of windows): with catch-up
+on, windows missed while the scheduler was down are exported when it comes back, so recurring
+exports have no gaps.
 """
 
 from __future__ import annotations

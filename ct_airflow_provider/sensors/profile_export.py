@@ -45,9 +45,10 @@ class BlockingRecurringExport:
             )
             runs += f" (run id {', '.join(self.run_ids)}{more})"
         if self.is_paused:
+            # A paused DAG schedules no task: its queued or running runs never finish by themselves.
             remedy = (
-                "it is paused already; let that run finish, or mark it failed in the UI "
-                "(Dag run > Mark run as > Failed)"
+                "it is paused, so those runs will never finish: mark them failed in the UI (Dag run > "
+                "Mark run as > Failed), or unpause the DAG to let them finish and pause it again afterwards"
             )
         else:
             remedy = (

@@ -100,6 +100,30 @@ class AirflowDeployment:
             raise DeploymentError(f"GET {url} answered {response.status}: {response.data[:300]!r}")
         return response.json()
 
+    def trigger(self, dag_id: str, logical_date: dt.datetime | None) -> dict[str, Any]:
+        """Trigger a run by hand as the UI's Trigger button does (a logical date, or none)."""
+        url = f"{self.api_url}/api/v2/dags/{dag_id}/dagRuns"
+        body = {"logical_date": logical_date.isoformat() if logical_date else None, "conf": {}}
+        response = self._http.request("POST", url, json=body)
+        if response.status != 200:
+            raise DeploymentError(f"POST {url} answered {response.status}: {response.data[:300]!r}")
+        run: dict[str, Any] = response.json()
+        return run
+
+    def wait_for_runs(self, dag_id: str, run_ids: set[str], timeout_s: float) -> list[dict[str, Any]]:
+        """Wait until the named runs have finished; returns them."""
+
+        def runs() -> list[dict[str, Any]]:
+            return [run for run in self.dag_runs(dag_id) if run["dag_run_id"] in run_ids]
+
+        self.wait_until(
+            f"runs {sorted(run_ids)} of {dag_id} finished",
+            lambda: len(runs()) == len(run_ids) and all(r["state"] in ("success", "failed") for r in runs()),
+            timeout_s,
+            poll_s=2.0,
+        )
+        return runs()
+
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
         runs: list[dict[str, Any]] = self.api(f"dags/{dag_id}/dagRuns", limit=1000, order_by="logical_date")[
             "dag_runs"

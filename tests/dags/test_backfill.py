@@ -9,7 +9,9 @@ README documents and read the bucket back:
   exactly once, never more than 3 requests to CleverTap at a time although 6 runs were active;
 * re-running one window rewrites the same objects and adds none;
 * a backfill across CleverTap's 60-day edge: the window out of range fails with a message saying so,
-  the one in range succeeds.
+  the one in range succeeds;
+* scheduled, hand-triggered (two at once, off the schedule's grid, as the UI's Trigger button does) and
+  backfilled runs of one DAG: every record in the bucket exactly once, one manifest per window.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ pytestmark = pytest.mark.slow
 DAG_FILE = Path(__file__).parent / "dag_files" / "clevertap_backfill_events.py"
 BACKFILL_DAG = "clevertap_backfill_events"
 EDGE_DAG = "clevertap_backfill_edge"
+MIXED_DAG = "clevertap_recurring_mixed"
 TASK_ID = "export_events"
 EVENTS = ("Charged", "App Launched")
 BUCKET = "ct-backfill"
@@ -79,7 +82,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         with run_airflow_deployment(
             home, [DAG_FILE], extra_env=connections, pools={"clevertap_api": POOL_SLOTS}
         ) as airflow:
-            for dag_id in (BACKFILL_DAG, EDGE_DAG):
+            for dag_id in (BACKFILL_DAG, EDGE_DAG, MIXED_DAG):
                 airflow.wait_for_dag(dag_id)
             yield Deployment(airflow, simulator, gcs, ZoneInfo(simulator.timezone))
 
@@ -190,9 +193,13 @@ def _peak_overlap(intervals: list[tuple[str, str]]) -> int:
     return peak
 
 
-def _try_number(airflow: AirflowDeployment, window: dt.datetime) -> int:
-    (run,) = [r for r in airflow.dag_runs(BACKFILL_DAG) if _time(r["logical_date"]) == window]
-    (ti,) = [ti for ti in airflow.task_instances(BACKFILL_DAG) if ti["dag_run_id"] == run["dag_run_id"]]
+def _try_number(airflow: AirflowDeployment, window: dt.datetime, dag_id: str = BACKFILL_DAG) -> int:
+    (run,) = [
+        r
+        for r in airflow.dag_runs(dag_id)
+        if r["run_type"] != "manual" and _time(r["logical_date"]) == window
+    ]
+    (ti,) = [ti for ti in airflow.task_instances(dag_id) if ti["dag_run_id"] == run["dag_run_id"]]
     return int(ti["try_number"])
 
 
@@ -302,3 +309,76 @@ def test_windows_past_60_days_fail_with_a_clear_message(deployment: Deployment) 
     (manifest,) = manifests[int(in_range.timestamp())]
     assert manifest["status"] == "complete"
     assert _exported_records(deployment.gcs, manifest) == _truth(deployment, in_range, in_range + WINDOW)
+
+
+def test_scheduled_hand_triggered_and_backfilled_runs_leave_every_record_once(deployment: Deployment) -> None:
+    airflow, gcs = deployment.airflow, deployment.gcs
+    yesterday = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(
+        days=1
+    )
+    ended = int((dt.datetime.now(dt.UTC) - yesterday) / WINDOW)
+
+    def scheduled_runs() -> list[dict[str, Any]]:
+        return [r for r in airflow.dag_runs(MIXED_DAG) if r["run_type"] == "scheduled"]
+
+    # The scheduler catches up on every window since yesterday's midnight.
+    airflow.cli("dags", "unpause", MIXED_DAG)
+    airflow.wait_until(
+        "the scheduled windows exported",
+        lambda: len(runs := scheduled_runs()) >= ended and all(r["state"] == "success" for r in runs),
+        BACKFILL_DEADLINE_S,
+        poll_s=2.0,
+    )
+    windows = sorted(_time(r["data_interval_start"]) for r in scheduled_runs())
+    assert windows == [yesterday + i * WINDOW for i in range(len(windows))]
+    scheduled = _objects(gcs, f"{MIXED_DAG}/")
+
+    # Two people press Trigger 10 minutes apart, 40 and 50 minutes past the end of yesterday's second
+    # window: Airflow infers [08:40 - 4 h, 08:40) and [08:50 - 4 h, 08:50), neither a window of the
+    # schedule; both export yesterday's [04:00, 08:00), at the same time. CleverTap answers slowly, so
+    # the two exports overlap.
+    target = windows[1]
+    deployment.simulator.faults.response_delay_seconds = 1.5
+    try:
+        hand_runs = {
+            airflow.trigger(MIXED_DAG, target + WINDOW + dt.timedelta(minutes=minutes))["dag_run_id"]
+            for minutes in (40, 50)
+        }
+        finished = airflow.wait_for_runs(MIXED_DAG, hand_runs, BACKFILL_DEADLINE_S)
+    finally:
+        deployment.simulator.faults.response_delay_seconds = 0.3
+    assert {run["state"] for run in finished} == {"success"}, finished
+    logs = [airflow.task_log(MIXED_DAG, run_id, TASK_ID, 1) for run_id in sorted(hand_runs)]
+    expected = "exporting the schedule's latest window that had ended by"
+    assert all(expected in log and target.isoformat() in log for log in logs), logs[0][-3000:]
+    # One waited for the other: they never wrote the same objects at once.
+    assert sum("waiting for it to finish" in log for log in logs) == 1, [log[-2000:] for log in logs]
+
+    # A backfill of the same window, as the README shows it.
+    tries_before = _try_number(airflow, target, MIXED_DAG)
+    _backfill(airflow, MIXED_DAG, target.isoformat(), target.isoformat())
+    assert _try_number(airflow, target, MIXED_DAG) == tries_before + 1
+
+    after = _objects(gcs, f"{MIXED_DAG}/")
+    # No object added by the hand-triggered runs or the backfill: they replaced the window's objects.
+    assert set(scheduled) <= set(after)
+    added = set(after) - set(scheduled)  # only a window that ended meanwhile may add objects
+    assert not any(f"-{int(w.timestamp())}-" in name for name in added for w in windows), added
+    rewritten = {name for name in after if f"-{int(target.timestamp())}-" in name}
+    assert rewritten and all(after[name] != scheduled[name] for name in rewritten)
+    assert not any(name.endswith(".claim") for name in after)
+
+    # Every window the scheduler ran (one more may have ended meanwhile), one manifest each.
+    windows = sorted(
+        _time(r["data_interval_start"]) for r in airflow.dag_runs(MIXED_DAG) if r["run_type"] != "manual"
+    )
+    manifests = _manifests(gcs, f"{MIXED_DAG}/")
+    assert sorted(manifests) == [int(w.timestamp()) for w in windows]
+    exported: Counter[tuple[str, int, str, Any]] = Counter()
+    for window in windows:
+        (manifest,) = manifests[int(window.timestamp())]
+        assert manifest["status"] == "complete"
+        exported.update(_exported_records(gcs, manifest))
+    truth = _truth(deployment, windows[0], windows[-1] + WINDOW)
+    assert sum(truth.values()) > 100
+    assert exported == truth

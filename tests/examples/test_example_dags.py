@@ -40,6 +40,46 @@ def test_every_example_dag_imports_without_errors_or_warnings() -> None:
         assert dag.doc_md, f"{dag.dag_id} has no documentation"
 
 
+def _outside_code_blocks(markdown: str) -> list[str]:
+    """The lines of ``markdown`` that a Markdown renderer shows as text (not in a fenced code block)."""
+    text, fenced = [], False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            continue
+        if not fenced:
+            text.append(line)
+    assert not fenced, "a code block is never closed"
+    return text
+
+
+def test_example_dag_docs_show_commands_as_code_with_their_line_continuations() -> None:
+    """The UI renders ``doc_md`` as Markdown: commands must sit in code blocks, ``\\`` line ends intact."""
+    for dag in _dagbag().dags.values():
+        commands = [line for line in dag.doc_md.splitlines() if line.lstrip().startswith("airflow ")]
+        text = _outside_code_blocks(dag.doc_md)
+        assert not any(line.lstrip().startswith("airflow ") for line in text), dag.dag_id
+        # A continuation eaten by Python (a docstring that is not raw) joins the command into one line.
+        assert all(len(line) < 100 for line in commands), (dag.dag_id, commands)
+        continued = [line for line in dag.doc_md.splitlines() if line.endswith(" \\")]
+        assert all(line not in text for line in continued), dag.dag_id
+    recurring = _dagbag().get_dag("clevertap_recurring_events").doc_md
+    assert "airflow backfill create --dag-id clevertap_recurring_events \\\n" in recurring
+
+
+def test_example_dags_write_under_one_prefix_per_export_kind() -> None:
+    prefixes = {
+        dag.dag_id: {task.object_prefix for task in dag.tasks if hasattr(task, "object_prefix")}
+        for dag in _dagbag().dags.values()
+    }
+    assert prefixes == {
+        "clevertap_once_only_events": {"clevertap/events/"},
+        "clevertap_recurring_events": {"clevertap/events/"},
+        "clevertap_recurring_profiles": {"clevertap/profiles/"},
+        "clevertap_one_time_profiles": {"clevertap/profiles/"},
+    }
+
+
 @pytest.fixture(scope="module")
 def simulator() -> Iterator[SimulatorServer]:
     with run_simulator(events_per_day=30, population=200) as server:

@@ -130,10 +130,8 @@ def dag_ids() -> Iterator[tuple[str, str]]:
                 delete_dag(dag_id, keep_records_in_log=False, session=session)
 
 
-@pytest.fixture
-def recurring(dag_ids: tuple[str, str]) -> RecurringExport:
-    """A recurring profile export DAG, unpaused, with one scheduled run in state ``running``."""
-    dag_id = dag_ids[0]
+def _recurring_export(dag_id: str, state: DagRunState, *, paused: bool) -> RecurringExport:
+    """A recurring profile export DAG with one scheduled run in ``state``."""
     with DAG(dag_id=dag_id, schedule=dt.timedelta(hours=4), start_date=RECURRING_START, catchup=False) as dag:
 
         @task(task_id=EXPORT_TASK)
@@ -143,7 +141,7 @@ def recurring(dag_ids: tuple[str, str]) -> RecurringExport:
         export_profiles()
     _register(dag)
     with create_session() as session:
-        session.query(DagModel).filter_by(dag_id=dag_id).update({DagModel.is_paused: False})
+        session.query(DagModel).filter_by(dag_id=dag_id).update({DagModel.is_paused: paused})
     run_id = f"scheduled__{RECURRING_RUN_DATE.isoformat()}"
     with create_session() as session:
         DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag)).create_dagrun(
@@ -153,11 +151,17 @@ def recurring(dag_ids: tuple[str, str]) -> RecurringExport:
             run_after=RECURRING_RUN_DATE + dt.timedelta(hours=4),
             run_type=DagRunType.SCHEDULED,
             triggered_by=DagRunTriggeredByType.TIMETABLE,
-            state=DagRunState.RUNNING,
+            state=state,
             start_date=dt.datetime.now(dt.UTC),
             session=session,
         )
     return RecurringExport(dag_id, run_id)
+
+
+@pytest.fixture
+def recurring(dag_ids: tuple[str, str]) -> RecurringExport:
+    """A recurring profile export DAG, unpaused, with one scheduled run in state ``running``."""
+    return _recurring_export(dag_ids[0], DagRunState.RUNNING, paused=False)
 
 
 def _assert_names_blocker_and_remedy(message: str, recurring: RecurringExport) -> None:
@@ -194,6 +198,26 @@ def test_running_recurring_export_holds_the_one_time_export_back_until_it_ends(
     }
     assert len(one_time.export_started_at) == 1
     assert one_time.failures == []
+
+
+def test_a_paused_recurring_dag_with_a_queued_run_gets_advice_that_works(dag_ids: tuple[str, str]) -> None:
+    # Pausing the recurring DAG, as a user does before a one-time export, leaves a queued run queued.
+    recurring = _recurring_export(dag_ids[0], DagRunState.QUEUED, paused=True)
+    one_time = _one_time_dag(dag_ids[1], [recurring.dag_id], timeout=3)
+
+    assert one_time.run().state == DagRunState.FAILED
+    [message] = one_time.failures
+    assert f"recurring profile export DAG '{recurring.dag_id}' has 1 run queued or running" in message
+    assert "it is paused, so those runs will never finish: mark them failed" in message
+    assert "or unpause the DAG to let them finish" in message
+    assert "let that run finish" not in message
+
+    # Following the advice: the run marked failed, as the UI's "Mark run as > Failed" does.
+    with create_session() as session:
+        run = session.query(DagRun).filter_by(dag_id=recurring.dag_id, run_id=recurring.run_id).one()
+        run.set_state(DagRunState.FAILED)
+    assert one_time.run().state == DagRunState.SUCCESS
+    assert len(one_time.export_started_at) == 1
 
 
 def _sensor_has_let_go(one_time_dag_id: str) -> bool:

@@ -13,6 +13,9 @@ What differs, and why:
 * Two DAG ids from one definition: ``clevertap_backfill_events`` for the 3-day backfill and
   ``clevertap_backfill_edge`` for the windows at the 60-day edge (Airflow allows one running backfill
   per DAG, and each writes under its own prefix).
+* ``clevertap_recurring_mixed`` is scheduled as the shipped DAG is (catch-up on, from yesterday's
+  midnight UTC), so the scheduler runs its windows once the test unpauses it, and the test adds runs
+  triggered by hand and a backfill over the same windows.
 """
 
 from __future__ import annotations
@@ -27,12 +30,21 @@ from ct_airflow_provider.operators import CleverTapEventsToGCSOperator
 EVERY_HOURS = 4
 EVENTS = ["Charged", "App Launched"]
 
-for dag_id in ("clevertap_backfill_events", "clevertap_backfill_edge"):
+NOT_BEFORE = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+YESTERDAY = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=1)
+
+for dag_id, start_date, catchup in (
+    ("clevertap_backfill_events", NOT_BEFORE, False),
+    ("clevertap_backfill_edge", NOT_BEFORE, False),
+    ("clevertap_recurring_mixed", YESTERDAY, True),
+):
     with DAG(
         dag_id=dag_id,
         schedule=DeltaDataIntervalTimetable(dt.timedelta(hours=EVERY_HOURS)),
-        start_date=dt.datetime(2100, 1, 1, tzinfo=dt.UTC),
-        catchup=False,
+        start_date=start_date,
+        catchup=catchup,
+        # The test unpauses the scheduled DAG when its turn comes, so it does not compete with the backfills.
+        is_paused_upon_creation=catchup,
         max_active_runs=3,
         tags=["clevertap", "export", "recurring", "test"],
     ) as dag:
