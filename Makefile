@@ -15,7 +15,7 @@ export AIRFLOW__CORE__TEST_CONNECTION := Enabled
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL ?= http://127.0.0.1:8080/execution/
 export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
 
-.PHONY: env test test-fast lint typecheck demo bench lock screenshots clean
+.PHONY: env test test-fast lint typecheck demo airflow bench lock screenshots clean
 
 $(TOOLS)/bin/uv:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is required (looked for $(PYTHON))"; exit 1; }
@@ -57,6 +57,12 @@ test-fast: env
 
 demo: env
 	AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING $(BIN)/python -m ct_airflow_provider.testing.demo
+
+# A local Airflow (api-server, scheduler, dag-processor, triggerer) on the example DAGs, against the
+# simulator and a local bucket; prints the URL and the login; Ctrl-C stops it.
+AIRFLOW_PORT ?= 8080
+airflow: env
+	CT_LOCAL_AIRFLOW_PORT=$(AIRFLOW_PORT) $(BIN)/python -m ct_airflow_provider.testing.local_airflow
 
 bench: env
 	$(BIN)/python bench/run_all.py

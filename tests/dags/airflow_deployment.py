@@ -26,7 +26,8 @@ from typing import Any
 import psutil
 import urllib3
 
-from tests.ui.airflow_server import free_port, isolated_airflow_env, stop_process_group, tail
+from ct_airflow_provider.testing.processes import free_port, stop_process_group, tail
+from tests.ui.airflow_server import isolated_airflow_env
 
 _AIRFLOW = Path(sys.executable).parent / "airflow"
 #: Cold start of a component on 2 busy cores takes 15-30 s; the margin is for CI running other suites.

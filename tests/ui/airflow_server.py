@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import urllib3
+
+from ct_airflow_provider.testing.processes import free_port, stop_process_group, tail
 
 _AIRFLOW = Path(sys.executable).parent / "airflow"
 _SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
@@ -47,13 +47,6 @@ class AirflowApiServer:
             deleted = http.request("DELETE", f"{self.url}/api/v2/connections/{connection_id}")
             if deleted.status != 204:
                 raise RuntimeError(f"deleting {connection_id} answered {deleted.status}")
-
-
-def free_port() -> int:
-    """A TCP port free on the loopback interface right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def isolated_airflow_env(home: Path, settings: dict[str, str], extra_env: dict[str, str]) -> dict[str, str]:
@@ -90,52 +83,6 @@ def isolated_airflow_env(home: Path, settings: dict[str, str], extra_env: dict[s
     env.update(settings)
     env.update(extra_env)
     return env
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    """The last ``lines`` lines of a log file (for error messages)."""
-    if not path.exists():
-        return f"({path} does not exist)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _group_alive(process_group: int) -> bool:
-    try:
-        os.killpg(process_group, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def stop_process_group(process: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
-    """Stop a process started with ``start_new_session=True`` and every process it started.
-
-    The api-server forks uvicorn workers; terminating only the leader could leave a worker holding
-    the port, so the whole group gets SIGTERM, then SIGKILL after ``grace_s``.
-
-    :raises RuntimeError: some process of the group survived SIGKILL.
-    """
-    group = process.pid
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        process.poll()
-        if not _group_alive(group):
-            break
-        time.sleep(0.1)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=5)
-    deadline = time.monotonic() + 5
-    while _group_alive(group) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _group_alive(group):
-        raise RuntimeError(f"processes of group {group} survived SIGKILL: check `ps -g {group}`")
 
 
 def _wait_healthy(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
