@@ -83,7 +83,7 @@ def _truth_ts(simulator: SimulatorServer, event: str, day: dt.date) -> Counter[i
 
 
 def test_all_user_events_json_match_the_truth_and_skip_the_refusing_event(
-    stack: GCSTestStack, simulator: SimulatorServer
+    stack: GCSTestStack, simulator: SimulatorServer, capfd: pytest.CaptureFixture[str]
 ) -> None:
     day = _yesterday(simulator)
     state, _ = _run(
@@ -94,6 +94,13 @@ def test_all_user_events_json_match_the_truth_and_skip_the_refusing_event(
     assert manifest["status"] == "complete"
     refusing = set(simulator.truth.event_names()) - set(simulator.truth.exportable_event_names())
     assert refusing and set(manifest["skipped_events"]) == refusing
+    # Expected with all user events: one INFO line with the reason, no warning to act on.
+    task_log = capfd.readouterr().out.splitlines()
+    noted = [line for line in task_log if "events that CleverTap does not export" in line]
+    assert len(noted) == 1 and "[info" in noted[0], noted
+    assert all(repr(name) in noted[0] for name in refusing)
+    assert "Export not allowed for this event" in noted[0]
+    assert not [line for line in task_log if "[warning" in line and "Notification" in line]
     objects = stack.list_objects(BUCKET)
     assert {f["object_name"] for f in manifest["files"]} | {
         n for n in objects if n.endswith("manifest.json")
