@@ -1,4 +1,9 @@
-"""The bucket connection: one ``clevertap_gcs`` connection per bucket, built from a service account key."""
+"""The bucket connection: one ``clevertap_gcs`` connection per bucket.
+
+It authenticates one of three ways, each optionally impersonating a service account: a pasted
+service account key (CleverTap's own flow), an existing Google Cloud connection (``gcp_conn_id``),
+or, with neither, the worker's own identity (Application Default Credentials).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Any
 
 import orjson
 from airflow.providers.google.cloud.hooks.gcs import GCSHook
+from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
 from airflow.sdk import BaseHook
 from airflow.sdk.log import mask_secret
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -39,8 +45,45 @@ PROBE_PREFIX = ".ct-airflow-provider-connection-test-"
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024
 
 
+_ADC_HINT = (
+    "On Cloud Composer, GKE or Compute Engine, run the workers as a service account (workload identity "
+    "or the VM's service account); elsewhere set GOOGLE_APPLICATION_CREDENTIALS, or run `gcloud auth "
+    "application-default login` for a laptop. Or paste a Service Account Key, or name a Google Cloud "
+    "connection, in the bucket connection."
+)
+_TOKEN_CREATOR_HINT = (
+    "The identity the export starts from needs the Service Account Token Creator role "
+    "(roles/iam.serviceAccountTokenCreator) on {target}."
+)
+GOOGLE_CLOUD_CONN_TYPE = "google_cloud_platform"
+
+
 class BucketConnectionError(ValueError):
     """A ``clevertap_gcs`` connection that cannot work as configured; the message says how to fix it."""
+
+
+def parse_impersonation_chain(raw: object) -> list[str] | None:
+    """The service accounts to impersonate, in order (the last one writes); ``None`` for none.
+
+    :param raw: one email, several separated by commas, or a list of emails.
+    """
+    if raw is None or raw == "" or raw == []:
+        return None
+    if isinstance(raw, str):
+        chain = [part.strip() for part in raw.split(",")]
+    elif isinstance(raw, list):
+        chain = [str(part).strip() for part in raw]
+    else:
+        raise BucketConnectionError(
+            f"impersonation_chain must be a service account email or a list of them, got {type(raw).__name__}."
+        )
+    bad = [account for account in chain if "@" not in account]
+    if bad:
+        raise BucketConnectionError(
+            f"impersonation_chain holds {bad[0]!r}, which is not a service account email "
+            "(name@project.iam.gserviceaccount.com); list one email, or several separated by commas."
+        )
+    return chain
 
 
 def parse_service_account_key(raw: object) -> dict[str, Any]:
@@ -99,9 +142,11 @@ class CleverTapGCSHook(GCSHook):
     A Google Cloud Storage bucket registered for CleverTap exports (connection type ``clevertap_gcs``).
 
     The connection holds what CleverTap's own "Google Cloud Bucket" form asks for: a nickname, the
-    content of a service account JSON key and the bucket's exact name. Authentication, uploads and
-    retries are the Google provider's :class:`~airflow.providers.google.cloud.hooks.gcs.GCSHook`,
-    fed with that key.
+    content of a service account JSON key and the bucket's exact name. Instead of a key it may name
+    a Google Cloud connection (``gcp_conn_id`` in the extra), or leave both empty to use the worker's
+    own identity (Application Default Credentials); ``impersonation_chain`` then makes the export
+    write as another service account. Authentication, uploads and retries are the Google provider's
+    :class:`~airflow.providers.google.cloud.hooks.gcs.GCSHook`, fed with those settings.
 
     :param gcs_conn_id: the ``clevertap_gcs`` connection of the bucket.
     """
@@ -121,6 +166,7 @@ class CleverTapGCSHook(GCSHook):
         elif isinstance(raw_key, dict) and isinstance(raw_key.get("private_key"), str):
             mask_secret(raw_key["private_key"])
         self._raw_key = raw_key
+        self._source: GoogleBaseHook | None = None
 
     # -- connection form (Airflow < 3.2 reads these; later versions read the provider info) --------
     @classmethod
@@ -167,15 +213,84 @@ class CleverTapGCSHook(GCSHook):
         """The validated key; raises :class:`BucketConnectionError` naming what is wrong with it."""
         return parse_service_account_key(self._raw_key)
 
+    @property
+    def source_conn_id(self) -> str | None:
+        """The Google Cloud connection whose credentials the bucket is reached with, if one is named."""
+        return str(self.extras.get("gcp_conn_id") or "").strip() or None
+
+    @property
+    def impersonation_chain_setting(self) -> list[str] | None:
+        """The service accounts impersonated, in order (the last one writes), or ``None``."""
+        return parse_impersonation_chain(self.extras.get("impersonation_chain"))
+
+    @property
+    def auth_mode(self) -> str:
+        """``"key"``, ``"connection"`` or ``"worker"`` (Application Default Credentials)."""
+        has_key = not (
+            self._raw_key is None or (isinstance(self._raw_key, str) and not self._raw_key.strip())
+        )
+        if has_key and self.source_conn_id:
+            raise BucketConnectionError(
+                f"Connection {self.gcs_conn_id!r} has both a Service Account Key and a Google Cloud connection "
+                f"({self.source_conn_id!r}): keep one. Clear the key to use the connection's credentials, or "
+                "clear the connection id to use the key."
+            )
+        if has_key:
+            return "key"
+        return "connection" if self.source_conn_id else "worker"
+
+    def _source_hook(self) -> GoogleBaseHook:
+        """The named Google Cloud connection's own hook, checked to exist and to be of that type."""
+        if self._source is None:
+            conn_id = str(self.source_conn_id)
+            try:
+                conn = BaseHook.get_connection(conn_id)
+            except Exception:  # Airflow's "not found" error differs between versions
+                raise BucketConnectionError(
+                    f"Connection {self.gcs_conn_id!r} names the Google Cloud connection {conn_id!r}, which does "
+                    "not exist: create it (type Google Cloud) or fix the id."
+                ) from None
+            if conn.conn_type != GOOGLE_CLOUD_CONN_TYPE:
+                raise BucketConnectionError(
+                    f"Connection {self.gcs_conn_id!r} names {conn_id!r} as its Google Cloud connection, but that "
+                    f"connection is of type {conn.conn_type!r}: name a connection of type Google Cloud "
+                    f"({GOOGLE_CLOUD_CONN_TYPE})."
+                )
+            self._source = GoogleBaseHook(gcp_conn_id=conn_id)
+        return self._source
+
     def _get_field(self, f: str, default: Any = None) -> Any:
-        # GoogleBaseHook reads its settings from connection extras; a bucket connection only has a key.
-        if f == "keyfile_dict":
+        # GoogleBaseHook reads its settings through this: give it those of the chosen way to authenticate.
+        if f == "impersonation_chain":
+            chain = self.impersonation_chain_setting
+            if chain is None and self.auth_mode == "connection":
+                return self._source_hook()._get_field(f, default)
+            return chain
+        mode = self.auth_mode
+        if mode == "connection":
+            return self._source_hook()._get_field(f, default)
+        if mode == "key" and f == "keyfile_dict":
             return self.service_account_key
-        if f == "project":
+        if mode == "key" and f == "project":
             return self.service_account_key["project_id"]
-        if f in {"key_path", "key_secret_name", "credential_config_file", "impersonation_chain"}:
+        # No key and no connection: GoogleBaseHook falls back to Application Default Credentials.
+        if f in {"keyfile_dict", "key_path", "key_secret_name", "credential_config_file", "project"}:
             return None
         return default
+
+    def describe_identity(self, credentials: Any) -> str:
+        """Who the bucket is reached as and how, e.g. ``exporter@… through the worker's identity``."""
+        email = _email_of(credentials)
+        mode = self.auth_mode
+        how = {
+            "key": "with the Service Account Key",
+            "worker": "through the worker's identity (Application Default Credentials)",
+            "connection": f"from the Google Cloud connection {self.source_conn_id!r}",
+        }[mode]
+        chain = self.impersonation_chain_setting
+        if chain:
+            return f"impersonating {chain[-1]} {how.replace('with the', 'from the', 1)}"
+        return f"as {email} {how}"
 
     # -- the operations exports need ------------------------------------------------------------------
     @property
@@ -267,22 +382,52 @@ class CleverTapGCSHook(GCSHook):
         except BucketConnectionError as error:
             return False, str(error)
 
-    def _check_bucket(self) -> str:
-        bucket_name = self.bucket_name
-        key = self.service_account_key
-        credentials = self.get_credentials()
+    def _credentials(self) -> Any:
+        """Credentials of the chosen way to authenticate, with a token; failures name cause and remedy."""
+        mode = self.auth_mode
+        key = self.service_account_key if mode == "key" else None
+        chain = self.impersonation_chain_setting
         try:
-            credentials.refresh(_short_timeout_request())  # type: ignore[no-untyped-call]
-        except auth_errors.RefreshError as error:
+            credentials: Any = self.get_credentials()
+        except auth_errors.DefaultCredentialsError as error:
             raise BucketConnectionError(
-                f"Google refused the Service Account Key of {key['client_email']} ({_auth_reason(error)}): "
-                f"the key may have been deleted or disabled. {_NEW_KEY_HINT}"
+                f"Connection {self.gcs_conn_id!r} has no Service Account Key and no Google Cloud connection, so it "
+                f"uses the worker's own identity, but this worker has no Application Default Credentials "
+                f"({str(error).split('.')[0]}). {_ADC_HINT}"
+            ) from None
+        try:
+            credentials.refresh(_short_timeout_request())
+        except auth_errors.RefreshError as error:
+            if chain:
+                raise BucketConnectionError(
+                    f"Google refused to let the connection impersonate {chain[-1]} ({_auth_reason(error)}). "
+                    + _TOKEN_CREATOR_HINT.format(target=chain[-1])
+                ) from None
+            if key is not None:
+                raise BucketConnectionError(
+                    f"Google refused the Service Account Key of {key['client_email']} ({_auth_reason(error)}): "
+                    f"the key may have been deleted or disabled. {_NEW_KEY_HINT}"
+                ) from None
+            raise BucketConnectionError(
+                f"Google refused the credentials of connection {self.gcs_conn_id!r} ({_auth_reason(error)})."
             ) from None
         except auth_errors.TransportError:
+            where = (
+                f"Google's token endpoint {key['token_uri']}"
+                if key
+                else "Google's token or metadata endpoint"
+            )
             raise BucketConnectionError(
-                f"Could not reach Google's token endpoint {key['token_uri']} to authenticate the key: "
-                "check the network, proxy and firewall between Airflow and Google."
+                f"Could not reach {where} to authenticate: check the network, proxy and firewall between "
+                "Airflow and Google."
             ) from None
+        return credentials
+
+    def _check_bucket(self) -> str:
+        bucket_name = self.bucket_name
+        credentials = self._credentials()
+        identity = self.describe_identity(credentials)
+        who = _email_of(credentials)
 
         client = self.get_conn()
         bucket = client.bucket(bucket_name)
@@ -292,7 +437,7 @@ class CleverTapGCSHook(GCSHook):
             raise BucketConnectionError(self._missing_bucket_message(bucket_name)) from None
         except google_errors.Forbidden:
             raise BucketConnectionError(
-                f"{key['client_email']} may not read bucket {bucket_name!r}. {REQUIRED_ROLES_HINT}"
+                f"{who} may not read bucket {bucket_name!r}. {REQUIRED_ROLES_HINT}"
             ) from None
         except (google_errors.GoogleAPIError, OSError) as error:
             raise BucketConnectionError(_unreachable_storage(error)) from None
@@ -303,14 +448,14 @@ class CleverTapGCSHook(GCSHook):
             probe.delete(timeout=_TEST_TIMEOUT, retry=None)
         except google_errors.Forbidden:
             raise BucketConnectionError(
-                f"{key['client_email']} may read bucket {bucket_name!r} but not write and delete objects there. "
+                f"{who} may read bucket {bucket_name!r} but not write and delete objects there. "
                 f"{REQUIRED_ROLES_HINT}"
             ) from None
         except (google_errors.GoogleAPIError, OSError) as error:
             raise BucketConnectionError(_unreachable_storage(error)) from None
         return (
-            f"Connected to bucket {bucket_name!r} ({self.bucket_nickname}) as {key['client_email']}: "
-            "the key is valid and the account may write export files there."
+            f"Connected to bucket {bucket_name!r} ({self.bucket_nickname}) {identity}: "
+            "the credentials are valid and may write export files there."
         )
 
     def _missing_bucket_message(self, bucket_name: str) -> str:
@@ -341,6 +486,14 @@ def _short_timeout_request() -> Any:
             return super().__call__(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     return _Request()
+
+
+def _email_of(credentials: Any) -> str:
+    """The service account (or user) the credentials act as."""
+    email = getattr(credentials, "service_account_email", None) or getattr(credentials, "signer_email", None)
+    if email and email != "default":
+        return str(email)
+    return str(getattr(credentials, "account", None) or "the worker's default account")
 
 
 def _auth_reason(error: auth_errors.RefreshError) -> str:

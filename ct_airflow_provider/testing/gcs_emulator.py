@@ -13,6 +13,11 @@ Three real parts run on loopback:
   key without write permission gets the 403 that GCS answers.
 
 ``STORAGE_EMULATOR_HOST`` points at the gate while the stack runs.
+
+:meth:`GCSTestStack.metadata_server` adds a **metadata server** as Compute Engine, GKE and Cloud
+Composer workers have one: google-auth finds it through ``GCE_METADATA_HOST`` / ``GCE_METADATA_IP``
+(read when google-auth is imported, so a process started with them set) and gets its tokens there,
+for a service account whose role the gate enforces like a key's.
 """
 
 from __future__ import annotations
@@ -80,6 +85,9 @@ class _StackState:
         self.accounts_by_key_id: dict[str, _Account] = {}
         self.accounts_by_token: dict[str, _Account] = {}
         self.token_endpoint_up = True
+        #: Impersonation targets by email, and who may get their tokens (Service Account Token Creator).
+        self.targets: dict[str, _Account] = {}
+        self.token_creators: dict[str, set[str]] = {}
         #: Uploads still allowed before every further upload fails (``None``: no limit).
         self.uploads_left: int | None = None
         self.lock = threading.Lock()
@@ -210,9 +218,36 @@ class _GateHandler(BaseHTTPRequestHandler):
         finally:
             upstream.release_conn()
 
+    # -- IAM credentials: generateAccessToken, for impersonation --------------------------------------
+    def _impersonate(self) -> None:
+        state = self.server.state
+        self._read_body()
+        target_email = urllib.parse.unquote(self.path.split("?", 1)[0].removeprefix("/iam/")).split(":")[0]
+        auth = self.headers.get("Authorization", "")
+        caller = state.accounts_by_token.get(auth.removeprefix("Bearer ").strip()) if auth else None
+        target = state.targets.get(target_email)
+        if (
+            caller is None
+            or target is None
+            or caller.email not in state.token_creators.get(target_email, set())
+        ):
+            message = (
+                "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist)."
+            )
+            self._send_json(403, {"error": {"code": 403, "message": message, "status": "PERMISSION_DENIED"}})
+            return
+        token = "ya29.impersonated-" + secrets.token_urlsafe(24)
+        with state.lock:
+            state.accounts_by_token[token] = target
+        expiry = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+        self._send_json(200, {"accessToken": token, "expireTime": expiry})
+
     def _handle(self) -> None:
-        if self.path.split("?", 1)[0] == "/token":
+        path = self.path.split("?", 1)[0]
+        if path == "/token":
             self._token()
+        elif path.startswith("/iam/") and self.command == "POST":
+            self._impersonate()
         else:
             self._forward()
 
@@ -225,6 +260,58 @@ class _GateServer(ThreadingHTTPServer):
     def __init__(self, port: int, state: _StackState) -> None:
         super().__init__(("127.0.0.1", port), _GateHandler)
         self.state = state
+
+
+class _MetadataHandler(BaseHTTPRequestHandler):
+    """The part of Compute Engine's metadata server that google-auth uses for a worker's identity."""
+
+    protocol_version = "HTTP/1.1"
+    server: _MetadataServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+        self.send_response(status)
+        self.send_header("Metadata-Flavor", "Google")
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if self.headers.get("Metadata-Flavor") != "Google":
+            self._send(403, b"Missing Metadata-Flavor:Google header.", "text/plain")
+            return
+        account = self.server.account
+        prefix = "/computeMetadata/v1"
+        if path in ("", prefix):
+            self._send(200, b"", "text/plain")  # google-auth's "is this Compute Engine?" ping
+        elif path == f"{prefix}/instance/service-accounts/default":
+            body = {"aliases": ["default"], "email": account.email, "scopes": [_CLOUD_PLATFORM_SCOPE]}
+            self._send(200, orjson.dumps(body))
+        elif path == f"{prefix}/instance/service-accounts/default/token":
+            token = "ya29.metadata-" + secrets.token_urlsafe(24)
+            with self.server.state.lock:
+                self.server.state.accounts_by_token[token] = account
+            self._send(200, orjson.dumps({"access_token": token, "expires_in": 3600, "token_type": "Bearer"}))
+        elif path == f"{prefix}/project/project-id":
+            self._send(200, GCSTestStack.project_id.encode(), "text/plain")
+        else:
+            self._send(404, b"Not found", "text/plain")
+
+
+class _MetadataServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, state: _StackState, account: _Account) -> None:
+        super().__init__(("127.0.0.1", 0), _MetadataHandler)
+        self.state = state
+        self.account = account
+
+
+_CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
 
 class GCSTestStack:
@@ -276,19 +363,60 @@ class GCSTestStack:
             "universe_domain": "googleapis.com",
         }
 
+    def new_impersonation_target(
+        self, role: Role = "storage_admin", *, token_creators: tuple[str, ...] = (), name: str = "ct-target"
+    ) -> str:
+        """A service account others may impersonate: those in ``token_creators`` hold the Token Creator role."""
+        email = f"{name}-{secrets.token_hex(3)}@{self.project_id}.iam.gserviceaccount.com"
+        with self._state.lock:
+            self._state.targets[email] = _Account(email, role, b"")
+            self._state.token_creators[email] = set(token_creators)
+        return email
+
+    def iam_endpoint(self, target: str) -> str:
+        """This stack's stand-in for IAM's ``generateAccessToken`` of ``target``."""
+        return f"{self.emulator_url}/iam/{target}:generateAccessToken"
+
+    @contextlib.contextmanager
+    def metadata_server(
+        self, role: Role = "storage_admin", *, name: str = "ct-worker"
+    ) -> Iterator[dict[str, str]]:
+        """Run a metadata server that gives tokens of a new service account with ``role``.
+
+        Yields the environment a process needs to find it (``GCE_METADATA_HOST``, ``GCE_METADATA_IP``)
+        and the account's ``email``.
+        """
+        email = f"{name}-{secrets.token_hex(3)}@{self.project_id}.iam.gserviceaccount.com"
+        server = _MetadataServer(self._state, _Account(email, role, b""))
+        thread = threading.Thread(target=server.serve_forever, name="gce-metadata", daemon=True)
+        thread.start()
+        address = f"127.0.0.1:{server.server_address[1]}"
+        try:
+            yield {"GCE_METADATA_HOST": address, "GCE_METADATA_IP": address, "email": email}
+        finally:
+            server.shutdown()
+            server.server_close()
+
     @staticmethod
-    def connection_env(bucket_name: str, key: dict[str, Any] | str, nickname: str | None = None) -> str:
-        """The ``AIRFLOW_CONN_<ID>`` value (JSON form) of a ``clevertap_gcs`` connection."""
-        return orjson.dumps(
-            {
-                "conn_type": "clevertap_gcs",
-                "extra": {
-                    "bucket_nickname": nickname or bucket_name,
-                    "bucket_name": bucket_name,
-                    "service_account_key": key if isinstance(key, str) else orjson.dumps(key).decode(),
-                },
-            }
-        ).decode()
+    def connection_env(
+        bucket_name: str,
+        key: dict[str, Any] | str | None,
+        nickname: str | None = None,
+        **auth: Any,
+    ) -> str:
+        """The ``AIRFLOW_CONN_<ID>`` value (JSON form) of a ``clevertap_gcs`` connection.
+
+        :param key: the service account key, or ``None`` for a connection without one.
+        :param auth: more extra fields: ``gcp_conn_id``, ``impersonation_chain``.
+        """
+        extra: dict[str, Any] = {
+            "bucket_nickname": nickname or bucket_name,
+            "bucket_name": bucket_name,
+            **auth,
+        }
+        if key is not None:
+            extra["service_account_key"] = key if isinstance(key, str) else orjson.dumps(key).decode()
+        return orjson.dumps({"conn_type": "clevertap_gcs", "extra": extra}).decode()
 
     # -- buckets and objects, straight on the emulator -------------------------------------------
     def create_bucket(self, name: str) -> None:

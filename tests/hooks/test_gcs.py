@@ -62,7 +62,7 @@ def test_key_given_as_json_object_in_extra_works(
 @pytest.mark.parametrize(
     ("make_key", "expected"),
     [
-        (lambda key: "", "is empty"),
+        (lambda key: "", "uses the worker's own identity, but this worker has no Application Default"),
         (lambda key: "{not json", "is not valid JSON"),
         (lambda key: {"installed": {"client_id": "1.apps.googleusercontent.com"}}, "OAuth client ID file"),
         (lambda key: {**key, "type": "authorized_user"}, "of type 'authorized_user'"),
