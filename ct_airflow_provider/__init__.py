@@ -6,6 +6,21 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+#: Help texts of the bucket form, shared by the form of every Airflow version.
+SERVICE_ACCOUNT_KEY_HELP = (
+    "Enter the contents of the downloaded Service Account Key JSON file. Leave it empty to "
+    "authenticate with a Google Cloud connection, or with neither to use the worker's own identity "
+    "(Application Default Credentials: workload identity on Cloud Composer and GKE)."
+)
+GCP_CONN_ID_HELP = (
+    "Optional: the id of a Google Cloud connection whose credentials reach the bucket, e.g. "
+    "google_cloud_default. Leave empty when a key is given."
+)
+IMPERSONATION_CHAIN_HELP = (
+    "Optional: a service account email to write as (or several, comma-separated: the last one writes). "
+    "The identity above needs the Service Account Token Creator role on it."
+)
+
 REGIONS = ["in1", "sg1", "us1", "aps3", "mec1", "eu1"]
 
 
@@ -69,12 +84,22 @@ def get_provider_info() -> dict[str, Any]:
                     },
                     "service_account_key": {
                         "label": "Service Account Key",
-                        "description": "Enter the contents of the downloaded Service Account Key JSON file.",
+                        "description": SERVICE_ACCOUNT_KEY_HELP,
                         "schema": {"type": ["string", "null"], "format": "password"},
                     },
                     "bucket_name": {
                         "label": "Bucket name",
                         "description": "Add the name of the bucket as given in the project (an exact match).",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "gcp_conn_id": {
+                        "label": "Google Cloud connection (instead of a key)",
+                        "description": GCP_CONN_ID_HELP,
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "impersonation_chain": {
+                        "label": "Impersonate service account",
+                        "description": IMPERSONATION_CHAIN_HELP,
                         "schema": {"type": ["string", "null"]},
                     },
                 },

@@ -35,7 +35,14 @@ def test_bucket_form_has_the_product_pages_three_fields() -> None:
         c for c in get_provider_info()["connection-types"] if c["connection-type"] == "clevertap_gcs"
     ]
     labels = [field["label"] for field in bucket["conn-fields"].values()]
-    assert labels == ["Bucket nickname", "Service Account Key", "Bucket name"]
+    # The product page's three fields first, then the two ways to authenticate without a key.
+    assert labels == [
+        "Bucket nickname",
+        "Service Account Key",
+        "Bucket name",
+        "Google Cloud connection (instead of a key)",
+        "Impersonate service account",
+    ]
     assert bucket["conn-fields"]["service_account_key"]["schema"]["format"] == "password"
     assert set(bucket["ui-field-behaviour"]["hidden-fields"]) >= {
         "host",

@@ -176,12 +176,26 @@ class CleverTapGCSHook(GCSHook):
         from flask_babel import lazy_gettext
         from wtforms import PasswordField, StringField
 
+        from ct_airflow_provider import GCP_CONN_ID_HELP, IMPERSONATION_CHAIN_HELP, SERVICE_ACCOUNT_KEY_HELP
+
         return {
             "bucket_nickname": StringField(lazy_gettext("Bucket nickname"), widget=BS3TextFieldWidget()),
             "service_account_key": PasswordField(
-                lazy_gettext("Service Account Key"), widget=BS3PasswordFieldWidget()
+                lazy_gettext("Service Account Key"),
+                description=SERVICE_ACCOUNT_KEY_HELP,
+                widget=BS3PasswordFieldWidget(),
             ),
             "bucket_name": StringField(lazy_gettext("Bucket name"), widget=BS3TextFieldWidget()),
+            "gcp_conn_id": StringField(
+                lazy_gettext("Google Cloud connection (instead of a key)"),
+                description=GCP_CONN_ID_HELP,
+                widget=BS3TextFieldWidget(),
+            ),
+            "impersonation_chain": StringField(
+                lazy_gettext("Impersonate service account"),
+                description=IMPERSONATION_CHAIN_HELP,
+                widget=BS3TextFieldWidget(),
+            ),
         }
 
     @classmethod

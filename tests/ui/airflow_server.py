@@ -23,7 +23,7 @@ _SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_man
 _STARTUP_DEADLINE_S = 120.0
 
 
-@dataclass(frozen=True)
+@dataclass
 class AirflowApiServer:
     """A running api-server started by :func:`run_api_server`."""
 
@@ -31,6 +31,8 @@ class AirflowApiServer:
     home: Path
     log_path: Path
     process_group: int
+    #: The service account of the worker's own identity, where a metadata server gives it one.
+    worker_identity: str = ""
 
     def log_text(self) -> str:
         """Everything the api-server has logged so far."""

@@ -24,8 +24,16 @@ def api_server(
 ) -> Iterator[AirflowApiServer]:
     """``airflow api-server`` with the provider installed; its Test button reaches the local GCS stack."""
     home = tmp_path_factory.mktemp("airflow-home")
-    with run_api_server(home, {"STORAGE_EMULATOR_HOST": gcs_stack.emulator_url}) as server:
-        yield server
+    # The server runs as a worker with an identity of its own would (a metadata server, as on GKE).
+    with gcs_stack.metadata_server(name="ct-composer-worker") as metadata:
+        env = {
+            "STORAGE_EMULATOR_HOST": gcs_stack.emulator_url,
+            "GCE_METADATA_HOST": metadata["GCE_METADATA_HOST"],
+            "GCE_METADATA_IP": metadata["GCE_METADATA_IP"],
+        }
+        with run_api_server(home, env) as server:
+            server.worker_identity = metadata["email"]
+            yield server
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,8 @@ SCREENSHOTS: dict[str, str] = {
     "gcs-test-wrong-bucket.png": "Test with a bucket name that differs in case from the real bucket",
     "gcs-test-broken-key.png": "Test with a Service Account Key that was cut short when pasted",
     "gcs-edit.png": "Editing a bucket connection: the key is never shown back",
+    "gcs-form-worker-identity.png": "A bucket connection without a key: the worker's own identity",
+    "gcs-test-worker-identity.png": "Test of a bucket connection that uses the worker's identity",
     "clevertap-form.png": "The CleverTap account form: Account ID, Passcode, region and time zone",
     "clevertap-region-choice.png": "The region is a choice among CleverTap's regions",
     "clevertap-test-success.png": "Test of a CleverTap connection that works",

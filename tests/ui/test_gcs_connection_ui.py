@@ -23,6 +23,11 @@ PRODUCT_FIELDS = {
     "Service Account Key": "Enter the contents of the downloaded Service Account Key JSON file",
     "Bucket name": "Add the name of the bucket as given in the project",
 }
+#: The ways to authenticate without a key, after the product page's fields.
+KEYLESS_FIELDS = {
+    "Google Cloud connection (instead of a key)": "Optional: the id of a Google Cloud connection",
+    "Impersonate service account": "Optional: a service account email to write as",
+}
 
 
 @pytest.fixture(scope="module")
@@ -71,8 +76,8 @@ def test_register_a_bucket_and_test_it(
     standard = ui.open_section(dialog, "Standard Fields")
     assert ui.field_labels(standard) == ["Description"]
     fields = ui.open_section(dialog, "Extra Fields")
-    assert ui.field_labels(fields) == list(PRODUCT_FIELDS)
-    for label, help_start in PRODUCT_FIELDS.items():
+    assert ui.field_labels(fields) == [*PRODUCT_FIELDS, *KEYLESS_FIELDS]
+    for label, help_start in {**PRODUCT_FIELDS, **KEYLESS_FIELDS}.items():
         expect(ui.help_text(fields, label)).to_have_text(re.compile("^" + re.escape(help_start)))
     expect(ui.field(fields, "Service Account Key")).to_have_attribute("type", "password")
 
@@ -90,8 +95,8 @@ def test_register_a_bucket_and_test_it(
     result = ui.test_connection("analytics_bucket")
     assert result.title == TEST_SUCCEEDED_TITLE, result.message
     assert result.message == (
-        f"Connected to bucket '{bucket}' (Analytics exports) as {key['client_email']}: "
-        "the key is valid and the account may write export files there."
+        f"Connected to bucket '{bucket}' (Analytics exports) as {key['client_email']} with the Service "
+        "Account Key: the credentials are valid and may write export files there."
     )
     ui.screenshot("gcs-test-success.png")
     # The probe object the Test wrote was removed again.
@@ -102,6 +107,34 @@ def test_register_a_bucket_and_test_it(
     for secret in secret_parts(key):
         assert secret not in page_text
         assert secret not in log_text
+
+
+def test_register_a_bucket_without_a_key_using_the_workers_identity(
+    ui: ConnectionsPage, gcs_stack: GCSTestStack, bucket: str, api_server: AirflowApiServer
+) -> None:
+    dialog = ui.open_add_form()
+    dialog.get_by_label("Connection ID").fill("composer_bucket")
+    ui.choose_connection_type(dialog, HOOK_NAME)
+    fields = ui.open_section(dialog, "Extra Fields")
+    expect(ui.help_text(fields, "Service Account Key")).to_contain_text(
+        "with neither to use the worker's own identity"
+    )
+    ui.field(fields, "Bucket nickname").fill("Composer exports")
+    ui.field(fields, "Bucket name").fill(bucket)
+    ui.screenshot("gcs-form-worker-identity.png", dialog)
+    ui.save(dialog)
+    expect(ui.row("composer_bucket")).to_be_visible()
+
+    result = ui.test_connection("composer_bucket")
+
+    assert result.title == TEST_SUCCEEDED_TITLE, result.message
+    assert result.message == (
+        f"Connected to bucket '{bucket}' (Composer exports) as {api_server.worker_identity} through the "
+        "worker's identity (Application Default Credentials): the credentials are valid and may write "
+        "export files there."
+    )
+    ui.screenshot("gcs-test-worker-identity.png")
+    assert "ya29." not in ui.page.content() and "ya29." not in api_server.log_text()
 
 
 def test_wrong_bucket_name_is_named_with_the_right_one(
