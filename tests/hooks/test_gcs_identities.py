@@ -118,6 +118,7 @@ print("STATE", run_dag(dag).state)
             [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, check=False
         )
     assert "STATE success" in result.stdout, (result.stdout + result.stderr)[-3000:]
+    assert "ya29." not in result.stdout + result.stderr  # no token in the task's log or XCom
     (manifest_name,) = [n for n in gcs_stack.list_objects(BUCKET) if n.endswith("-manifest.json")]
     manifest = orjson.loads(gcs_stack.read_object(BUCKET, manifest_name))
     assert manifest["status"] == "complete"
