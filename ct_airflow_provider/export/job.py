@@ -37,6 +37,13 @@ from ct_airflow_provider.export.files import ExportedFile
 from ct_airflow_provider.export.manifest import MANIFEST_CONTENT_TYPE, build_manifest
 from ct_airflow_provider.export.naming import ExportNaming
 from ct_airflow_provider.export.profiles import ProfileDeduplicator
+from ct_airflow_provider.export.reconcile import (
+    CountSource,
+    Reconciliation,
+    ReconciliationError,
+    check_reconcile_mode,
+    reconcile,
+)
 from ct_airflow_provider.export.sinks import ObjectWriter, UploadingSink
 from ct_airflow_provider.export.windows import ExportWindow
 from ct_airflow_provider.export.writer import export_event, export_profiles
@@ -53,8 +60,8 @@ MAX_CONCURRENT_REQUESTS = 3
 DEFAULT_CONCURRENT_REQUESTS = 1
 
 
-class RecordSource(Protocol):
-    """What an export reads: CleverTap's event and profile pages (the CleverTap hook)."""
+class RecordSource(CountSource, Protocol):
+    """What an export reads: CleverTap's event and profile pages, and its counts (the CleverTap hook)."""
 
     def iter_event_pages(
         self, event_name: str, from_date: dt.date, to_date: dt.date, *, app_fields: bool = False
@@ -111,6 +118,7 @@ class ExportResult:
     skipped_events: dict[str, str] = field(default_factory=dict)
     removed_stale_objects: list[str] = field(default_factory=list)
     manifest_object: str = ""
+    reconciliation: Reconciliation | None = None
 
     @property
     def records(self) -> int:
@@ -141,6 +149,7 @@ class ExportResult:
             "bytes": self.bytes,
             "records_per_event_and_day": self.records_per_event_and_day(),
             "skipped_events": dict(self.skipped_events),
+            "reconciled": None if self.reconciliation is None else self.reconciliation.reconciled,
         }
 
 
@@ -308,15 +317,49 @@ class ExportRun:
         event_names: Sequence[str],
         *,
         skippable: tuple[type[Exception], ...] = (),
+        reconcile_mode: str = "off",
     ) -> ExportResult:
-        """Export each event of ``event_names``; an event raising one of ``skippable`` is skipped with a warning."""
+        """Export each event of ``event_names``; an event raising one of ``skippable`` is skipped.
+
+        :param reconcile_mode: compare the records written with CleverTap's counts before the
+            manifest (``fail``, ``warn`` or ``off``; see :mod:`~ct_airflow_provider.export.reconcile`).
+            Only whole days are compared: a recurring window's days are checked by a daily task.
+        """
+        check_reconcile_mode(reconcile_mode)
         progress = _Progress(self.log, f"Export {self.spec.naming.request_id}")
         keep = self.spec.window.keep()
         with self._claim(), self._scratch() as scratch:
             with self._sink() as sink:
                 self._begin()
                 self._write_events(source, event_names, skippable, progress, sink, scratch, keep)
+            if reconcile_mode != "off" and not self.spec.window.is_recurring:
+                self._reconcile(source, event_names, reconcile_mode)
             return self._finish(progress)
+
+    def _reconcile(self, source: RecordSource, event_names: Sequence[str], mode: str) -> None:
+        exported = [name for name in event_names if name not in self.result.skipped_events]
+        found = reconcile(
+            source,
+            self.result.records_per_event_and_day(),
+            exported,
+            self.spec.window.days,
+            concurrent_requests=self.concurrent_requests,
+        )
+        self.result.reconciliation = found
+        if found.reconciled:
+            self.log.info(
+                "Reconciled with CleverTap's counts: %d records of %d events over %d days, every event and day equal",
+                self.result.records, len(exported), len(self.spec.window.days),
+            )  # fmt: skip
+            return
+        message = (
+            f"The export differs from CleverTap's own counts: {found.describe_mismatches()}. CleverTap keeps "
+            "receiving events for a day after it ends (offline devices upload late): export the day again "
+            "later, which replaces its files."
+        )
+        if mode == "fail":
+            raise ReconciliationError(message + " (reconcile='warn' writes the manifest anyway.)")
+        self.log.warning('%s The manifest says "reconciled": false.', message)
 
     def _write_events(
         self,
@@ -415,6 +458,7 @@ class ExportRun:
             window=self.spec.window.describe(),
             compression=self.spec.compression,
             skipped_events=self.result.skipped_events,
+            reconciliation=self.result.reconciliation,
         )
         # Only the claim's holder may mark the export complete.
         self._held_claim.check()

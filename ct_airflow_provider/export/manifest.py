@@ -13,7 +13,12 @@ what the bucket reports. Layout::
      "files": [{"object_name": "...", "event_name": "Charged", "day": "20240105", "file_index": 0,
                 "records": 1000, "bytes": 45678, "crc32c": "<base64>",
                 "content_type": "text/csv"}, ...],
-     "totals": {"files": 2, "records": 1234, "bytes": 56789}}
+     "totals": {"files": 2, "records": 1234, "bytes": 56789},
+     "reconciliation": {"Charged": {"20240105": {"exported": 1234, "clevertap": 1234}}},
+     "reconciled": true}
+
+``reconciled`` is ``null`` where CleverTap's counts were not asked (recurring windows, which a daily
+reconciliation checks; profiles; ``reconcile="off"``).
 
 Files are listed by event name, day and file index; ``day`` is ``yyyymmdd`` as in the file names.
 """
@@ -27,6 +32,7 @@ import orjson
 
 from ct_airflow_provider.export.files import ExportedFile
 from ct_airflow_provider.export.naming import ExportNaming
+from ct_airflow_provider.export.reconcile import Reconciliation, summary
 
 MANIFEST_CONTENT_TYPE = "application/json"
 
@@ -39,6 +45,7 @@ def manifest_document(
     window: object = None,
     compression: str | None = None,
     skipped_events: Mapping[str, str] | None = None,
+    reconciliation: Reconciliation | None = None,
 ) -> dict[str, Any]:
     """Return the manifest of an export run as a JSON-able dict.
 
@@ -49,6 +56,7 @@ def manifest_document(
         dates and other objects are written with ``str()``.
     :param compression: ``"gzip"`` or ``None``.
     :param skipped_events: events that were not exported, with the reason.
+    :param reconciliation: the records exported against CleverTap's counts, if they were compared.
     """
     listed = sorted(files, key=lambda file: (file.event_name, file.day, file.file_index))
     events: dict[str, dict[str, int]] = {}
@@ -73,6 +81,7 @@ def manifest_document(
             "records": sum(file.records for file in listed),
             "bytes": sum(file.bytes for file in listed),
         },
+        **summary(reconciliation),
     }
 
 
@@ -84,6 +93,7 @@ def build_manifest(
     window: object = None,
     compression: str | None = None,
     skipped_events: Mapping[str, str] | None = None,
+    reconciliation: Reconciliation | None = None,
 ) -> bytes:
     """Return the manifest of an export run as indented UTF-8 JSON, ready to upload last.
 
@@ -95,6 +105,7 @@ def build_manifest(
     :param window: what was exported, as text.
     :param compression: ``"gzip"`` or ``None``.
     :param skipped_events: events that were not exported, with the reason.
+    :param reconciliation: the records exported against CleverTap's counts, if they were compared.
     """
     document = manifest_document(
         naming=naming,
@@ -103,5 +114,6 @@ def build_manifest(
         window=window,
         compression=compression,
         skipped_events=skipped_events,
+        reconciliation=reconciliation,
     )
     return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)

@@ -11,6 +11,7 @@ from ct_airflow_provider.export.job import (
     ExportResult,
     check_concurrent_requests,
 )
+from ct_airflow_provider.export.reconcile import check_reconcile_mode
 from ct_airflow_provider.hooks.clevertap import EventExportNotAllowedError
 from ct_airflow_provider.operators._base import DEFAULT_MAX_FILE_BYTES, _CleverTapToGCSBase
 
@@ -53,6 +54,11 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
         is slow to answer and the window spans days; each request holds one more page in memory. The
         task takes as many slots of its pool (``pool_slots``, unless given), so a pool of 3 slots
         keeps a deployment within the limit.
+    :param reconcile: once-only exports compare the records written per event and day with
+        CleverTap's own counts before writing the manifest: ``"fail"`` (default) fails the task on a
+        difference, naming each event, day and both numbers; ``"warn"`` writes the manifest with
+        ``"reconciled": false``; ``"off"`` skips the check. Recurring windows cut days into parts:
+        :class:`~ct_airflow_provider.operators.CleverTapReconcileOperator` checks their days.
     """
 
     template_fields: Sequence[str] = (*_CleverTapToGCSBase.template_fields, "events")
@@ -66,9 +72,11 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
         export_format: str = "json",
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         concurrent_requests: int = DEFAULT_CONCURRENT_REQUESTS,
+        reconcile: str = "fail",
         **kwargs: Any,
     ) -> None:
         self.events = events
+        self.reconcile = check_reconcile_mode(reconcile)
         self.concurrent_requests = check_concurrent_requests(concurrent_requests)
         # Each request in flight takes a pool slot: a pool of 3 slots then caps the deployment at 3.
         kwargs.setdefault("pool_slots", concurrent_requests)
@@ -118,7 +126,7 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
             names = clevertap.list_event_names()
             skippable = (EventExportNotAllowedError,)
             self.log.info("All user events: %d event names listed by CleverTap", len(names))
-        result = run.events(clevertap, names, skippable=skippable)
+        result = run.events(clevertap, names, skippable=skippable, reconcile_mode=self.reconcile)
         self._note_refused_events(result)
         return result
 

@@ -144,6 +144,11 @@ class FaultControl:
         self.page_shape = "documented"
         #: Probability that any request gets a random transient fault (demos, soak tests).
         self.random_rate = 0.0
+        #: Added to every answer of the counts API (a count that disagrees with the events served).
+        self.count_offset = 0
+        #: Records of an event and day (``yyyymmdd``) that have not arrived yet, as events an offline
+        #: device uploads late: neither the events API nor the counts API has them until removed here.
+        self.late_events: dict[tuple[str, str], int] = {}
 
     def queue(self, *faults: Fault | str) -> None:
         """Queue transient faults; each one hits the next API request, in order.
@@ -188,7 +193,7 @@ class FaultControl:
         self.queue(*settings.pop("queue", ()))
         allowed = {
             "invalid_credentials", "stall_cursor", "expire_cursors", "cursor_ttl_seconds",
-            "slow_seconds", "response_delay_seconds", "page_shape", "random_rate",
+            "slow_seconds", "response_delay_seconds", "page_shape", "random_rate", "count_offset",
         }  # fmt: skip
         unknown = set(settings) - allowed
         if unknown:
@@ -506,8 +511,7 @@ class _Api:
             return _Answer(400, [_EXPIRED])
         if kind == "events":
             total = sum(
-                self.data.event_count(state.event_name, day)
-                for day in day_range(state.from_day, state.to_day)
+                self._arrived(state.event_name, day) for day in day_range(state.from_day, state.to_day)
             )
             records, count = self._events_page(state, total)
         else:
@@ -536,7 +540,7 @@ class _Api:
             parts: list[bytes] = []
             day_start = 0
             for day in day_range(state.from_day, state.to_day):
-                count = self.data.event_count(state.event_name, day)
+                count = self._arrived(state.event_name, day)
                 if day_start + count > start and day_start < stop:
                     parts += self.data.event_record_bytes(
                         state.event_name,
@@ -552,7 +556,8 @@ class _Api:
                     break
             return b"[" + b",".join(parts) + b"]"
 
-        return self._pages.get_or_build(state.page_key(), render), max(stop - start, 0)
+        late = tuple(sorted(self.faults.late_events.items()))  # pages differ while events are late
+        return self._pages.get_or_build((*state.page_key(), late), render), max(stop - start, 0)
 
     def _profile_list(self, state: _Query) -> list[tuple[int, Any]]:
         key = (state.event_name, state.from_day, state.to_day)
@@ -576,12 +581,18 @@ class _Api:
 
         return self._pages.get_or_build(state.page_key(), render), len(chosen)
 
+    def _arrived(self, event_name: str, day: dt.date) -> int:
+        """Records of an event and day the account holds now: all but those still late."""
+        late = self.faults.late_events.get((event_name, day.strftime("%Y%m%d")), 0)
+        return max(0, self.data.event_count(event_name, day) - late)
+
     def _start_count(self, body: bytes, content_type: str) -> _Answer:
         parsed = self._parse_body(body, content_type)
         if isinstance(parsed, _Answer):
             return parsed
         event_name, from_day, to_day = parsed
-        count = sum(self.data.event_count(event_name, day) for day in day_range(from_day, to_day))
+        count = sum(self._arrived(event_name, day) for day in day_range(from_day, to_day))
+        count += self.faults.count_offset
         with self._count_lock:
             request_id = next(self._count_ids)
             self._count_requests[request_id] = [count, self._counts_pending_polls]

@@ -94,6 +94,13 @@ def test_all_user_events_json_match_the_truth_and_skip_the_refusing_event(
     assert manifest["status"] == "complete"
     refusing = set(simulator.truth.event_names()) - set(simulator.truth.exportable_event_names())
     assert refusing and set(manifest["skipped_events"]) == refusing
+    # Reconciled with CleverTap's own counts, event by event.
+    assert manifest["reconciled"] is True
+    assert manifest["reconciliation"] == {
+        event: {f"{day:%Y%m%d}": {"exported": n, "clevertap": n}}
+        for event in simulator.truth.exportable_event_names()
+        for n in [simulator.truth.event_count(event, day)]
+    }
     # Expected with all user events: one INFO line with the reason, no warning to act on.
     task_log = capfd.readouterr().out.splitlines()
     noted = [line for line in task_log if "events that CleverTap does not export" in line]
@@ -273,6 +280,7 @@ def test_refused_inputs_fail_before_any_api_call(stack: GCSTestStack, simulator:
         ({"max_file_bytes": 10}, "too small"),
         ({"concurrent_requests": 4}, "from 1 to 3, CleverTap's limit"),
         ({"concurrent_requests": 0}, "from 1 to 3"),
+        ({"reconcile": "maybe"}, "reconcile='maybe': choose one of 'fail', 'warn', 'off'"),
     ],
 )
 def test_bad_arguments_are_refused_when_the_dag_is_parsed(kwargs: dict[str, Any], message: str) -> None:
@@ -454,3 +462,58 @@ def test_a_hand_triggered_run_more_than_60_days_back_is_refused(
     assert run_dag(dag, logical_date=long_ago + dt.timedelta(hours=6, minutes=10)).state == "failed"
     assert simulator.stats.snapshot()["requests_served"] == before
     assert stack.list_objects(BUCKET) == {}
+
+
+@pytest.fixture
+def counts_one_more(simulator: SimulatorServer) -> Iterator[None]:
+    """CleverTap counts one event more than its events API serves (a page lost on the way, say)."""
+    simulator.faults.count_offset = 1
+    yield
+    simulator.faults.count_offset = 0
+
+
+def test_an_export_that_disagrees_with_clevertaps_counts_fails_naming_event_day_and_numbers(
+    stack: GCSTestStack, simulator: SimulatorServer, counts_one_more: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    day = _yesterday(simulator)
+    served = simulator.truth.event_count("Charged", day)
+    state, _ = _run(
+        CleverTapEventsToGCSOperator, "e2e_reconcile_fail", events=["Charged"],
+        from_date=day.isoformat(), to_date=day.isoformat(),
+    )  # fmt: skip
+    assert state == "failed"
+    assert f"'Charged' on {day:%Y%m%d}: exported {served}, CleverTap counts {served + 1} (short by 1)" in (
+        capfd.readouterr().out
+    )
+    # No manifest: the export is not complete.
+    assert not [n for n in stack.list_objects(BUCKET) if n.endswith("-manifest.json")]
+
+
+def test_reconcile_warn_writes_a_manifest_that_says_not_reconciled(
+    stack: GCSTestStack, simulator: SimulatorServer, counts_one_more: None
+) -> None:
+    day = _yesterday(simulator)
+    served = simulator.truth.event_count("Charged", day)
+    state, _ = _run(
+        CleverTapEventsToGCSOperator, "e2e_reconcile_warn", events=["Charged"], reconcile="warn",
+        from_date=day.isoformat(), to_date=day.isoformat(),
+    )  # fmt: skip
+    assert state == "success"
+    manifest = _manifest(stack)
+    assert manifest["status"] == "complete" and manifest["reconciled"] is False
+    assert manifest["reconciliation"] == {
+        "Charged": {f"{day:%Y%m%d}": {"exported": served, "clevertap": served + 1}}
+    }
+
+
+def test_reconcile_off_asks_no_counts(
+    stack: GCSTestStack, simulator: SimulatorServer, counts_one_more: None
+) -> None:
+    day = _yesterday(simulator)
+    state, _ = _run(
+        CleverTapEventsToGCSOperator, "e2e_reconcile_off", events=["Charged"], reconcile="off",
+        from_date=day.isoformat(), to_date=day.isoformat(),
+    )  # fmt: skip
+    assert state == "success"
+    manifest = _manifest(stack)
+    assert manifest["reconciled"] is None and manifest["reconciliation"] is None
