@@ -51,6 +51,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "ct_airflow_provider.operators.events",
                     "ct_airflow_provider.operators.profiles",
+                    "ct_airflow_provider.operators.reconcile",
                 ],
             }
         ],

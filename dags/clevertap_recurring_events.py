@@ -28,6 +28,12 @@ older than 60 days fails at once with a message saying so. See the README for th
 Set `START_DATE` to the day you deploy, at midnight (it fixes the grid of windows): with catch-up
 on, windows missed while the scheduler was down are exported when it comes back, so recurring
 exports have no gaps.
+
+`clevertap_daily_reconciliation` checks each whole day (account time zone) once its windows are
+exported: it sums the records of the day's windows per event, compares them with CleverTap's own
+counts and writes `<request id>-reconciliation-<yyyymmdd>.json` beside them. A day "short by k" got
+late events after its windows ran (offline devices upload late): backfill that day's windows and
+clear the day's reconciliation run.
 """
 
 from __future__ import annotations
@@ -35,9 +41,9 @@ from __future__ import annotations
 import datetime as dt
 
 from airflow.sdk import DAG
-from airflow.timetables.interval import DeltaDataIntervalTimetable
+from airflow.timetables.interval import CronDataIntervalTimetable, DeltaDataIntervalTimetable
 
-from ct_airflow_provider.operators import CleverTapEventsToGCSOperator
+from ct_airflow_provider.operators import CleverTapEventsToGCSOperator, CleverTapReconcileOperator
 
 EVERY_HOURS = 4
 #: When recurring exports begin: older windows are for an explicit backfill (within 60 days).
@@ -62,4 +68,25 @@ with DAG(
         pool="clevertap_api",
         retries=2,
         retry_delay=dt.timedelta(minutes=5),
+    )
+
+with DAG(
+    dag_id="clevertap_daily_reconciliation",
+    # Each morning, the day before (in the account's time zone) against CleverTap's counts.
+    schedule=CronDataIntervalTimetable("0 6 * * *", timezone="UTC"),
+    start_date=START_DATE,
+    catchup=True,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["clevertap", "export", "recurring", "reconciliation"],
+):
+    CleverTapReconcileOperator(
+        task_id="reconcile_day",
+        export_dag_id="clevertap_recurring_events",
+        export_task_id="export_events",
+        object_prefix="clevertap/events/",
+        pool="clevertap_api",
+        # A window of the day may still be running (or waiting for a retry): look again later.
+        retries=3,
+        retry_delay=dt.timedelta(hours=1),
     )

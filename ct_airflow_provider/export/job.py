@@ -459,6 +459,7 @@ class ExportRun:
             compression=self.spec.compression,
             skipped_events=self.result.skipped_events,
             reconciliation=self.result.reconciliation,
+            window_ts=self.spec.window.ts_bounds(),
         )
         # Only the claim's holder may mark the export complete.
         self._held_claim.check()

@@ -7,7 +7,7 @@ what the bucket reports. Layout::
 
     {"status": "complete", "request_id": "...", "run_timestamp": 1700000000, "database_id": 3,
      "format": "csv", "compression": "gzip",
-     "window": "days 2024-01-01..2024-01-07",
+     "window": "days 2024-01-01..2024-01-07", "window_ts": null,
      "events": {"Charged": {"files": 2, "records": 1234, "bytes": 56789}},
      "skipped_events": {"Notification Viewed": "Export not allowed for this event"},
      "files": [{"object_name": "...", "event_name": "Charged", "day": "20240105", "file_index": 0,
@@ -17,7 +17,8 @@ what the bucket reports. Layout::
      "reconciliation": {"Charged": {"20240105": {"exported": 1234, "clevertap": 1234}}},
      "reconciled": true}
 
-``reconciled`` is ``null`` where CleverTap's counts were not asked (recurring windows, which a daily
+``window_ts`` is ``{"start": <ts>, "end": <ts>}`` for a recurring window (CleverTap ``ts`` values in
+the account's time zone, end excluded), ``null`` for whole days. ``reconciled`` is ``null`` where CleverTap's counts were not asked (recurring windows, which a daily
 reconciliation checks; profiles; ``reconcile="off"``).
 
 Files are listed by event name, day and file index; ``day`` is ``yyyymmdd`` as in the file names.
@@ -46,6 +47,7 @@ def manifest_document(
     compression: str | None = None,
     skipped_events: Mapping[str, str] | None = None,
     reconciliation: Reconciliation | None = None,
+    window_ts: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Return the manifest of an export run as a JSON-able dict.
 
@@ -57,6 +59,7 @@ def manifest_document(
     :param compression: ``"gzip"`` or ``None``.
     :param skipped_events: events that were not exported, with the reason.
     :param reconciliation: the records exported against CleverTap's counts, if they were compared.
+    :param window_ts: a recurring window's ``ts`` bounds ``(start, end)``.
     """
     listed = sorted(files, key=lambda file: (file.event_name, file.day, file.file_index))
     events: dict[str, dict[str, int]] = {}
@@ -73,6 +76,7 @@ def manifest_document(
         "format": export_format,
         "compression": compression,
         "window": None if window is None else str(window),
+        "window_ts": None if window_ts is None else {"start": window_ts[0], "end": window_ts[1]},
         "events": events,
         "skipped_events": dict(skipped_events or {}),
         "files": [file.as_dict() for file in listed],
@@ -94,6 +98,7 @@ def build_manifest(
     compression: str | None = None,
     skipped_events: Mapping[str, str] | None = None,
     reconciliation: Reconciliation | None = None,
+    window_ts: tuple[int, int] | None = None,
 ) -> bytes:
     """Return the manifest of an export run as indented UTF-8 JSON, ready to upload last.
 
@@ -106,6 +111,7 @@ def build_manifest(
     :param compression: ``"gzip"`` or ``None``.
     :param skipped_events: events that were not exported, with the reason.
     :param reconciliation: the records exported against CleverTap's counts, if they were compared.
+    :param window_ts: a recurring window's ``ts`` bounds ``(start, end)``.
     """
     document = manifest_document(
         naming=naming,
@@ -115,5 +121,6 @@ def build_manifest(
         compression=compression,
         skipped_events=skipped_events,
         reconciliation=reconciliation,
+        window_ts=window_ts,
     )
     return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)

@@ -119,3 +119,46 @@ def summary(reconciliation: Reconciliation | None) -> dict[str, Any]:
     if reconciliation is None:
         return {"reconciliation": None, "reconciled": None}
     return {"reconciliation": reconciliation.as_manifest(), "reconciled": reconciliation.reconciled}
+
+
+class DayNotCoveredError(RuntimeError):
+    """The windows exported so far do not cover the whole day: a window is missing or not complete yet."""
+
+
+def day_ts_bounds(day: dt.date) -> tuple[int, int]:
+    """The ``ts`` range of a whole day, ``[day 00:00:00, next day 00:00:00)``."""
+    following = day + dt.timedelta(days=1)
+    return int(f"{day:%Y%m%d}000000"), int(f"{following:%Y%m%d}000000")
+
+
+def exported_on_day(manifests: Iterable[Mapping[str, Any]], day: dt.date) -> tuple[dict[str, int], list[str]]:
+    """Records per event on ``day`` written by the recurring windows' ``manifests``, and the windows used.
+
+    :raises DayNotCoveredError: the complete windows do not cover the day without a gap (the message
+        names the first gap).
+    """
+    first, last = day_ts_bounds(day)
+    windows = sorted(
+        (m["window_ts"]["start"], m["window_ts"]["end"], m)
+        for m in manifests
+        if m.get("status") == "complete" and m.get("window_ts")
+        and m["window_ts"]["start"] < last and m["window_ts"]["end"] > first
+    )  # fmt: skip
+    covered = first
+    for start, end, _ in windows:
+        if start > covered:
+            break
+        covered = max(covered, end)
+    if covered < last:
+        raise DayNotCoveredError(
+            f"The complete windows exported so far cover {day} only up to ts {covered} (the day ends at {last}): "
+            "a window of the day is missing or not finished. Run this check after the day's last window "
+            "(or backfill the missing window)."
+        )
+    records: dict[str, int] = {}
+    key = f"{day:%Y%m%d}"
+    for _, _, manifest in windows:
+        for file in manifest["files"]:
+            if file["day"] == key:
+                records[file["event_name"]] = records.get(file["event_name"], 0) + int(file["records"])
+    return records, [str(m["request_id"]) + "-" + str(m["run_timestamp"]) for _, _, m in windows]

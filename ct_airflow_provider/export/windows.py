@@ -59,6 +59,12 @@ class ExportWindow:
     def is_recurring(self) -> bool:
         return self.start_ts is not None
 
+    def ts_bounds(self) -> tuple[int, int] | None:
+        """``(start_ts, end_ts)`` of a recurring window; ``None`` for whole days."""
+        if self.start_ts is None or self.end_ts is None:
+            return None
+        return self.start_ts, self.end_ts
+
     def keep(self) -> Callable[[int], bool] | None:
         """The record filter on ``ts`` for a recurring window; ``None`` for whole days."""
         if self.start_ts is None or self.end_ts is None:

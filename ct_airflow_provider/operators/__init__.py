@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from ct_airflow_provider.operators.events import CleverTapEventsToGCSOperator
 from ct_airflow_provider.operators.profiles import CleverTapProfilesToGCSOperator
+from ct_airflow_provider.operators.reconcile import CleverTapReconcileOperator
 
-__all__ = ["CleverTapEventsToGCSOperator", "CleverTapProfilesToGCSOperator"]
+__all__ = ["CleverTapEventsToGCSOperator", "CleverTapProfilesToGCSOperator", "CleverTapReconcileOperator"]

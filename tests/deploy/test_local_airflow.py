@@ -80,7 +80,7 @@ def test_local_airflow_starts_with_the_example_dags_connections_and_pool_then_st
             return http.request("GET", f"{url}/api/v2/{path}", headers=headers).json()
 
         dags = _wait_for(
-            "the example DAGs parsed", lambda: api("dags")["total_entries"] == 4 and api("dags"), process, log
+            "the example DAGs parsed", lambda: api("dags")["total_entries"] == 5 and api("dags"), process, log
         )
         assert {d["dag_id"] for d in dags["dags"]} >= {
             "clevertap_once_only_events",

@@ -33,6 +33,7 @@ def test_every_example_dag_imports_without_errors_or_warnings() -> None:
     assert set(bag.dag_ids) == {
         "clevertap_once_only_events",
         "clevertap_recurring_events",
+        "clevertap_daily_reconciliation",
         "clevertap_recurring_profiles",
         "clevertap_one_time_profiles",
     }
@@ -75,6 +76,7 @@ def test_example_dags_write_under_one_prefix_per_export_kind() -> None:
     assert prefixes == {
         "clevertap_once_only_events": {"clevertap/events/"},
         "clevertap_recurring_events": {"clevertap/events/"},
+        "clevertap_daily_reconciliation": {"clevertap/events/"},
         "clevertap_recurring_profiles": {"clevertap/profiles/"},
         "clevertap_one_time_profiles": {"clevertap/profiles/"},
     }
