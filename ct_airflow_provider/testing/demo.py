@@ -85,11 +85,14 @@ def main() -> int:
                     print(f"  {event:<28} {day}  {count:>7,d} records")
             if manifest.get("skipped_events"):
                 print(f"  skipped: {', '.join(manifest['skipped_events'])}")
+            print(
+                f"  reconciled with CleverTap's own counts: {'yes' if manifest.get('reconciled') else 'no'}"
+            )
         _banner("Where to look next")
         print(
             "README.md (connections, operators, DAGs), dags/ (the example DAGs), docs/ (formats, simulator),"
         )
-        print("`make test` for the whole suite, docker-compose.yaml for a full local Airflow.")
+        print("`make airflow` for the UI on the example DAGs, `make test` for the whole suite.")
         if failed:
             print(f"\nThe export failed for: {', '.join(failed)}", file=sys.stderr)
             return 1
