@@ -66,3 +66,36 @@ screenshots: env
 
 clean:
 	rm -rf $(VENV) $(TOOLS) $(AIRFLOW_HOME) .pytest_cache .mypy_cache .ruff_cache
+
+# -- Airflow version matrix ------------------------------------------------------------------------
+# One environment per supported Airflow minor version, each from its own lock (requirements/airflow-X.Y.lock,
+# resolved by `make lock-matrix`), with its own AIRFLOW_HOME. `make test-airflow AIRFLOW_VERSION=2.11`
+# runs the core tests (marker `core`) on one version; `make test-matrix` on all of them.
+AIRFLOW_VERSIONS := 2.11 3.0 3.1 3.2 3.3
+AIRFLOW_VERSION ?= 3.3
+MATRIX_PYTHON_VERSION ?= 3.11
+MATRIX_TESTS ?= -m core
+
+.PHONY: lock-matrix test-airflow test-matrix test-lowest
+
+.venv-airflow-%/.synced: requirements/airflow-%.lock pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(CURDIR)/.venv-airflow-$*
+	$(UV) pip sync --quiet --python $(CURDIR)/.venv-airflow-$*/bin/python requirements/airflow-$*.lock
+	$(UV) pip install --quiet --python $(CURDIR)/.venv-airflow-$*/bin/python --no-deps -e .
+	touch $@
+
+lock-matrix: | $(UV)
+	for v in $(AIRFLOW_VERSIONS); do \
+	  $(UV) pip compile --quiet pyproject.toml --extra testing --group test --python-version $(MATRIX_PYTHON_VERSION) \
+	    -c requirements/airflow-$$v.in --no-header -o requirements/airflow-$$v.lock || exit 1; \
+	done
+	$(UV) pip compile --quiet pyproject.toml --extra testing --group test --python-version $(MATRIX_PYTHON_VERSION) \
+	  --resolution lowest-direct --no-header -o requirements/lowest-direct.lock
+
+test-airflow: .venv-airflow-$(AIRFLOW_VERSION)/.synced
+	rm -rf $(CURDIR)/.airflow-$(AIRFLOW_VERSION) && mkdir -p $(CURDIR)/.airflow-$(AIRFLOW_VERSION)
+	AIRFLOW_HOME=$(CURDIR)/.airflow-$(AIRFLOW_VERSION) $(CURDIR)/.venv-airflow-$(AIRFLOW_VERSION)/bin/airflow db migrate >/dev/null
+	AIRFLOW_HOME=$(CURDIR)/.airflow-$(AIRFLOW_VERSION) $(CURDIR)/.venv-airflow-$(AIRFLOW_VERSION)/bin/pytest -q $(MATRIX_TESTS)
+
+test-matrix:
+	for v in $(AIRFLOW_VERSIONS); do $(MAKE) --no-print-directory test-airflow AIRFLOW_VERSION=$$v || exit 1; done

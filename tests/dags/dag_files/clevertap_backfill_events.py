@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import DAG
+from airflow.providers.common.compat.sdk import DAG
 from airflow.timetables.interval import DeltaDataIntervalTimetable
 
 from ct_airflow_provider.operators import CleverTapEventsToGCSOperator
