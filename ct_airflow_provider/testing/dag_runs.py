@@ -28,6 +28,12 @@ def register_dag(dag: Any) -> None:
     else:
         from airflow.models.dagbag import DagBag, sync_bag_to_db  # type: ignore[no-redef,attr-defined,unused-ignore]
 
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        # Committed first: the DAG row refers to its bundle's row.
+        DagBundlesManager().sync_bundles_to_db(session=session)
     bag = DagBag(dag_folder="/dev/null", collect_dags=False)
     bag.bag_dag(dag)
     sync_bag_to_db(bag, BUNDLE_NAME, None)
