@@ -51,6 +51,7 @@ typecheck: env
 test: env lint typecheck
 	$(BIN)/python -m ct_airflow_provider.testing.browser_setup
 	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory test-matrix
 
 test-fast: env
 	$(BIN)/pytest -q -m "not slow"
@@ -69,14 +70,17 @@ clean:
 
 # -- Airflow version matrix ------------------------------------------------------------------------
 # One environment per supported Airflow minor version, each from its own lock (requirements/airflow-X.Y.lock,
-# resolved by `make lock-matrix`), with its own AIRFLOW_HOME. `make test-airflow AIRFLOW_VERSION=2.11`
-# runs the core tests (marker `core`) on one version; `make test-matrix` on all of them.
+# resolved by `make lock-matrix` from requirements/airflow-X.Y.in), with its own AIRFLOW_HOME (.airflow-X.Y).
+# `make test-airflow AIRFLOW_VERSION=2.11` runs the core tests (marker `core`) on one version;
+# AIRFLOW_VERSION=lowest-direct runs them with every direct dependency at its lowest allowed version.
+# `make test-matrix` runs all of them except 3.3, whose full suite `make test` runs in .venv.
 AIRFLOW_VERSIONS := 2.11 3.0 3.1 3.2 3.3
+MATRIX_VERSIONS ?= 2.11 3.0 3.1 3.2 lowest-direct
 AIRFLOW_VERSION ?= 3.3
 MATRIX_PYTHON_VERSION ?= 3.11
 MATRIX_TESTS ?= -m core
 
-.PHONY: lock-matrix test-airflow test-matrix test-lowest
+.PHONY: lock-matrix test-airflow test-matrix
 
 .venv-airflow-%/.synced: requirements/airflow-%.lock pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(CURDIR)/.venv-airflow-$*
@@ -90,12 +94,13 @@ lock-matrix: | $(UV)
 	    -c requirements/airflow-$$v.in --no-header -o requirements/airflow-$$v.lock || exit 1; \
 	done
 	$(UV) pip compile --quiet pyproject.toml --extra testing --group test --python-version $(MATRIX_PYTHON_VERSION) \
-	  --resolution lowest-direct --no-header -o requirements/lowest-direct.lock
+	  --resolution lowest-direct --no-header -o requirements/airflow-lowest-direct.lock
 
 test-airflow: .venv-airflow-$(AIRFLOW_VERSION)/.synced
 	rm -rf $(CURDIR)/.airflow-$(AIRFLOW_VERSION) && mkdir -p $(CURDIR)/.airflow-$(AIRFLOW_VERSION)
 	AIRFLOW_HOME=$(CURDIR)/.airflow-$(AIRFLOW_VERSION) $(CURDIR)/.venv-airflow-$(AIRFLOW_VERSION)/bin/airflow db migrate >/dev/null
+	@echo "== Airflow $(AIRFLOW_VERSION): $$($(CURDIR)/.venv-airflow-$(AIRFLOW_VERSION)/bin/python -c 'import airflow; print(airflow.__version__)')"
 	AIRFLOW_HOME=$(CURDIR)/.airflow-$(AIRFLOW_VERSION) $(CURDIR)/.venv-airflow-$(AIRFLOW_VERSION)/bin/pytest -q $(MATRIX_TESTS)
 
 test-matrix:
-	for v in $(AIRFLOW_VERSIONS); do $(MAKE) --no-print-directory test-airflow AIRFLOW_VERSION=$$v || exit 1; done
+	for v in $(MATRIX_VERSIONS); do $(MAKE) --no-print-directory test-airflow AIRFLOW_VERSION=$$v || exit 1; done
