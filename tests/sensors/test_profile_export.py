@@ -20,19 +20,18 @@ from typing import Any
 
 import pytest
 from airflow.api.common.delete_dag import delete_dag
-from airflow.dag_processing.bundles.manager import DagBundlesManager
-from airflow.dag_processing.collection import update_dag_parsing_results_in_db
 from airflow.models.dag import DagModel
 from airflow.models.dagrun import DagRun
 from airflow.models.taskinstance import TaskInstance
 from airflow.models.taskreschedule import TaskReschedule
-from airflow.sdk import DAG, task
-from airflow.serialization.serialized_objects import DagSerialization, LazyDeserializedDAG
+from airflow.providers.common.compat.sdk import DAG, task
 from airflow.utils.session import create_session
 from airflow.utils.state import DagRunState, TaskInstanceState
-from airflow.utils.types import DagRunTriggeredByType, DagRunType
+from airflow.utils.types import DagRunType
 
 from ct_airflow_provider.sensors import RecurringProfileExportSensor
+from ct_airflow_provider.testing.dag_runs import dag_test, register_dag
+from ct_airflow_provider.version_compat import AIRFLOW_V_3_0_PLUS
 
 RECURRING_RUN_DATE = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 # The recurring DAG is unpaused, as one in use is; starting it in the far future keeps any scheduler
@@ -66,18 +65,16 @@ class OneTimeExport:
         _register(self.dag)
         self.failures.clear()
         self.export_started_at.clear()
-        return self.dag.test(logical_date=dt.datetime.now(dt.UTC))
+        return dag_test(self.dag, logical_date=dt.datetime.now(dt.UTC))
 
 
 def _register(dag: DAG) -> None:
     """Store the DAG in the metadata DB as the DAG processor does after parsing its file."""
-    with create_session() as session:
-        # Committed first: in one flush SQLAlchemy may insert the DAG row before its bundle's row.
-        DagBundlesManager().sync_bundles_to_db(session=session)
-    with create_session() as session:
-        update_dag_parsing_results_in_db(
-            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session
-        )
+    register_dag(dag)
+    if not AIRFLOW_V_3_0_PLUS:
+        from airflow.models.serialized_dag import SerializedDagModel
+
+        SerializedDagModel.write_dag(dag)
 
 
 def _one_time_dag(dag_id: str, recurring_dag_ids: list[str] | str, **sensor_kwargs: Any) -> OneTimeExport:
@@ -115,7 +112,17 @@ def _reschedules_of_sensor(run: DagRun) -> int:
             .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=SENSOR_TASK)
             .one()
         )
-        return session.query(TaskReschedule).filter_by(ti_id=ti.id).count()
+        return _reschedules_of(session, ti)
+
+
+def _reschedules_of(session: Any, ti: TaskInstance) -> int:
+    if AIRFLOW_V_3_0_PLUS:
+        return int(session.query(TaskReschedule).filter_by(ti_id=ti.id).count())
+    return int(
+        session.query(TaskReschedule)
+        .filter_by(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, try_number=ti.try_number)
+        .count()
+    )
 
 
 @pytest.fixture
@@ -145,18 +152,33 @@ def recurring(dag_ids: tuple[str, str]) -> RecurringExport:
     with create_session() as session:
         session.query(DagModel).filter_by(dag_id=dag_id).update({DagModel.is_paused: False})
     run_id = f"scheduled__{RECURRING_RUN_DATE.isoformat()}"
+    data_interval = (RECURRING_RUN_DATE, RECURRING_RUN_DATE + dt.timedelta(hours=4))
     with create_session() as session:
-        DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag)).create_dagrun(
-            run_id=run_id,
-            logical_date=RECURRING_RUN_DATE,
-            data_interval=(RECURRING_RUN_DATE, RECURRING_RUN_DATE + dt.timedelta(hours=4)),
-            run_after=RECURRING_RUN_DATE + dt.timedelta(hours=4),
-            run_type=DagRunType.SCHEDULED,
-            triggered_by=DagRunTriggeredByType.TIMETABLE,
-            state=DagRunState.RUNNING,
-            start_date=dt.datetime.now(dt.UTC),
-            session=session,
-        )
+        if AIRFLOW_V_3_0_PLUS:
+            from airflow.serialization.serialized_objects import DagSerialization
+            from airflow.utils.types import DagRunTriggeredByType
+
+            DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag)).create_dagrun(
+                run_id=run_id,
+                logical_date=RECURRING_RUN_DATE,
+                data_interval=data_interval,
+                run_after=RECURRING_RUN_DATE + dt.timedelta(hours=4),
+                run_type=DagRunType.SCHEDULED,
+                triggered_by=DagRunTriggeredByType.TIMETABLE,
+                state=DagRunState.RUNNING,
+                start_date=dt.datetime.now(dt.UTC),
+                session=session,
+            )
+        else:
+            dag.create_dagrun(
+                run_id=run_id,
+                execution_date=RECURRING_RUN_DATE,
+                data_interval=data_interval,
+                run_type=DagRunType.SCHEDULED,
+                state=DagRunState.RUNNING,
+                start_date=dt.datetime.now(dt.UTC),
+                session=session,
+            )
     return RecurringExport(dag_id, run_id)
 
 
@@ -204,7 +226,7 @@ def _sensor_has_let_go(one_time_dag_id: str) -> bool:
         )
         if sensor is None:
             return False
-        rescheduled = session.query(TaskReschedule).filter_by(ti_id=sensor.id).count()
+        rescheduled = _reschedules_of(session, sensor)
         return bool(rescheduled) or sensor.next_method is not None
 
 
