@@ -33,7 +33,7 @@ def register_dag(dag: Any) -> None:
 
     with create_session() as session:
         # Committed first: the DAG row refers to its bundle's row.
-        DagBundlesManager().sync_bundles_to_db(session=session)
+        DagBundlesManager().sync_bundles_to_db(session=session)  # type: ignore[no-untyped-call,unused-ignore]
     bag = DagBag(dag_folder="/dev/null", collect_dags=False)
     bag.bag_dag(dag)
     sync_bag_to_db(bag, BUNDLE_NAME, None)
