@@ -31,13 +31,21 @@ from airflow.utils.types import DagRunType
 
 from ct_airflow_provider.sensors import RecurringProfileExportSensor
 from ct_airflow_provider.testing.dag_runs import dag_test, register_dag
-from ct_airflow_provider.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_2_PLUS
+from ct_airflow_provider.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_1_PLUS, AIRFLOW_V_3_2_PLUS
 
 RECURRING_RUN_DATE = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 # The recurring DAG is unpaused, as one in use is; starting it in the far future keeps any scheduler
 # that shares this metadata DB from creating runs of it.
 RECURRING_START = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 SENSOR_TASK = "wait_for_recurring_profile_export"
+#: Airflow 3.0's dag.test() cannot run these waits (a real deployment is not affected): its in-process task
+#: runner hands a reschedule sensor its first reschedule date as a string, and it runs triggers inline
+#: without the supervisor channel the Task SDK asks through. 3.1 fixed both.
+_DAG_TEST_OF_3_0 = pytest.mark.xfail(
+    AIRFLOW_V_3_0_PLUS and not AIRFLOW_V_3_1_PLUS,
+    reason="Airflow 3.0's dag.test() cannot run reschedule/deferred sensors (fixed in 3.1)",
+    strict=False,
+)
 EXPORT_TASK = "export_profiles"
 
 
@@ -216,6 +224,7 @@ def _assert_names_blocker_and_remedy(message: str, recurring: RecurringExport) -
     assert "Stop Recurring Profile Export to do One Time Export" in message
 
 
+@_DAG_TEST_OF_3_0
 def test_running_recurring_export_holds_the_one_time_export_back_until_it_ends(
     recurring: RecurringExport, dag_ids: tuple[str, str]
 ) -> None:
@@ -268,7 +277,9 @@ def _finish_once_the_sensor_waits(
             return
 
 
-@pytest.mark.parametrize("deferrable", [False, True], ids=["reschedule", "deferred"])
+@pytest.mark.parametrize(
+    "deferrable", [False, pytest.param(True, marks=_DAG_TEST_OF_3_0)], ids=["reschedule", "deferred"]
+)
 def test_one_time_export_starts_once_the_recurring_run_it_waits_for_ends(
     recurring: RecurringExport, dag_ids: tuple[str, str], deferrable: bool
 ) -> None:
@@ -290,6 +301,7 @@ def test_one_time_export_starts_once_the_recurring_run_it_waits_for_ends(
     assert export_started_at > recurring.finished_at
 
 
+@_DAG_TEST_OF_3_0
 def test_deferred_wait_times_out_naming_the_recurring_export(
     recurring: RecurringExport, dag_ids: tuple[str, str]
 ) -> None:
