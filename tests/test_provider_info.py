@@ -44,3 +44,26 @@ def test_bucket_form_has_the_product_pages_three_fields() -> None:
         "port",
         "schema",
     }
+
+
+def test_airflow_finds_both_connection_types_and_their_form_fields() -> None:
+    """What the connection form is built from on every version: the hooks' widgets (read up to 3.1)
+    and field behaviour; 3.2+ reads ``conn-fields`` (checked above) and still lists the hooks."""
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    hooks = manager.hooks
+    for conn_type, hook_name in (("clevertap", "CleverTap"), ("clevertap_gcs", "CleverTap GCS bucket")):
+        info = hooks[conn_type]
+        assert info is not None and info.hook_name == hook_name and info.connection_testable
+    widgets = manager.connection_form_widgets
+    assert {
+        "extra__clevertap__region",
+        "extra__clevertap__timezone",
+        "extra__clevertap_gcs__bucket_nickname",
+        "extra__clevertap_gcs__service_account_key",
+        "extra__clevertap_gcs__bucket_name",
+    } <= set(widgets)
+    behaviours = manager.field_behaviours
+    assert behaviours["clevertap"]["relabeling"]["login"] == "Account ID"
+    assert "password" in behaviours["clevertap_gcs"]["hidden_fields"]
