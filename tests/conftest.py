@@ -42,6 +42,22 @@ def pytest_configure(config: pytest.Config) -> None:
         import airflow.providers.fab.auth_manager.models  # noqa: F401
 
 
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """With ``-m core``, do not even import the other test modules: their tools (a browser, docker
+    compose schemas) are not installed in the per-version environments."""
+    if config.getoption("markexpr") != "core":
+        return None
+    try:
+        relative = collection_path.resolve().relative_to(_ROOT).as_posix()
+    except ValueError:
+        return None
+    if collection_path.is_dir():
+        return not any(core.startswith(relative + "/") for core in CORE_TESTS)
+    if collection_path.name.startswith("test_") and collection_path.suffix == ".py":
+        return relative not in CORE_TESTS
+    return None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if Path(item.path).relative_to(_ROOT).as_posix() in CORE_TESTS:
