@@ -10,6 +10,7 @@ import airflow
 import jsonschema
 
 from ct_airflow_provider import get_provider_info
+from ct_airflow_provider.version_compat import AIRFLOW_V_3_0_PLUS
 
 
 def test_provider_info_follows_airflows_schema() -> None:
@@ -47,23 +48,32 @@ def test_bucket_form_has_the_product_pages_three_fields() -> None:
 
 
 def test_airflow_finds_both_connection_types_and_their_form_fields() -> None:
-    """What the connection form is built from on every version: the hooks' widgets (read up to 3.1)
-    and field behaviour; 3.2+ reads ``conn-fields`` (checked above) and still lists the hooks."""
+    """The connection form as each Airflow builds it: Airflow 2's webserver from the hooks' widgets and
+    field behaviour; Airflow 3's UI from its hook metadata (``conn-fields`` from 3.2 on, the widgets
+    read with FAB's Flask stack before)."""
     from airflow.providers_manager import ProvidersManager
 
-    manager = ProvidersManager()
-    hooks = manager.hooks
+    hooks = ProvidersManager().hooks
     for conn_type, hook_name in (("clevertap", "CleverTap"), ("clevertap_gcs", "CleverTap GCS bucket")):
         info = hooks[conn_type]
         assert info is not None and info.hook_name == hook_name and info.connection_testable
-    widgets = manager.connection_form_widgets
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
+
+        forms = {h.connection_type: h for h in HookMetaService.hook_meta_data()}
+        clevertap, bucket = forms["clevertap"], forms["clevertap_gcs"]
+        assert set(clevertap.extra_fields or {}) == {"region", "timezone"}
+        assert set(bucket.extra_fields or {}) == {"bucket_nickname", "service_account_key", "bucket_name"}
+        assert clevertap.standard_fields is not None and clevertap.standard_fields.login.title == "Account ID"
+        assert bucket.standard_fields is not None and bucket.standard_fields.password.hidden
+        return
+    manager = ProvidersManager()
     assert {
         "extra__clevertap__region",
         "extra__clevertap__timezone",
         "extra__clevertap_gcs__bucket_nickname",
         "extra__clevertap_gcs__service_account_key",
         "extra__clevertap_gcs__bucket_name",
-    } <= set(widgets)
-    behaviours = manager.field_behaviours
-    assert behaviours["clevertap"]["relabeling"]["login"] == "Account ID"
-    assert "password" in behaviours["clevertap_gcs"]["hidden_fields"]
+    } <= set(manager.connection_form_widgets)
+    assert manager.field_behaviours["clevertap"]["relabeling"]["login"] == "Account ID"
+    assert "password" in manager.field_behaviours["clevertap_gcs"]["hidden_fields"]
