@@ -29,6 +29,7 @@ CORE_TESTS = (
     "tests/operators/test_export_dag_runs.py",
     "tests/sensors/test_profile_export.py",
     "tests/examples/test_example_dags.py",
+    "tests/dags/test_backfill_airflow2.py",
 )
 
 
