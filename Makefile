@@ -66,7 +66,7 @@ screenshots: env
 	CT_REFRESH_SCREENSHOTS=1 $(BIN)/pytest -q tests/ui
 
 clean:
-	rm -rf $(VENV) $(TOOLS) $(AIRFLOW_HOME) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(AIRFLOW_HOME) .pytest_cache .mypy_cache .ruff_cache .venv-airflow-* .airflow-*
 
 # -- Airflow version matrix ------------------------------------------------------------------------
 # One environment per supported Airflow minor version, each from its own lock (requirements/airflow-X.Y.lock,
