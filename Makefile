@@ -51,6 +51,7 @@ typecheck: env
 test: env lint typecheck
 	$(BIN)/python -m ct_airflow_provider.testing.browser_setup
 	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory test-matrix
 
 test-fast: env
 	$(BIN)/pytest -q -m "not slow"
@@ -71,4 +72,50 @@ screenshots: env
 	CT_REFRESH_SCREENSHOTS=1 $(BIN)/pytest -q tests/ui
 
 clean:
-	rm -rf $(VENV) $(TOOLS) $(AIRFLOW_HOME) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(AIRFLOW_HOME) .pytest_cache .mypy_cache .ruff_cache .venv-airflow-* .airflow-*
+
+# -- Airflow version matrix ------------------------------------------------------------------------
+# One environment per supported Airflow minor version, each from its own lock (requirements/airflow-X.Y.lock,
+# resolved by `make lock-matrix` from requirements/airflow-X.Y.in), with its own AIRFLOW_HOME (.airflow-X.Y).
+# `make test-airflow AIRFLOW_VERSION=2.11` runs the core tests (marker `core`) on one version;
+# AIRFLOW_VERSION=lowest-direct runs them with every direct dependency at its lowest allowed version.
+# AIRFLOW_VERSION=3.3-py3.12 runs them on Python 3.12 (when python3.12 is on the PATH).
+# `make test-matrix` runs all of them except 3.3 on 3.11, whose full suite `make test` runs in .venv.
+AIRFLOW_VERSIONS := 2.11 3.0 3.1 3.2 3.3
+# A Python 3.12 interpreter: python3.12 on the PATH, or pyenv's newest 3.12 (whose shim needs PYENV_VERSION).
+PYTHON312 := $(shell (python3.12 -c 'import sys; print(sys.executable)' || \
+	PYENV_VERSION=$$(pyenv versions --bare | grep '^3\.12' | tail -1) python3.12 -c 'import sys; print(sys.executable)') 2>/dev/null)
+MATRIX_VERSIONS ?= 2.11 3.0 3.1 3.2 lowest-direct $(if $(PYTHON312),3.3-py3.12)
+# The interpreter of a matrix environment: Python 3.12 for the -py3.12 ones, else the project's.
+matrix_python = $(if $(findstring -py3.12,$(1)),$(PYTHON312),$(PYTHON))
+AIRFLOW_VERSION ?= 3.3
+MATRIX_PYTHON_VERSION ?= 3.11
+MATRIX_TESTS ?= -m core
+
+.PHONY: lock-matrix test-airflow test-matrix
+
+.venv-airflow-%/.synced: requirements/airflow-%.lock pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(call matrix_python,$*) $(CURDIR)/.venv-airflow-$*
+	$(UV) pip sync --quiet --python $(CURDIR)/.venv-airflow-$*/bin/python requirements/airflow-$*.lock
+	$(UV) pip install --quiet --python $(CURDIR)/.venv-airflow-$*/bin/python --no-deps -e .
+	touch $@
+
+lock-matrix: | $(UV)
+	for v in $(AIRFLOW_VERSIONS); do \
+	  $(UV) pip compile --quiet pyproject.toml --extra testing --group test --python-version $(MATRIX_PYTHON_VERSION) \
+	    requirements/airflow-$$v.in --no-header -o requirements/airflow-$$v.lock || exit 1; \
+	done
+	$(UV) pip compile --quiet pyproject.toml --extra testing --group test --python-version $(MATRIX_PYTHON_VERSION) \
+	  --resolution lowest-direct --no-header -o requirements/airflow-lowest-direct.lock
+	$(UV) pip compile --quiet pyproject.toml --extra testing --group test --python-version 3.12 \
+	  requirements/airflow-3.3-py3.12.in --no-header -o requirements/airflow-3.3-py3.12.lock
+
+test-airflow: .venv-airflow-$(AIRFLOW_VERSION)/.synced
+	rm -rf $(CURDIR)/.airflow-$(AIRFLOW_VERSION) && mkdir -p $(CURDIR)/.airflow-$(AIRFLOW_VERSION)
+	AIRFLOW_HOME=$(CURDIR)/.airflow-$(AIRFLOW_VERSION) $(CURDIR)/.venv-airflow-$(AIRFLOW_VERSION)/bin/airflow db migrate >/dev/null
+	@echo "== Airflow $(AIRFLOW_VERSION): $$($(CURDIR)/.venv-airflow-$(AIRFLOW_VERSION)/bin/python -c 'import airflow; print(airflow.__version__)')"
+	AIRFLOW_HOME=$(CURDIR)/.airflow-$(AIRFLOW_VERSION) $(CURDIR)/.venv-airflow-$(AIRFLOW_VERSION)/bin/pytest -q $(MATRIX_TESTS)
+
+test-matrix:
+	@test -n "$(PYTHON312)" || echo "python3.12 not found: the matrix runs on Python 3.11 only"
+	for v in $(MATRIX_VERSIONS); do $(MAKE) --no-print-directory test-airflow AIRFLOW_VERSION=$$v || exit 1; done

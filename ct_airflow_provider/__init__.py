@@ -6,6 +6,25 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+#: The oldest Airflow this provider works with (the oldest that common-compat and the Google provider 22.x support).
+MIN_AIRFLOW_VERSION = "2.11.0"
+
+
+def _check_airflow_version() -> None:
+    """Refuse to load on an Airflow older than :data:`MIN_AIRFLOW_VERSION`, naming both versions."""
+    from airflow import __version__ as airflow_version
+    from packaging.version import Version
+
+    if Version(Version(airflow_version).base_version) < Version(MIN_AIRFLOW_VERSION):
+        raise RuntimeError(
+            f"ct-airflow-provider {__version__} needs Apache Airflow {MIN_AIRFLOW_VERSION} or newer, but "
+            f"apache-airflow {airflow_version} is installed. Upgrade Airflow (to 2.11 or any 3.x), "
+            "or uninstall ct-airflow-provider."
+        )
+
+
+_check_airflow_version()
+
 #: Help texts of the bucket form, shared by the form of every Airflow version.
 SERVICE_ACCOUNT_KEY_HELP = (
     "Enter the contents of the downloaded Service Account Key JSON file. Leave it empty to "

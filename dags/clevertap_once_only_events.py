@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import DAG, Param, task
+from airflow.providers.common.compat.sdk import DAG, Param, task
 
 from ct_airflow_provider.export.windows import RANGE_PRESETS
 from ct_airflow_provider.operators import CleverTapEventsToGCSOperator

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import DAG, Param
+from airflow.providers.common.compat.sdk import DAG, Param
 from airflow.timetables.interval import DeltaDataIntervalTimetable
 
 from ct_airflow_provider.operators import CleverTapProfilesToGCSOperator

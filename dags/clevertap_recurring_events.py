@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import DAG
+from airflow.providers.common.compat.sdk import DAG
 from airflow.timetables.interval import CronDataIntervalTimetable, DeltaDataIntervalTimetable
 
 from ct_airflow_provider.operators import CleverTapEventsToGCSOperator, CleverTapReconcileOperator

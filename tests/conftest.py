@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 _ROOT = Path(__file__).resolve().parent.parent
 
 # Same defaults as the Makefile, so `.venv/bin/pytest tests/...` works on its own too.
@@ -19,3 +21,53 @@ os.environ.setdefault("GCE_METADATA_HOST", "127.0.0.1:9")
 os.environ.setdefault("GCE_METADATA_IP", "127.0.0.1:9")
 
 pytest_plugins = ["ct_airflow_provider.testing.pytest_plugin"]
+
+#: The core of the suite, run on every supported Airflow version (`make test-airflow`, marker ``core``):
+#: connections and their tests, every format through a real DAG run, recurring windows, profiles and
+#: the sensor, the example DAGs.
+CORE_TESTS = (
+    "tests/test_provider_info.py",
+    "tests/test_packaging.py",
+    "tests/hooks/test_clevertap.py",
+    "tests/hooks/test_gcs.py",
+    "tests/hooks/test_gcs_identities.py",
+    "tests/export/test_claim.py",
+    "tests/operators/test_reconcile_days.py",
+    "tests/export/test_windows.py",
+    "tests/operators/test_export_dag_runs.py",
+    "tests/sensors/test_profile_export.py",
+    "tests/examples/test_example_dags.py",
+    "tests/dags/test_backfill_airflow2.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "core: the tests run on every supported Airflow version")
+    from ct_airflow_provider.version_compat import AIRFLOW_V_3_0_PLUS
+
+    if not AIRFLOW_V_3_0_PLUS:
+        # As Airflow 2's webserver and scheduler do: the FAB auth manager's tables join the ORM, so the
+        # foreign key of a DAG run's note to ab_user resolves when dag.test() clears an earlier run.
+        import airflow.providers.fab.auth_manager.models  # noqa: F401
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """With ``-m core``, do not even import the other test modules: their tools (a browser, docker
+    compose schemas) are not installed in the per-version environments."""
+    if config.getoption("markexpr") != "core":
+        return None
+    try:
+        relative = collection_path.resolve().relative_to(_ROOT).as_posix()
+    except ValueError:
+        return None
+    if collection_path.is_dir():
+        return not any(core.startswith(relative + "/") for core in CORE_TESTS)
+    if collection_path.name.startswith("test_") and collection_path.suffix == ".py":
+        return relative not in CORE_TESTS
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(item.path).relative_to(_ROOT).as_posix() in CORE_TESTS:
+            item.add_marker(pytest.mark.core)

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 import urllib3
-from airflow.sdk import BaseHook
+from airflow.providers.common.compat.sdk import BaseHook
 from tenacity import (
     RetryCallState,
     Retrying,

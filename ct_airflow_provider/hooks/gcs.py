@@ -14,10 +14,9 @@ import secrets
 from typing import Any
 
 import orjson
+from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 from airflow.providers.google.cloud.hooks.gcs import GCSHook
 from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
-from airflow.sdk import BaseHook
-from airflow.sdk.log import mask_secret
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from google.api_core import exceptions as google_errors
 from google.auth import exceptions as auth_errors

@@ -8,8 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 from ct_airflow_provider.export.errors import ExportConfigError
 from ct_airflow_provider.export.formats import validate_format
@@ -32,7 +31,7 @@ from ct_airflow_provider.hooks.gcs import BucketConnectionError, CleverTapGCSHoo
 from ct_airflow_provider.operators._schedule import latest_window, schedule_interval
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
 DEFAULT_MAX_FILE_BYTES = 100 * 1024 * 1024
 

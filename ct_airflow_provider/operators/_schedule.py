@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
-import pendulum
 from airflow.timetables.base import DataInterval, TimeRestriction
 
 from ct_airflow_provider.export.windows import MAX_RECURRING_INTERVAL, MIN_RECURRING_INTERVAL
@@ -37,8 +36,8 @@ def _scheduling(timetable: Any) -> Any:
 def _windows_from(timetable: Any, earliest: dt.datetime) -> Iterator[DataInterval]:
     """The windows catch-up would run, starting with the first one at or after ``earliest``."""
     timetable = _scheduling(timetable)
-    # Timetables compute in pendulum's datetimes.
-    restriction = TimeRestriction(earliest=pendulum.instance(earliest), latest=None, catchup=True)
+    # Timetables are typed for pendulum's datetimes and compute as well with the standard library's.
+    restriction = TimeRestriction(earliest=cast(Any, earliest), latest=None, catchup=True)
     last: DataInterval | None = None
     while True:
         info = timetable.next_dagrun_info(last_automated_data_interval=last, restriction=restriction)

@@ -9,7 +9,7 @@ from ct_airflow_provider.hooks.clevertap import EventExportNotAllowedError
 from ct_airflow_provider.operators._base import _CleverTapToGCSBase
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
 
 class CleverTapProfilesToGCSOperator(_CleverTapToGCSBase):

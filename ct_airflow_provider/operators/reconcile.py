@@ -7,8 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 from ct_airflow_provider.export.reconcile import (
     DayNotCoveredError,
@@ -22,7 +21,7 @@ from ct_airflow_provider.hooks.gcs import CleverTapGCSHook, get_bucket_hook
 from ct_airflow_provider.operators._base import _derived_request_id
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.providers.common.compat.sdk import Context
 
 #: ``fail``: a difference fails the task; ``warn``: it is logged and recorded only.
 ON_MISMATCH = ("fail", "warn")

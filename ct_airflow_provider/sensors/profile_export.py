@@ -8,13 +8,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator
-from airflow.sdk.bases.operator import TRIGGER_FAIL_REPR
-from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout, AirflowSkipException
+from airflow.providers.common.compat.sdk import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    BaseSensorOperator,
+)
+
+from ct_airflow_provider.version_compat import (
+    DEFERRAL_TIMED_OUT,
+    TRIGGER_FAIL_REPR,
+    UnknownDagError,
+    count_dag_runs,
+    dag_is_paused,
+    dag_run_ids,
+)
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
-    from airflow.sdk.types import RuntimeTaskInstanceProtocol
+    from airflow.providers.common.compat.sdk import Context
 
 #: Dag run states in which a recurring export holds the account's profile export "slot".
 BLOCKING_RUN_STATES: tuple[str, ...] = ("queued", "running")
@@ -68,7 +79,8 @@ class RecurringProfileExportSensor(BaseSensorOperator):
     has a run in state ``queued`` or ``running``; when ``timeout`` elapses first it fails, naming
     each blocking DAG, its run ids and how to stop it.
 
-    It only asks Airflow through the Task SDK (no metadata database access), and by default runs in
+    It asks Airflow through the Task SDK on Airflow 3 (no metadata database access; on Airflow 2.11,
+    which has no such calls, it reads the metadata database), and by default runs in
     ``reschedule`` mode, so it frees its worker slot between checks. With ``deferrable=True`` it
     waits in the triggerer instead.
 
@@ -149,7 +161,7 @@ class RecurringProfileExportSensor(BaseSensorOperator):
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
         try:
             return super().resume_execution(next_method, next_kwargs, context)
-        except AirflowSensorTimeout as timed_out:
+        except DEFERRAL_TIMED_OUT as timed_out:
             if next_method != TRIGGER_FAIL_REPR:
                 raise
             # Airflow's own deferral timeout (the trigger never reported, e.g. no triggerer was running):
@@ -248,49 +260,24 @@ def _refuse_own_dag(dag_ids: list[str], *, own_dag_id: str, task_id: str, error:
         )
 
 
-def _blocking_export(ti: RuntimeTaskInstanceProtocol, dag_id: str) -> BlockingRecurringExport | None:
+def _blocking_export(ti: Any, dag_id: str) -> BlockingRecurringExport | None:
     try:
-        dag = ti.get_dag(dag_id)
-    except Exception as not_found:
+        is_paused = dag_is_paused(ti, dag_id)
+    except UnknownDagError as not_found:
         # A mistyped id would otherwise count zero runs forever and wave every one-time export through.
         raise AirflowFailException(
             f"recurring_dag_ids names '{dag_id}', but Airflow knows no such DAG ({not_found}); "
             "fix the id (see `airflow dags list`) or wait until the recurring DAG's file has been parsed"
         ) from not_found
-    active_runs = ti.get_dr_count(dag_id=dag_id, states=list(BLOCKING_RUN_STATES))
+    active_runs = count_dag_runs(dag_id, BLOCKING_RUN_STATES)
     if not active_runs:
         return None
-    return BlockingRecurringExport(dag_id=dag_id, active_runs=active_runs, is_paused=dag.is_paused)
+    return BlockingRecurringExport(dag_id=dag_id, active_runs=active_runs, is_paused=is_paused)
 
 
 def _active_run_ids(dag_id: str, *, limit: int) -> list[str]:
-    """
-    Name up to ``limit`` queued or running runs of ``dag_id``, newest first; empty if Airflow cannot say.
+    """Name up to ``limit`` queued or running runs of ``dag_id``, newest first; empty if Airflow cannot say.
 
-    The Task SDK has no public call that lists runs, so this asks the same supervisor channel as
-    ``TaskInstance.get_previous_dagrun``, for another DAG. Only the timeout message uses it.
+    Only the timeout message uses it.
     """
-    try:
-        from airflow.sdk.execution_time import task_runner
-        from airflow.sdk.execution_time.comms import GetPreviousDagRun, PreviousDagRunResult
-    except ImportError:
-        return []
-    run_ids: list[str] = []
-    for state in BLOCKING_RUN_STATES:
-        before = dt.datetime.now(dt.UTC) + dt.timedelta(days=366 * 100)
-        while len(run_ids) < limit:
-            try:
-                response = task_runner.SUPERVISOR_COMMS.send(
-                    GetPreviousDagRun(dag_id=dag_id, logical_date=before, state=state)
-                )
-            except Exception:
-                # Naming the run is a courtesy; the DAG id and count already tell the user what blocks.
-                return run_ids
-            if not isinstance(response, PreviousDagRunResult) or response.dag_run is None:
-                break
-            run = response.dag_run
-            run_ids.append(run.run_id)
-            if run.logical_date is None:
-                break
-            before = run.logical_date
-    return run_ids
+    return dag_run_ids(dag_id, BLOCKING_RUN_STATES, limit=limit)

@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import pytest
+try:
+    import pytest
+except ImportError as missing:  # pragma: no cover - only without the testing extra
+    raise ImportError(
+        "ct_airflow_provider.testing.pytest_plugin is a pytest plugin, and pytest is not installed: "
+        "install the testing extra, `pip install 'ct-airflow-provider[testing]'`."
+    ) from missing
 
 from ct_airflow_provider.testing.gcs_emulator import GCSTestStack, run_gcs_stack
 from ct_airflow_provider.testing.simulator import SimulatorServer, run_simulator

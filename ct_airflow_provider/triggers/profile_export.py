@@ -10,13 +10,15 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 from asgiref.sync import sync_to_async
 
+from ct_airflow_provider.version_compat import count_dag_runs
+
 # Same states as the sensor; kept here too so the triggerer need not import the sensor's module.
 BLOCKING_RUN_STATES: tuple[str, ...] = ("queued", "running")
 
 
 class RecurringProfileExportTrigger(BaseTrigger):
     """
-    Poll, through the Task SDK, until none of ``recurring_dag_ids`` has a run queued or running.
+    Poll Airflow until none of ``recurring_dag_ids`` has a run queued or running.
 
     It emits one event: ``{"status": "clear", ...}``, or ``{"status": "timed_out", "active_runs":
     {...}, ...}`` once ``deadline`` passes; both carry ``"deadline"`` (ISO 8601) so the sensor can
@@ -49,15 +51,14 @@ class RecurringProfileExportTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        # Imported here: the triggerer sets up the SDK's supervisor channel before it runs triggers.
-        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-
-        count_runs = sync_to_async(RuntimeTaskInstance.get_dr_count)
+        # Through the Task SDK on Airflow 3 (the triggerer sets up its supervisor channel before it
+        # runs triggers), through the metadata database on Airflow 2.
+        count_runs = sync_to_async(count_dag_runs)
         while True:
             active_runs = {
                 dag_id: count
                 for dag_id in self.recurring_dag_ids
-                if (count := await count_runs(dag_id=dag_id, states=list(BLOCKING_RUN_STATES)))
+                if (count := await count_runs(dag_id, BLOCKING_RUN_STATES))
             }
             if not active_runs:
                 yield TriggerEvent({"status": "clear", "deadline": self.deadline.isoformat()})  # type: ignore[no-untyped-call]

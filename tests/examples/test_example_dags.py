@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from ct_airflow_provider.testing.dag_runs import dag_bag, dag_test, run_dag
 from ct_airflow_provider.testing.gcs_emulator import GCSTestStack
 from ct_airflow_provider.testing.pytest_plugin import connect_default_connections
 from ct_airflow_provider.testing.simulator import SimulatorServer, run_simulator
@@ -20,9 +21,7 @@ BUCKET = "ct-examples"
 
 
 def _dagbag() -> Any:
-    from airflow.dag_processing.dagbag import DagBag
-
-    return DagBag(dag_folder=str(DAGS), collect_dags=True)
+    return dag_bag(str(DAGS))
 
 
 def test_every_example_dag_imports_without_errors_or_warnings() -> None:
@@ -117,7 +116,7 @@ def test_once_only_events_dag_with_selected_events_and_a_date_range(
         "to_date": day.isoformat(),
         "export_format": "csv",
     }
-    assert dag.test(run_conf=conf).state == "success"
+    assert dag_test(dag, run_conf=conf).state == "success"
     (manifest,) = _manifests(stack)
     assert manifest["format"] == "csv"
     assert {f["event_name"] for f in manifest["files"]} == {"Charged", "Added To Cart/Wishlist"}
@@ -128,7 +127,7 @@ def test_once_only_events_dag_with_selected_events_and_a_date_range(
 def test_recurring_events_dag_exports_its_window(stack: GCSTestStack, simulator: SimulatorServer) -> None:
     dag = _dagbag().get_dag("clevertap_recurring_events")
     end = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=8)
-    assert dag.test(logical_date=end).state == "success"
+    assert dag_test(dag, logical_date=end).state == "success"
     (manifest,) = _manifests(stack)
     assert manifest["format"] == "parquet" and manifest["totals"]["records"] > 0
     assert all(f["object_name"].startswith("clevertap/events/") for f in manifest["files"])
@@ -137,10 +136,10 @@ def test_recurring_events_dag_exports_its_window(stack: GCSTestStack, simulator:
 def test_profile_dags_run_when_no_recurring_export_is_running(stack: GCSTestStack) -> None:
     bag = _dagbag()
     end = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
-    assert bag.get_dag("clevertap_recurring_profiles").test(logical_date=end).state == "success"
+    assert run_dag(bag.get_dag("clevertap_recurring_profiles"), logical_date=end).state == "success"
     yesterday = (dt.date.today() - dt.timedelta(days=1)).isoformat()
     one_time = bag.get_dag("clevertap_one_time_profiles")
-    assert one_time.test(run_conf={"from_date": yesterday, "to_date": yesterday}).state == "success"
+    assert run_dag(one_time, run_conf={"from_date": yesterday, "to_date": yesterday}).state == "success"
     manifests = _manifests(stack)
     assert len(manifests) == 2
     assert all(f["event_name"] == "profiles" for m in manifests for f in m["files"])

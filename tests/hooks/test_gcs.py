@@ -197,6 +197,8 @@ def airflow_cli_env(
     env["AIRFLOW_CONN_CT_BUCKET"] = gcs_stack.connection_env(bucket, admin_key, "Exports")
     env["AIRFLOW_CONN_CT_WRONG_CASE"] = gcs_stack.connection_env(bucket.upper(), admin_key)
     env["STORAGE_EMULATOR_HOST"] = gcs_stack.emulator_url
+    # Only the commands' output on stdout (Airflow 3.0 logs its start-up there at INFO).
+    env["AIRFLOW__LOGGING__LOGGING_LEVEL"] = "WARNING"
     yield env
 
 

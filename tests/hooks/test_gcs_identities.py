@@ -97,7 +97,7 @@ def test_an_export_dag_writes_with_the_worker_identity(
 ) -> None:
     day = (clevertap_simulator.truth.today - dt.timedelta(days=1)).isoformat()
     script = f"""
-from airflow.sdk import DAG
+from airflow.providers.common.compat.sdk import DAG
 from ct_airflow_provider.operators import CleverTapEventsToGCSOperator
 from ct_airflow_provider.testing.dag_runs import run_dag
 with DAG(dag_id="e2e_worker_identity", schedule=None) as dag:

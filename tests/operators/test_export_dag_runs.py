@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 import pytest
-from airflow.sdk import DAG
+from airflow.providers.common.compat.sdk import DAG
 from airflow.timetables.interval import CronDataIntervalTimetable, DeltaDataIntervalTimetable
 from lxml import etree
 
@@ -24,6 +24,7 @@ from ct_airflow_provider.testing.dag_runs import run_dag
 from ct_airflow_provider.testing.gcs_emulator import GCSTestStack
 from ct_airflow_provider.testing.pytest_plugin import connect_default_connections
 from ct_airflow_provider.testing.simulator import SimulatorServer, run_simulator
+from ct_airflow_provider.version_compat import AIRFLOW_V_3_0_PLUS
 
 BUCKET = "ct-e2e"
 
@@ -302,7 +303,14 @@ def test_each_request_in_flight_takes_a_pool_slot() -> None:
     ("schedule", "message"),
     [
         (DeltaDataIntervalTimetable(dt.timedelta(hours=2)), "every 4 to 24 hours"),
-        ("0 */6 * * *", "empty data interval"),
+        # Airflow 3 makes a plain cron a trigger timetable, whose runs have empty data intervals;
+        # Airflow 2 makes it a data-interval timetable, so only a too-short one is refused there.
+        ("0 */6 * * *", "empty data interval")
+        if AIRFLOW_V_3_0_PLUS
+        else ("0 */2 * * *", "every 4 to 24 hours"),
+        (dt.timedelta(hours=6), "empty data interval")
+        if AIRFLOW_V_3_0_PLUS
+        else (dt.timedelta(hours=3), "every 4 to 24 hours"),
     ],
 )
 def test_recurring_schedules_outside_4_to_24_hours_are_refused_at_parse_time(
@@ -313,6 +321,18 @@ def test_recurring_schedules_outside_4_to_24_hours_are_refused_at_parse_time(
         DAG(dag_id="e2e_bad_schedule", schedule=schedule, start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)),
     ):
         CleverTapEventsToGCSOperator(task_id="export")
+
+
+@pytest.mark.skipif(
+    AIRFLOW_V_3_0_PLUS, reason="Airflow 3's plain schedules have no data interval (see above)"
+)
+@pytest.mark.parametrize("schedule", ["0 */6 * * *", dt.timedelta(hours=4), "@daily"])
+def test_plain_schedules_of_4_to_24_hours_serve_recurring_exports_on_airflow_2(schedule: Any) -> None:
+    with DAG(
+        dag_id="e2e_plain_schedule", schedule=schedule, start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    ):
+        export = CleverTapEventsToGCSOperator(task_id="export")
+    assert export.from_date is None and export.has_dag()
 
 
 def test_retry_after_a_failed_upload_leaves_exactly_the_right_objects(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import DAG
+from airflow.providers.common.compat.sdk import DAG
 
 from ct_airflow_provider.export.files import ExportedFile
 from ct_airflow_provider.export.job import ExportResult

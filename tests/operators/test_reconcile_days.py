@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
-from airflow.sdk import DAG
+from airflow.providers.common.compat.sdk import DAG
 from airflow.timetables.interval import DeltaDataIntervalTimetable
 
 from ct_airflow_provider.operators import CleverTapEventsToGCSOperator, CleverTapReconcileOperator

@@ -76,7 +76,7 @@ def test_windows_before_the_start_date_are_on_its_grid_too() -> None:
 
 
 def test_a_dag_without_a_schedule_has_no_window() -> None:
-    from airflow.sdk import DAG
+    from airflow.providers.common.compat.sdk import DAG
 
     dag = DAG(dag_id="ct_test_no_schedule", schedule=None, start_date=START)
     assert latest_window(dag.timetable, START, _at(6, 16)) is None

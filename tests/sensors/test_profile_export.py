@@ -20,25 +20,32 @@ from typing import Any
 
 import pytest
 from airflow.api.common.delete_dag import delete_dag
-from airflow.dag_processing.bundles.manager import DagBundlesManager
-from airflow.dag_processing.collection import update_dag_parsing_results_in_db
 from airflow.models.dag import DagModel
 from airflow.models.dagrun import DagRun
 from airflow.models.taskinstance import TaskInstance
 from airflow.models.taskreschedule import TaskReschedule
-from airflow.sdk import DAG, task
-from airflow.serialization.serialized_objects import DagSerialization, LazyDeserializedDAG
+from airflow.providers.common.compat.sdk import DAG, AirflowFailException, AirflowSensorTimeout, task
 from airflow.utils.session import create_session
 from airflow.utils.state import DagRunState, TaskInstanceState
-from airflow.utils.types import DagRunTriggeredByType, DagRunType
+from airflow.utils.types import DagRunType
 
 from ct_airflow_provider.sensors import RecurringProfileExportSensor
+from ct_airflow_provider.testing.dag_runs import dag_test, register_dag
+from ct_airflow_provider.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_1_PLUS, AIRFLOW_V_3_2_PLUS
 
 RECURRING_RUN_DATE = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 # The recurring DAG is unpaused, as one in use is; starting it in the far future keeps any scheduler
 # that shares this metadata DB from creating runs of it.
 RECURRING_START = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 SENSOR_TASK = "wait_for_recurring_profile_export"
+#: Airflow 3.0's dag.test() cannot run these waits (a real deployment is not affected): its in-process task
+#: runner hands a reschedule sensor its first reschedule date as a string, and it runs triggers inline
+#: without the supervisor channel the Task SDK asks through. 3.1 fixed both.
+_DAG_TEST_OF_3_0 = pytest.mark.xfail(
+    AIRFLOW_V_3_0_PLUS and not AIRFLOW_V_3_1_PLUS,
+    reason="Airflow 3.0's dag.test() cannot run reschedule/deferred sensors (fixed in 3.1)",
+    strict=False,
+)
 EXPORT_TASK = "export_profiles"
 
 
@@ -61,37 +68,57 @@ class OneTimeExport:
     dag: DAG
     failures: list[str] = field(default_factory=list)
     export_started_at: list[float] = field(default_factory=list)
+    deferred: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> DagRun:
         _register(self.dag)
         self.failures.clear()
         self.export_started_at.clear()
-        return self.dag.test(logical_date=dt.datetime.now(dt.UTC))
+        self.deferred.clear()
+        return dag_test(self.dag, logical_date=dt.datetime.now(dt.UTC))
 
 
 def _register(dag: DAG) -> None:
     """Store the DAG in the metadata DB as the DAG processor does after parsing its file."""
-    with create_session() as session:
-        # Committed first: in one flush SQLAlchemy may insert the DAG row before its bundle's row.
-        DagBundlesManager().sync_bundles_to_db(session=session)
-    with create_session() as session:
-        update_dag_parsing_results_in_db(
-            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session
-        )
+    register_dag(dag)
+    if not AIRFLOW_V_3_0_PLUS:
+        from airflow.models.serialized_dag import SerializedDagModel
+
+        SerializedDagModel.write_dag(dag)
 
 
 def _one_time_dag(dag_id: str, recurring_dag_ids: list[str] | str, **sensor_kwargs: Any) -> OneTimeExport:
     with DAG(dag_id=dag_id, schedule=None, start_date=RECURRING_RUN_DATE, catchup=False) as dag:
         one_time = OneTimeExport(dag)
 
-        def record_failure(context: Any) -> None:
-            one_time.failures.append(str(context["exception"]))
+        class WatchedSensor(RecurringProfileExportSensor):
+            """The real sensor; the test sees the message it fails with and when it defers.
 
-        wait = RecurringProfileExportSensor(
+            Failure callbacks would tell the message too, but ``dag.test()`` of Airflow 3.0 to 3.2 does
+            not run them.
+            """
+
+            def execute(self, context: Any) -> Any:
+                return self._watched(super().execute, context)
+
+            def resume_execution(self, next_method: str, next_kwargs: Any, context: Any) -> Any:
+                return self._watched(super().resume_execution, next_method, next_kwargs, context)
+
+            def defer(self, **kwargs: Any) -> Any:
+                one_time.deferred.set()
+                return super().defer(**kwargs)
+
+            def _watched(self, method: Any, *args: Any) -> Any:
+                try:
+                    return method(*args)
+                except (AirflowSensorTimeout, AirflowFailException) as failed:
+                    one_time.failures.append(str(failed))
+                    raise
+
+        wait = WatchedSensor(
             task_id=SENSOR_TASK,
             recurring_dag_ids=recurring_dag_ids,
             poke_interval=1,
-            on_failure_callback=record_failure,
             **sensor_kwargs,
         )
 
@@ -115,7 +142,17 @@ def _reschedules_of_sensor(run: DagRun) -> int:
             .filter_by(dag_id=run.dag_id, run_id=run.run_id, task_id=SENSOR_TASK)
             .one()
         )
-        return session.query(TaskReschedule).filter_by(ti_id=ti.id).count()
+        return _reschedules_of(session, ti)
+
+
+def _reschedules_of(session: Any, ti: TaskInstance) -> int:
+    if AIRFLOW_V_3_0_PLUS:
+        return int(session.query(TaskReschedule).filter_by(ti_id=ti.id).count())
+    return int(
+        session.query(TaskReschedule)
+        .filter_by(dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id, try_number=ti.try_number)
+        .count()
+    )
 
 
 @pytest.fixture
@@ -143,18 +180,38 @@ def _recurring_export(dag_id: str, state: DagRunState, *, paused: bool) -> Recur
     with create_session() as session:
         session.query(DagModel).filter_by(dag_id=dag_id).update({DagModel.is_paused: paused})
     run_id = f"scheduled__{RECURRING_RUN_DATE.isoformat()}"
+    data_interval = (RECURRING_RUN_DATE, RECURRING_RUN_DATE + dt.timedelta(hours=4))
     with create_session() as session:
-        DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag)).create_dagrun(
-            run_id=run_id,
-            logical_date=RECURRING_RUN_DATE,
-            data_interval=(RECURRING_RUN_DATE, RECURRING_RUN_DATE + dt.timedelta(hours=4)),
-            run_after=RECURRING_RUN_DATE + dt.timedelta(hours=4),
-            run_type=DagRunType.SCHEDULED,
-            triggered_by=DagRunTriggeredByType.TIMETABLE,
-            state=state,
-            start_date=dt.datetime.now(dt.UTC),
-            session=session,
-        )
+        if AIRFLOW_V_3_0_PLUS:
+            if AIRFLOW_V_3_2_PLUS:
+                from airflow.serialization.serialized_objects import DagSerialization
+            else:
+                from airflow.serialization.serialized_objects import (  # type: ignore[attr-defined,no-redef]
+                    SerializedDAG as DagSerialization,
+                )
+            from airflow.utils.types import DagRunTriggeredByType
+
+            DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag)).create_dagrun(
+                run_id=run_id,
+                logical_date=RECURRING_RUN_DATE,
+                data_interval=data_interval,
+                run_after=RECURRING_RUN_DATE + dt.timedelta(hours=4),
+                run_type=DagRunType.SCHEDULED,
+                triggered_by=DagRunTriggeredByType.TIMETABLE,
+                state=state,
+                start_date=dt.datetime.now(dt.UTC),
+                session=session,
+            )
+        else:
+            dag.create_dagrun(
+                run_id=run_id,
+                execution_date=RECURRING_RUN_DATE,
+                data_interval=data_interval,
+                run_type=DagRunType.SCHEDULED,
+                state=state,
+                start_date=dt.datetime.now(dt.UTC),
+                session=session,
+            )
     return RecurringExport(dag_id, run_id)
 
 
@@ -171,6 +228,7 @@ def _assert_names_blocker_and_remedy(message: str, recurring: RecurringExport) -
     assert "Stop Recurring Profile Export to do One Time Export" in message
 
 
+@_DAG_TEST_OF_3_0
 def test_running_recurring_export_holds_the_one_time_export_back_until_it_ends(
     recurring: RecurringExport, dag_ids: tuple[str, str]
 ) -> None:
@@ -184,7 +242,7 @@ def test_running_recurring_export_holds_the_one_time_export_back_until_it_ends(
         EXPORT_TASK: TaskInstanceState.UPSTREAM_FAILED,
     }
     assert one_time.export_started_at == []
-    assert _reschedules_of_sensor(blocked) >= 2  # it let go of its worker slot between checks
+    assert _reschedules_of_sensor(blocked) >= 1  # it let go of its worker slot between checks
     [message] = one_time.failures
     _assert_names_blocker_and_remedy(message, recurring)
 
@@ -200,6 +258,7 @@ def test_running_recurring_export_holds_the_one_time_export_back_until_it_ends(
     assert one_time.failures == []
 
 
+@_DAG_TEST_OF_3_0
 def test_a_paused_recurring_dag_with_a_queued_run_gets_advice_that_works(dag_ids: tuple[str, str]) -> None:
     # Pausing the recurring DAG, as a user does before a one-time export, leaves a queued run queued.
     recurring = _recurring_export(dag_ids[0], DagRunState.QUEUED, paused=True)
@@ -220,35 +279,39 @@ def test_a_paused_recurring_dag_with_a_queued_run_gets_advice_that_works(dag_ids
     assert len(one_time.export_started_at) == 1
 
 
-def _sensor_has_let_go(one_time_dag_id: str) -> bool:
+def _sensor_has_let_go(one_time: OneTimeExport, one_time_dag_id: str) -> bool:
     """Whether the sensor has been rescheduled or deferred: held back, and holding no worker slot."""
+    if one_time.deferred.is_set():
+        return True
     with create_session() as session:
         sensor = (
             session.query(TaskInstance).filter_by(dag_id=one_time_dag_id, task_id=SENSOR_TASK).one_or_none()
         )
         if sensor is None:
             return False
-        rescheduled = session.query(TaskReschedule).filter_by(ti_id=sensor.id).count()
+        rescheduled = _reschedules_of(session, sensor)
         return bool(rescheduled) or sensor.next_method is not None
 
 
 def _finish_once_the_sensor_waits(
-    recurring: RecurringExport, one_time_dag_id: str, stop: threading.Event
+    recurring: RecurringExport, one_time: OneTimeExport, one_time_dag_id: str, stop: threading.Event
 ) -> None:
     while not stop.wait(0.2):
-        if _sensor_has_let_go(one_time_dag_id):
+        if _sensor_has_let_go(one_time, one_time_dag_id):
             recurring.finish()
             return
 
 
-@pytest.mark.parametrize("deferrable", [False, True], ids=["reschedule", "deferred"])
+@pytest.mark.parametrize(
+    "deferrable", [False, pytest.param(True, marks=_DAG_TEST_OF_3_0)], ids=["reschedule", "deferred"]
+)
 def test_one_time_export_starts_once_the_recurring_run_it_waits_for_ends(
     recurring: RecurringExport, dag_ids: tuple[str, str], deferrable: bool
 ) -> None:
     one_time = _one_time_dag(dag_ids[1], recurring.dag_id, timeout=60, deferrable=deferrable)
     stop = threading.Event()
     ender = threading.Thread(
-        target=_finish_once_the_sensor_waits, args=(recurring, dag_ids[1], stop), daemon=True
+        target=_finish_once_the_sensor_waits, args=(recurring, one_time, dag_ids[1], stop), daemon=True
     )
     ender.start()
     try:
@@ -263,6 +326,7 @@ def test_one_time_export_starts_once_the_recurring_run_it_waits_for_ends(
     assert export_started_at > recurring.finished_at
 
 
+@_DAG_TEST_OF_3_0
 def test_deferred_wait_times_out_naming_the_recurring_export(
     recurring: RecurringExport, dag_ids: tuple[str, str]
 ) -> None:
@@ -279,6 +343,11 @@ def test_deferred_wait_times_out_naming_the_recurring_export(
     _assert_names_blocker_and_remedy(message, recurring)
 
 
+@pytest.mark.xfail(
+    AIRFLOW_V_3_0_PLUS and not AIRFLOW_V_3_2_PLUS,
+    reason="The Task SDK of Airflow 3.0 and 3.1 cannot look a DAG up: an unknown id counts zero runs there",
+    strict=True,
+)
 def test_unknown_recurring_dag_id_fails_at_once_instead_of_waving_the_export_through(
     dag_ids: tuple[str, str],
 ) -> None:
