@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if Path(item.path).relative_to(_ROOT).as_posix() in CORE_TESTS:
             item.add_marker(pytest.mark.core)
+
+
+@pytest.fixture
+def task_log(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> Callable[[], str]:
+    """What the tasks of ``dag.test()`` runs logged so far: Airflow 3.1 and later print it, Airflow 2.11
+    prints it and hands it to Python's logging, Airflow 3.0 only hands it to logging."""
+    caplog.set_level(logging.INFO)
+    return lambda: capfd.readouterr().out + "\n" + caplog.text

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -83,7 +83,7 @@ def test_a_day_of_windows_matches_clevertaps_counts(stack: GCSTestStack, simulat
 
 
 def test_late_events_show_as_short_by_k_until_the_day_is_exported_again(
-    stack: GCSTestStack, simulator: SimulatorServer, capfd: pytest.CaptureFixture[str]
+    stack: GCSTestStack, simulator: SimulatorServer, task_log: Callable[[], str]
 ) -> None:
     day = simulator.truth.today - dt.timedelta(days=3)
     total = simulator.truth.event_count("Charged", day)
@@ -94,8 +94,9 @@ def test_late_events_show_as_short_by_k_until_the_day_is_exported_again(
         simulator.faults.late_events.clear()  # ... and now they have arrived
 
     assert _reconcile(day, events=EVENTS) == "failed"
-    assert f"'Charged' on {day:%Y%m%d}: exported {total - 2}, CleverTap counts {total} (short by 2)" in (
-        capfd.readouterr().out
+    assert (
+        f"'Charged' on {day:%Y%m%d}: exported {total - 2}, CleverTap counts {total} (short by 2)"
+        in task_log()
     )
     assert _reconciliation(stack, day)["reconciled"] is False
 
@@ -105,11 +106,11 @@ def test_late_events_show_as_short_by_k_until_the_day_is_exported_again(
 
 
 def test_a_day_whose_windows_are_not_all_exported_is_not_reconciled(
-    stack: GCSTestStack, simulator: SimulatorServer, capfd: pytest.CaptureFixture[str]
+    stack: GCSTestStack, simulator: SimulatorServer, task_log: Callable[[], str]
 ) -> None:
     day = simulator.truth.today - dt.timedelta(days=4)
     assert _reconcile(day, events=EVENTS, retries=0) == "failed"
-    assert "a window of the day is missing or not finished" in capfd.readouterr().out
+    assert "a window of the day is missing or not finished" in task_log()
     assert not [n for n in stack.list_objects(BUCKET) if "-reconciliation-" in n]
 
 
