@@ -436,7 +436,10 @@ def test_a_hand_triggered_run_replaces_the_window_it_overlaps(
     stack: GCSTestStack, simulator: SimulatorServer, schedule: Any
 ) -> None:
     """Three windows exported, then a run triggered by hand at 18:40 as the UI does: no record twice."""
-    midnight = dt.datetime.combine(_yesterday(simulator), dt.time(), tzinfo=dt.UTC)
+    # Two days back in UTC: the windows have ended whatever the account's time zone.
+    midnight = dt.datetime.combine(
+        dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2), dt.time(), tzinfo=dt.UTC
+    )
     with DAG(dag_id="e2e_hand_triggered", schedule=schedule, start_date=midnight, catchup=False) as dag:
         CleverTapEventsToGCSOperator(task_id="export", events=["App Launched"], export_format="csv")
     for hour in (12, 16, 20):
