@@ -48,11 +48,11 @@ class UnknownDagError(LookupError):
     """Airflow knows no DAG of that id."""
 
 
-def dag_is_paused(ti: Any, dag_id: str) -> bool:
-    """Whether DAG ``dag_id`` is paused, asked from a running task ``ti``.
+def dag_is_paused(ti: Any, dag_id: str) -> bool | None:
+    """Whether DAG ``dag_id`` is paused, asked from a running task ``ti``; ``None`` if Airflow cannot say.
 
     :raises UnknownDagError: Airflow knows no such DAG (on Airflow 3.0 and 3.1, whose Task SDK
-        cannot look a DAG up, this is not checked and ``False`` is returned).
+        cannot look a DAG up, this is not checked and ``None`` is returned).
     """
     if not AIRFLOW_V_3_0_PLUS:
         from airflow.models.dag import DagModel
@@ -65,7 +65,7 @@ def dag_is_paused(ti: Any, dag_id: str) -> bool:
             return bool(model.is_paused)
     get_dag = getattr(ti, "get_dag", None)
     if get_dag is None:
-        return False
+        return None
     try:
         return bool(get_dag(dag_id).is_paused)
     except Exception as not_found:

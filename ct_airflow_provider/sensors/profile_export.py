@@ -42,7 +42,8 @@ class BlockingRecurringExport:
 
     dag_id: str
     active_runs: int
-    is_paused: bool
+    #: ``None`` where Airflow cannot say (the Task SDK of Airflow 3.0 and 3.1).
+    is_paused: bool | None
     run_ids: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
@@ -55,17 +56,21 @@ class BlockingRecurringExport:
                 else ""
             )
             runs += f" (run id {', '.join(self.run_ids)}{more})"
-        if self.is_paused:
-            # A paused DAG schedules no task: its queued or running runs never finish by themselves.
-            remedy = (
-                "it is paused, so those runs will never finish: mark them failed in the UI (Dag run > "
-                "Mark run as > Failed), or unpause the DAG to let them finish and pause it again afterwards"
-            )
+        # A paused DAG schedules no task: its queued or running runs never finish by themselves.
+        paused_remedy = (
+            "those runs will never finish: mark them failed in the UI (Dag run > Mark run as > Failed), "
+            "or unpause the DAG to let them finish and pause it again afterwards"
+        )
+        unpaused_remedy = (
+            f"pause it (`airflow dags pause {self.dag_id}` or the toggle in the UI) so no new run starts, "
+            "then let the running run finish or mark it failed in the UI (Dag run > Mark run as > Failed)"
+        )
+        if self.is_paused is None:
+            remedy = f"{unpaused_remedy}; if it is paused already, {paused_remedy}"
+        elif self.is_paused:
+            remedy = f"it is paused, so {paused_remedy}"
         else:
-            remedy = (
-                f"pause it (`airflow dags pause {self.dag_id}` or the toggle in the UI) so no new run starts, "
-                "then let the running run finish or mark it failed in the UI (Dag run > Mark run as > Failed)"
-            )
+            remedy = unpaused_remedy
         return f"recurring profile export DAG '{self.dag_id}' has {runs}: {remedy}"
 
 

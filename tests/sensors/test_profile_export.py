@@ -267,9 +267,12 @@ def test_a_paused_recurring_dag_with_a_queued_run_gets_advice_that_works(dag_ids
     assert one_time.run().state == DagRunState.FAILED
     [message] = one_time.failures
     assert f"recurring profile export DAG '{recurring.dag_id}' has 1 run queued or running" in message
-    assert "it is paused, so those runs will never finish: mark them failed" in message
+    assert "those runs will never finish: mark them failed" in message
     assert "or unpause the DAG to let them finish" in message
-    assert "let that run finish" not in message
+    if AIRFLOW_V_3_2_PLUS or not AIRFLOW_V_3_0_PLUS:
+        # Airflow 3.0 and 3.1 cannot tell a task whether another DAG is paused: the message covers both.
+        assert "it is paused, so those runs will never finish" in message
+        assert "let the running run finish" not in message
 
     # Following the advice: the run marked failed, as the UI's "Mark run as > Failed" does.
     with create_session() as session:
