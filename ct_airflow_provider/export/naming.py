@@ -95,7 +95,8 @@ def _check_request_id(request_id: str | int) -> str:
     return text
 
 
-def _check_prefix(prefix: str | None) -> str:
+def check_prefix(prefix: str | None) -> str:
+    """Return ``prefix`` as every object name starts with it: empty, or a folder ending in ``/``."""
     if prefix is None:
         return ""
     if not isinstance(prefix, str):
@@ -132,7 +133,7 @@ class ExportNaming:
         for label, value in (("run timestamp", self.run_timestamp), ("database id", self.database_id)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ExportConfigError(f"The {label} must be a non-negative integer, got {value!r}.")
-        object.__setattr__(self, "prefix", _check_prefix(self.prefix))
+        object.__setattr__(self, "prefix", check_prefix(self.prefix))
 
     def _checked(self, name: str, what: str) -> str:
         full = self.prefix + name

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
+from ct_airflow_provider.export.naming import check_prefix
 from ct_airflow_provider.export.reconcile import (
     DayNotCoveredError,
     ReconciliationError,
@@ -111,11 +112,7 @@ class CleverTapReconcileOperator(BaseOperator):
         request_id = self.request_id or _derived_request_id(
             self.export_dag_id or self.dag_id, str(self.export_task_id), None
         )
-        prefix = (
-            self.object_prefix
-            if not self.object_prefix or self.object_prefix.endswith("/")
-            else self.object_prefix + "/"
-        )
+        prefix = check_prefix(self.object_prefix)
         manifests = [
             orjson.loads(bucket.read_object(name))
             for name in bucket.list_objects(f"{prefix}{request_id}-")

@@ -363,15 +363,18 @@ class GCSTestStack:
             "universe_domain": "googleapis.com",
         }
 
-    def new_impersonation_target(
-        self, role: Role = "storage_admin", *, token_creators: tuple[str, ...] = (), name: str = "ct-target"
-    ) -> str:
-        """A service account others may impersonate: those in ``token_creators`` hold the Token Creator role."""
+    def new_impersonation_target(self, role: Role = "storage_admin", *, name: str = "ct-target") -> str:
+        """A service account others may impersonate once granted (:meth:`grant_token_creator`)."""
         email = f"{name}-{secrets.token_hex(3)}@{self.project_id}.iam.gserviceaccount.com"
         with self._state.lock:
             self._state.targets[email] = _Account(email, role, b"")
-            self._state.token_creators[email] = set(token_creators)
+            self._state.token_creators[email] = set()
         return email
+
+    def grant_token_creator(self, target: str, caller: str) -> None:
+        """Let ``caller`` impersonate ``target`` (the Service Account Token Creator role on it)."""
+        with self._state.lock:
+            self._state.token_creators[target].add(caller)
 
     def iam_endpoint(self, target: str) -> str:
         """This stack's stand-in for IAM's ``generateAccessToken`` of ``target``."""

@@ -210,10 +210,9 @@ def _impersonating_hook(gcs_stack: GCSTestStack, monkeypatch: pytest.MonkeyPatch
 def test_impersonation_writes_as_the_target_account(
     gcs_stack: GCSTestStack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    creator = gcs_stack.new_service_account_key(name="unused")  # another account holds no role on the target
-    target = gcs_stack.new_impersonation_target(token_creators=(creator["client_email"],))
+    target = gcs_stack.new_impersonation_target()
     hook, caller = _impersonating_hook(gcs_stack, monkeypatch, target)
-    gcs_stack._state.token_creators[target].add(caller["client_email"])
+    gcs_stack.grant_token_creator(target, caller["client_email"])
     ok, message = hook.test_connection()
     assert ok, message
     assert f"impersonating {target} from the Service Account Key" in message
