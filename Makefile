@@ -82,6 +82,8 @@ clean:
 # AIRFLOW_VERSION=3.3-py3.12 runs them on Python 3.12 (when python3.12 is on the PATH).
 # `make test-matrix` runs all of them except 3.3 on 3.11, whose full suite `make test` runs in .venv.
 AIRFLOW_VERSIONS := 2.11 3.0 3.1 3.2 3.3
+# Besides 3.3 (in .venv), the versions whose leg runs the browser, scheduler and backfill tests too.
+FULL_SUITE_VERSIONS := 2.11
 # A Python 3.12 interpreter: python3.12 on the PATH, or pyenv's newest 3.12 (whose shim needs PYENV_VERSION).
 PYTHON312 := $(shell (python3.12 -c 'import sys; print(sys.executable)' || \
 	PYENV_VERSION=$$(pyenv versions --bare | grep '^3\.12' | tail -1) python3.12 -c 'import sys; print(sys.executable)') 2>/dev/null)
@@ -102,8 +104,8 @@ MATRIX_TESTS ?= -m core
 
 lock-matrix: | $(UV)
 	for v in $(AIRFLOW_VERSIONS); do \
-	  $(UV) pip compile --quiet pyproject.toml --extra testing --group test --python-version $(MATRIX_PYTHON_VERSION) \
-	    requirements/airflow-$$v.in --no-header -o requirements/airflow-$$v.lock || exit 1; \
+	  $(UV) pip compile --quiet pyproject.toml --extra testing --group test $$(case " $(FULL_SUITE_VERSIONS) " in *" $$v "*) echo --group browser;; esac) \
+	    --python-version $(MATRIX_PYTHON_VERSION) requirements/airflow-$$v.in --no-header -o requirements/airflow-$$v.lock || exit 1; \
 	done
 	$(UV) pip compile --quiet pyproject.toml --extra testing --group test --python-version $(MATRIX_PYTHON_VERSION) \
 	  --resolution lowest-direct --no-header -o requirements/airflow-lowest-direct.lock
