@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ct_airflow_provider.clevertap_api import MAX_CONCURRENT_REQUESTS
 from ct_airflow_provider.export.claim import LEASE_SECONDS, POLL_SECONDS, ClaimStore, ExportClaim
 from ct_airflow_provider.export.errors import ExportConfigError
 from ct_airflow_provider.export.files import ExportedFile
@@ -53,8 +54,6 @@ Pages = Iterator[list[dict[str, Any]]]
 #: Seconds between two progress lines in the task log.
 PROGRESS_INTERVAL = 15.0
 
-#: CleverTap allows this many concurrent read requests per account; more answer 429.
-MAX_CONCURRENT_REQUESTS = 3
 #: Requests an event export keeps in flight unless told otherwise. More help when CleverTap is slow to
 #: answer each page and the window spans several days; each one holds another page in memory.
 DEFAULT_CONCURRENT_REQUESTS = 1

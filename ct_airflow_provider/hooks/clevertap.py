@@ -44,7 +44,8 @@ from urllib3.exceptions import (
 )
 from urllib3.exceptions import TimeoutError as Urllib3TimeoutError
 
-from ct_airflow_provider.export.job import MAX_CONCURRENT_REQUESTS
+from ct_airflow_provider.clevertap_api import MAX_BATCH_SIZE, MAX_CONCURRENT_REQUESTS, REGIONS
+from ct_airflow_provider.connection_forms import CLEVERTAP_FORM
 
 __all__ = [
     "MAX_BATCH_SIZE",
@@ -65,10 +66,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: CleverTap's regional API hosts are ``https://{region}.api.clevertap.com``.
-REGIONS: tuple[str, ...] = ("in1", "sg1", "us1", "aps3", "mec1", "eu1")
-#: The largest page the events and profiles exports accept.
-MAX_BATCH_SIZE = 5000
 _EUROPE_BARE_HOST = "https://api.clevertap.com"
 _ERROR_SNIPPET_CHARS = 300
 
@@ -603,8 +600,8 @@ class CleverTapClient:
             f"CleverTap rejected the credentials of account {self.account_id!r} at {self.base_url} "
             "(HTTP 401 Invalid Credentials). Either the Account ID or the Passcode is wrong (copy both from "
             "Settings > Project in the CleverTap dashboard), or the region is not the account's: a wrong "
-            "region answers 401 too, so set the region your dashboard's URL starts with (in1, sg1, us1, aps3, "
-            "mec1, eu1; empty for Europe's api.clevertap.com)."
+            "region answers 401 too, so set the region your dashboard's URL starts with "
+            f"({', '.join(REGIONS)}; empty for Europe's api.clevertap.com)."
         )
 
     def _request_error(self, status: int, payload: object) -> CleverTapError:
@@ -648,9 +645,9 @@ class CleverTapHook(BaseHook):
     """Reads a CleverTap account through its API (connection type ``clevertap``).
 
     The connection holds the Account ID as login and the Passcode as password, the account's
-    ``region`` (in1, sg1, us1, aps3, mec1, eu1; Europe's bare host when empty) and ``timezone``
-    (the account's IANA time zone, UTC when empty) as extras, and optionally a host that replaces
-    the API base URL (a proxy, or the local simulator).
+    ``region`` (one of :data:`~ct_airflow_provider.clevertap_api.REGIONS`; Europe's bare host when
+    empty) and ``timezone`` (the account's IANA time zone, UTC when empty) as extras, and optionally
+    a host that replaces the API base URL (a proxy, or the local simulator).
 
     :param clevertap_conn_id: the ``clevertap`` connection to use.
     :param batch_size: records per page, 1 to 5000.
@@ -698,41 +695,12 @@ class CleverTapHook(BaseHook):
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """The ``region`` and ``timezone`` extras of the connection form."""
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import StringField
-
-        return {
-            "region": StringField(
-                lazy_gettext("Region"),
-                widget=BS3TextFieldWidget(),
-                description="in1, sg1, us1, aps3, mec1 or eu1; empty for Europe (api.clevertap.com).",
-            ),
-            "timezone": StringField(
-                lazy_gettext("Account time zone"),
-                widget=BS3TextFieldWidget(),
-                description="The account's IANA time zone (Settings > Project), e.g. Asia/Kolkata; UTC if empty.",
-            ),
-        }
+        return CLEVERTAP_FORM.widgets()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Relabel the standard fields as CleverTap names them and hide the unused ones."""
-        return {
-            "hidden_fields": ["schema", "port", "extra"],
-            "relabeling": {
-                "login": "Account ID",
-                "password": "Passcode",
-                "host": "API base URL override",
-            },
-            "placeholders": {
-                "login": "Account ID from Settings > Project",
-                "password": "Passcode from Settings > Project",
-                "host": "empty: the region's host, e.g. https://in1.api.clevertap.com",
-                "region": "in1",
-                "timezone": "Asia/Kolkata",
-            },
-        }
+        return CLEVERTAP_FORM.field_behaviour()
 
     # -- what the connection says ------------------------------------------------------------------
 

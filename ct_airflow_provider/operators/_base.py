@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
+from ct_airflow_provider.export.chunking import DEFAULT_MAX_FILE_BYTES
 from ct_airflow_provider.export.errors import ExportConfigError
 from ct_airflow_provider.export.formats import validate_format
 from ct_airflow_provider.export.job import ExportResult, ExportRun, ExportSpec
@@ -21,6 +22,7 @@ from ct_airflow_provider.export.windows import (
     once_only_window,
     recurring_window,
 )
+from ct_airflow_provider.export.writer import MIN_MAX_FILE_BYTES
 from ct_airflow_provider.hooks.clevertap import (
     CleverTapAuthError,
     CleverTapConfigError,
@@ -32,8 +34,6 @@ from ct_airflow_provider.operators._schedule import latest_window, schedule_inte
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
-
-DEFAULT_MAX_FILE_BYTES = 100 * 1024 * 1024
 
 #: Failures a retry cannot mend (a window CleverTap no longer holds, a bad setting, refused
 #: credentials): the task fails at once instead of spending its retries on them.
@@ -99,9 +99,9 @@ class _CleverTapToGCSBase(BaseOperator):
     def _check_arguments(self) -> None:
         if not _is_template(self.export_format):
             validate_format(self.export_format, self.compression)
-        if self.max_file_bytes < 1024:
+        if self.max_file_bytes < MIN_MAX_FILE_BYTES:
             raise ValueError(
-                f"max_file_bytes={self.max_file_bytes} is too small: give at least 1024 bytes "
+                f"max_file_bytes={self.max_file_bytes} is too small: give at least {MIN_MAX_FILE_BYTES} bytes "
                 "(CleverTap's own limit is 100 MB, the default)."
             )
         if int(self.database_id) < 0:

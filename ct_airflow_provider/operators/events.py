@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ct_airflow_provider.export.chunking import DEFAULT_MAX_FILE_BYTES
 from ct_airflow_provider.export.job import (
     DEFAULT_CONCURRENT_REQUESTS,
     ExportResult,
@@ -13,7 +14,7 @@ from ct_airflow_provider.export.job import (
 )
 from ct_airflow_provider.export.reconcile import check_reconcile_mode
 from ct_airflow_provider.hooks.clevertap import EventExportNotAllowedError
-from ct_airflow_provider.operators._base import DEFAULT_MAX_FILE_BYTES, _CleverTapToGCSBase
+from ct_airflow_provider.operators._base import _CleverTapToGCSBase
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context

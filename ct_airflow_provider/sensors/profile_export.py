@@ -15,6 +15,7 @@ from airflow.providers.common.compat.sdk import (
     BaseSensorOperator,
 )
 
+from ct_airflow_provider.triggers.profile_export import BLOCKING_RUN_STATES, RecurringProfileExportTrigger
 from ct_airflow_provider.version_compat import (
     DEFERRAL_TIMED_OUT,
     TRIGGER_FAIL_REPR,
@@ -26,9 +27,6 @@ from ct_airflow_provider.version_compat import (
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
-
-#: Dag run states in which a recurring export holds the account's profile export "slot".
-BLOCKING_RUN_STATES: tuple[str, ...] = ("queued", "running")
 
 # How many blocking run ids per DAG the timeout message lists; the count is always exact.
 _MAX_RUN_IDS_NAMED = 3
@@ -182,8 +180,6 @@ class RecurringProfileExportSensor(BaseSensorOperator):
     def _defer_while_blocked(
         self, context: Context, dag_ids: list[str], *, deadline: dt.datetime | None = None
     ) -> None:
-        from ct_airflow_provider.triggers.profile_export import RecurringProfileExportTrigger
-
         if self.poke(context):
             return
         now = dt.datetime.now(dt.UTC)

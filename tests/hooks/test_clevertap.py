@@ -184,7 +184,7 @@ def test_ui_field_behaviour_relabels_standard_fields() -> None:
     assert behaviour["relabeling"] == {
         "login": "Account ID",
         "password": "Passcode",
-        "host": "API base URL override",
+        "host": "API base URL (optional override)",
     }
     assert "port" in behaviour["hidden_fields"] and "extra" in behaviour["hidden_fields"]
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import marshal
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -41,7 +40,7 @@ from typing import Any
 import orjson
 
 from ct_airflow_provider.export.chunking import DayFiles, Delivery
-from ct_airflow_provider.export.errors import ExportDataError
+from ct_airflow_provider.export.formats.json import json_text
 from ct_airflow_provider.export.records import DEVICE_FIELDS, day_of, shape_event
 
 _TOP = 0
@@ -65,22 +64,6 @@ _BATCH_SIZE = struct.Struct("<Q")
 #: marshal format 2: no back-references, which batches of distinct rows never use; writing them
 #: costs a third of format 4's (which looks every object up in a table of those already written).
 _MARSHAL_VERSION = 2
-
-
-def json_text(value: Any) -> str:
-    """Return a list or object as compact JSON text (non-ASCII kept as is).
-
-    :param value: a list or dict from a record.
-    :raises ExportDataError: if it holds something JSON cannot express.
-    """
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        # orjson refuses integers beyond 64 bits, which the json module writes exactly.
-        try:
-            return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ExportDataError(f"A value cannot be written as JSON in a CSV cell: {exc}.") from exc
 
 
 def cell_text(value: Any) -> Any:

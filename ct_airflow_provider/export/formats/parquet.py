@@ -37,7 +37,6 @@ side; files reach the sink in day order.
 from __future__ import annotations
 
 import bisect
-import json
 import os
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -60,6 +59,7 @@ from ct_airflow_provider.export.chunking import Delivery, too_small_error
 from ct_airflow_provider.export.errors import ExportConfigError, ExportDataError
 from ct_airflow_provider.export.files import FileDigest, digest_of_path
 from ct_airflow_provider.export.formats import PARQUET_CODECS
+from ct_airflow_provider.export.formats.json import careful_line, decoder, json_text
 from ct_airflow_provider.export.records import day_of
 
 JSON_ENCODING_METADATA = {b"ct_airflow_provider.encoding": b"json"}
@@ -285,13 +285,6 @@ def field_of(name: str, node: _Node) -> pa.Field:
     return pa.field(name, arrow_type, nullable=True, metadata=JSON_ENCODING_METADATA if as_json else None)
 
 
-def _to_json_text(value: Any) -> str:
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 _Encoder = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -314,7 +307,7 @@ def json_text_encoder(paths: dict[str, Any]) -> _Encoder:
                 if value is None:
                     return obj
                 copy = obj.copy()
-                copy[key] = _to_json_text(value)
+                copy[key] = json_text(value)
                 return copy
 
             return encode_value
@@ -339,7 +332,7 @@ def json_text_encoder(paths: dict[str, Any]) -> _Encoder:
             if value is None:
                 continue
             if inner is None:
-                new: Any = _to_json_text(value)
+                new: Any = json_text(value)
             elif type(value) is dict:
                 new = inner(value)
                 if new is value:
@@ -361,8 +354,8 @@ def _decoded(obj: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         if sub is True:
-            # The standard library keeps integers of any size exact; these values are rare.
-            obj[key] = json.loads(value)
+            # Parsed carefully (integers of any size exact); these values are rare.
+            obj[key] = decoder(True)(value)
         elif type(value) is dict:
             _decoded(value, sub)
     return obj
@@ -578,7 +571,7 @@ class ParquetWriter:
             try:
                 line = dumps(record, option=option)
             except TypeError:
-                line = self._careful_line(record)
+                line = careful_line(record)
                 spill.careful = True
                 spill.buffer_careful = True
             buffer = spill.buffer
@@ -640,18 +633,10 @@ class ParquetWriter:
 
     def _merge_lines(self, data: bytearray, careful: bool) -> None:
         """Learn the types of a block's records in Python, one record at a time."""
-        loads = json.loads if careful else orjson.loads
+        loads = decoder(careful)
         merge = self._root.merge_object
         for line in data.splitlines():
             merge(loads(line))
-
-    @staticmethod
-    def _careful_line(record: dict[str, Any]) -> bytes:
-        try:
-            text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ExportDataError(f"A record cannot be written to Parquet: {exc}.") from exc
-        return text.encode("utf-8") + b"\n"
 
     def _encode_spill(self, paths: dict[str, Any]) -> None:
         """Make every spilled record hold the values at ``paths`` as JSON text.
@@ -671,7 +656,7 @@ class ParquetWriter:
             self._submit_block(spill)
             if not spill.path.exists():
                 continue
-            loads = json.loads if spill.careful else orjson.loads
+            loads = decoder(spill.careful)
             rewritten = spill.path.with_suffix(".rewrite")
             longest = 0
             careful = False
@@ -681,7 +666,7 @@ class ParquetWriter:
                     try:
                         out = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
                     except TypeError:
-                        out = self._careful_line(record)
+                        out = careful_line(record)
                         careful = True
                     target.write(out)
                     longest = max(longest, len(out))

@@ -1,0 +1,153 @@
+"""The two connection forms, described once.
+
+Airflow 3.2 and later build a connection form from the provider info (``conn-fields`` and
+``ui-field-behaviour``), earlier versions from the hook's ``get_connection_form_widgets`` and
+``get_ui_field_behaviour``; both are made from the descriptions here, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ct_airflow_provider.clevertap_api import REGIONS
+
+
+@dataclass(frozen=True)
+class ExtraField:
+    """A field of the form stored in the connection's extra.
+
+    :param label: the field's label.
+    :param description: the help text under it.
+    :param placeholder: the text shown while it is empty.
+    :param secret: masked like a password.
+    :param choices: the values offered (Airflow 3.2 and later), besides empty.
+    :param default: the value of a new connection.
+    """
+
+    label: str
+    description: str = ""
+    placeholder: str = ""
+    secret: bool = False
+    choices: tuple[str, ...] = ()
+    default: str | None = None
+
+
+@dataclass(frozen=True)
+class ConnectionForm:
+    """A connection type's form: the standard fields it hides or relabels, and its extra fields.
+
+    :param hidden_fields: standard fields the form does not show.
+    :param relabeling: labels of the standard fields it shows.
+    :param placeholders: placeholders of the standard fields it shows.
+    :param extras: the fields stored in the extra, in the order shown.
+    """
+
+    hidden_fields: tuple[str, ...]
+    relabeling: dict[str, str] = field(default_factory=dict)
+    placeholders: dict[str, str] = field(default_factory=dict)
+    extras: dict[str, ExtraField] = field(default_factory=dict)
+
+    def _all_placeholders(self) -> dict[str, str]:
+        extras = {name: extra.placeholder for name, extra in self.extras.items() if extra.placeholder}
+        return {**self.placeholders, **extras}
+
+    def provider_info(self) -> dict[str, Any]:
+        """The ``ui-field-behaviour`` and ``conn-fields`` of the provider info (Airflow 3.2 and later)."""
+        conn_fields: dict[str, Any] = {}
+        for name, extra in self.extras.items():
+            schema: dict[str, Any] = {"type": ["string", "null"]}
+            if extra.secret:
+                schema["format"] = "password"
+            if extra.choices:
+                schema["enum"] = [None, *extra.choices]
+            if extra.default is not None:
+                schema["default"] = extra.default
+            conn_fields[name] = {"label": extra.label, "description": extra.description, "schema": schema}
+        return {
+            "ui-field-behaviour": {
+                "hidden-fields": list(self.hidden_fields),
+                "relabeling": dict(self.relabeling),
+                "placeholders": self._all_placeholders(),
+            },
+            "conn-fields": conn_fields,
+        }
+
+    def field_behaviour(self) -> dict[str, Any]:
+        """What a hook's ``get_ui_field_behaviour`` returns (Airflow before 3.2)."""
+        return {
+            "hidden_fields": list(self.hidden_fields),
+            "relabeling": dict(self.relabeling),
+            "placeholders": self._all_placeholders(),
+        }
+
+    def widgets(self) -> dict[str, Any]:
+        """What a hook's ``get_connection_form_widgets`` returns (Airflow before 3.2)."""
+        from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import PasswordField, StringField
+
+        return {
+            name: (
+                PasswordField(
+                    lazy_gettext(extra.label), description=extra.description, widget=BS3PasswordFieldWidget()
+                )
+                if extra.secret
+                else StringField(
+                    lazy_gettext(extra.label), description=extra.description, widget=BS3TextFieldWidget()
+                )
+            )
+            for name, extra in self.extras.items()
+        }
+
+
+CLEVERTAP_FORM = ConnectionForm(
+    hidden_fields=("schema", "port", "extra"),
+    relabeling={"login": "Account ID", "password": "Passcode", "host": "API base URL (optional override)"},
+    placeholders={
+        "login": "The Account ID from Settings > Project in the CleverTap dashboard",
+        "password": "The Passcode from Settings > Project",
+        "host": "Leave empty to use the region's host, e.g. https://in1.api.clevertap.com",
+    },
+    extras={
+        "region": ExtraField(
+            "Region",
+            "The region of your CleverTap account; leave empty for Europe (api.clevertap.com).",
+            placeholder="in1",
+            choices=REGIONS,
+        ),
+        "timezone": ExtraField(
+            "Account time zone",
+            "The IANA time zone of the CleverTap account (Settings > Project), e.g. Asia/Kolkata.",
+            placeholder="Asia/Kolkata",
+            default="UTC",
+        ),
+    },
+)
+
+BUCKET_FORM = ConnectionForm(
+    hidden_fields=("host", "schema", "login", "password", "port", "extra"),
+    extras={
+        "bucket_nickname": ExtraField("Bucket nickname", "Enter the nickname for your bucket."),
+        "service_account_key": ExtraField(
+            "Service Account Key",
+            "Enter the contents of the downloaded Service Account Key JSON file. Leave it empty to "
+            "authenticate with a Google Cloud connection, or with neither to use the worker's own identity "
+            "(Application Default Credentials: workload identity on Cloud Composer and GKE).",
+            secret=True,
+        ),
+        "bucket_name": ExtraField(
+            "Bucket name", "Add the name of the bucket as given in the project (an exact match)."
+        ),
+        "gcp_conn_id": ExtraField(
+            "Google Cloud connection (instead of a key)",
+            "Optional: the id of a Google Cloud connection whose credentials reach the bucket, e.g. "
+            "google_cloud_default. Leave empty when a key is given.",
+        ),
+        "impersonation_chain": ExtraField(
+            "Impersonate service account",
+            "Optional: a service account email to write as (or several, comma-separated: the last one writes). "
+            "The identity above needs the Service Account Token Creator role on it.",
+        ),
+    },
+)
