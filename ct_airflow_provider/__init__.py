@@ -28,6 +28,7 @@ _check_airflow_version()
 
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider to Airflow's providers manager (entry point ``apache_airflow_provider``)."""
+    from ct_airflow_provider.config import config_section
     from ct_airflow_provider.connection_forms import BUCKET_FORM, CLEVERTAP_FORM
 
     return {
@@ -71,6 +72,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["ct_airflow_provider.triggers.profile_export"],
             }
         ],
+        "config": config_section(),
         "connection-types": [
             {
                 "connection-type": "clevertap_gcs",

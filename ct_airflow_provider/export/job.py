@@ -46,6 +46,7 @@ from ct_airflow_provider.export.reconcile import (
     reconcile,
 )
 from ct_airflow_provider.export.sinks import ObjectWriter, UploadingSink
+from ct_airflow_provider.export.tuning import ExportTuning, export_tuning
 from ct_airflow_provider.export.windows import ExportWindow
 from ct_airflow_provider.export.writer import export_event, export_profiles
 
@@ -277,6 +278,8 @@ class ExportRun:
     :param holder: who writes this run, the same for every try of one task (see
         :class:`~ct_airflow_provider.export.claim.ExportClaim`); a unique name by default.
     :param claim_lease_seconds: a claim on the run not renewed for this long is taken over.
+    :param tuning: process-wide settings applied while the export runs (see
+        :mod:`~ct_airflow_provider.export.tuning`); none by default.
     """
 
     def __init__(
@@ -290,7 +293,9 @@ class ExportRun:
         concurrent_requests: int = DEFAULT_CONCURRENT_REQUESTS,
         holder: str | None = None,
         claim_lease_seconds: float = LEASE_SECONDS,
+        tuning: ExportTuning | None = None,
     ) -> None:
+        self.tuning = tuning or ExportTuning()
         self.concurrent_requests = check_concurrent_requests(concurrent_requests)
         self.holder = holder or f"export {uuid.uuid4().hex[:12]} (process {os.getpid()})"
         self.claim_lease_seconds = claim_lease_seconds
@@ -327,7 +332,7 @@ class ExportRun:
         check_reconcile_mode(reconcile_mode)
         progress = _Progress(self.log, f"Export {self.spec.naming.request_id}")
         keep = self.spec.window.keep()
-        with self._claim(), self._scratch() as scratch:
+        with export_tuning(self.tuning, self.spec.export_format), self._claim(), self._scratch() as scratch:
             with self._sink() as sink:
                 self._begin()
                 self._write_events(source, event_names, skippable, progress, sink, scratch, keep)
@@ -396,7 +401,7 @@ class ExportRun:
         """Export every profile active in the window (that did any of ``event_names``), each once."""
         progress = _Progress(self.log, f"Profile export {self.spec.naming.request_id}")
         window = self.spec.window
-        with self._claim(), self._scratch() as scratch:
+        with export_tuning(self.tuning, self.spec.export_format), self._claim(), self._scratch() as scratch:
             with self._sink() as sink:
                 self._begin()
                 unique = ProfileDeduplicator(scratch / "profiles.sqlite")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
+from ct_airflow_provider.config import export_tuning_from_config
 from ct_airflow_provider.export.chunking import DEFAULT_MAX_FILE_BYTES
 from ct_airflow_provider.export.errors import ExportConfigError
 from ct_airflow_provider.export.formats import validate_format
@@ -171,7 +172,10 @@ class _CleverTapToGCSBase(BaseOperator):
         )
 
     def _run(self, context: Context) -> tuple[ExportRun, CleverTapHook]:
-        clevertap = CleverTapHook(clevertap_conn_id=self.clevertap_conn_id)
+        tuning = export_tuning_from_config()
+        clevertap = CleverTapHook(
+            clevertap_conn_id=self.clevertap_conn_id, pause_gc_while_parsing=tuning.pause_gc_while_parsing
+        )
         bucket = get_bucket_hook(self.gcs_conn_id)
         export_format, compression = validate_format(self.export_format, self.compression)
         window, run_timestamp = self._window(context, clevertap)
@@ -195,6 +199,7 @@ class _CleverTapToGCSBase(BaseOperator):
             work_dir=work_dir,
             concurrent_requests=self.concurrent_requests,
             holder=_holder(context),
+            tuning=tuning,
         )
         return run, clevertap
 

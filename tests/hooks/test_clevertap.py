@@ -460,13 +460,15 @@ def test_never_more_than_three_requests_at_once_across_hooks_and_threads(
 def test_garbage_collector_state_is_restored_after_parsing_pages(
     make_hook: MakeHook, clevertap_simulator: SimulatorServer
 ) -> None:
-    # The hook pauses the cyclic GC while parsing big pages; it must always switch it back,
+    # Asked to, the hook pauses the cyclic GC while parsing big pages; it must always switch it back,
     # including when pages are parsed in several threads at once, and leave it off if it was off.
     day = yesterday(clevertap_simulator)
     assert gc.isenabled()
     threads = [
         threading.Thread(
-            target=lambda: list(make_hook(batch_size=5000).iter_events("App Launched", day, day))
+            target=lambda: list(
+                make_hook(batch_size=5000, pause_gc_while_parsing=True).iter_events("App Launched", day, day)
+            )
         )
         for _ in range(3)
     ]
@@ -477,7 +479,9 @@ def test_garbage_collector_state_is_restored_after_parsing_pages(
     assert gc.isenabled()
     gc.disable()
     try:
-        assert list(make_hook(batch_size=5000).iter_events("App Launched", day, day))
+        assert list(
+            make_hook(batch_size=5000, pause_gc_while_parsing=True).iter_events("App Launched", day, day)
+        )
         assert not gc.isenabled()
     finally:
         gc.enable()

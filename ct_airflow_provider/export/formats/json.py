@@ -92,7 +92,7 @@ def careful_line(record: dict[str, Any]) -> bytes:
         raise ExportDataError(f"A record cannot be written as JSON: {exc}.") from exc
 
 
-def decoder(careful: bool) -> Callable[[bytes | str], Any]:
+def decoder(careful: bool) -> Callable[[bytes | bytearray | str], Any]:
     """The parser of JSON text: orjson, or with ``careful`` the standard library (big integers exact).
 
     :param careful: whether the text may hold integers beyond 64 bits.

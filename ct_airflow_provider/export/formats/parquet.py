@@ -47,13 +47,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-
-from ct_airflow_provider.export.formats._pyarrow import pyarrow as pa
-
-# The submodules, imported by _pyarrow (which chooses Arrow's allocator first).
-import pyarrow.compute as pc  # isort: skip
-import pyarrow.json as pa_json  # isort: skip
-import pyarrow.parquet as pq  # isort: skip
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
 
 from ct_airflow_provider.export.chunking import Delivery, too_small_error
 from ct_airflow_provider.export.errors import ExportConfigError, ExportDataError
