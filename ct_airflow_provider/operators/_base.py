@@ -51,6 +51,33 @@ CLEVERTAP_POOL = "clevertap_api"
 
 
 class _CleverTapToGCSBase(BaseOperator):
+    """
+    What the event and profile exports share: the window, the files' format, size and names.
+
+    With ``from_date`` and ``to_date`` the export is *once only*: those days (inclusive, within the
+    last 60 days of the account's time zone). Without them it is *recurring*: each run exports
+    exactly the records whose ``ts`` falls in its data interval, so consecutive runs export every
+    record once. Recurring DAGs need a timetable with real intervals of 4 to 24 hours
+    (``CronDataIntervalTimetable``, ``DeltaDataIntervalTimetable`` or ``CronTriggerTimetable(..., interval=...)``).
+    Process-wide tuning comes from Airflow's ``[clevertap]`` configuration section
+    (:mod:`ct_airflow_provider.config`).
+
+    :param clevertap_conn_id: the ``clevertap`` connection (account, passcode, region, time zone). (templated)
+    :param gcs_conn_id: the ``clevertap_gcs`` connection of the destination bucket. (templated)
+    :param from_date: first day of a once-only export, ``YYYY-MM-DD``. (templated)
+    :param to_date: last day of a once-only export, inclusive. (templated)
+    :param export_format: ``json`` (default), ``csv``, ``xml`` or ``parquet``. (templated)
+    :param compression: ``"gzip"`` for ``.json.gz``, ``.csv.gz`` or ``.xml.gz``; Parquet is always compressed.
+    :param max_file_bytes: largest file written (default 100 MB, at least 1,024 bytes); bigger days
+        are split into chunks.
+    :param database_id: the database id that ends each file name (CleverTap's instance id).
+    :param request_id: the export's request id; by default derived from the DAG and task, so it is
+        stable across runs and retries and distinct between tasks. (templated)
+    :param object_prefix: a folder in the bucket to write under, e.g. ``"clevertap/events/"``. (templated)
+    :param work_dir: local scratch folder (default: the system's temporary folder).
+    :param kwargs: passed to :class:`~airflow.sdk.BaseOperator` (``task_id``, ``pool``, ``retries``...).
+    """
+
     template_fields: Sequence[str] = (
         "clevertap_conn_id",
         "gcs_conn_id",

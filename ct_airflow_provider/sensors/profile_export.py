@@ -13,6 +13,7 @@ from airflow.providers.common.compat.sdk import (
     AirflowSensorTimeout,
     AirflowSkipException,
     BaseSensorOperator,
+    conf,
 )
 
 from ct_airflow_provider.triggers.profile_export import BLOCKING_RUN_STATES, RecurringProfileExportTrigger
@@ -92,7 +93,8 @@ class RecurringProfileExportSensor(BaseSensorOperator):
     :param poke_interval: Seconds (or a ``timedelta``) between checks. Default 60 seconds.
     :param timeout: Seconds (or a ``timedelta``) to wait in all before failing. Default 6 hours.
     :param mode: ``reschedule`` (default: no worker slot held while waiting) or ``poke``.
-    :param deferrable: Wait in the triggerer instead of being rescheduled. Default False.
+    :param deferrable: Wait in the triggerer instead of being rescheduled. Default: Airflow's
+        ``[operators] default_deferrable`` (False unless set there).
     :param kwargs: Passed to :class:`airflow.sdk.BaseSensorOperator`.
     """
 
@@ -106,7 +108,7 @@ class RecurringProfileExportSensor(BaseSensorOperator):
         poke_interval: dt.timedelta | float = 60,
         timeout: dt.timedelta | float = 6 * 3600,
         mode: str = "reschedule",
-        deferrable: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, timeout=timeout, mode=mode, **kwargs)

@@ -1,29 +1,9 @@
 """CSV: one record per row under a header of flattened dot paths, the same header in every file.
 
-Columns: ``ts``, ``eventName``, then one column per key of each object-valued field of the record,
-named ``<field>.<key>`` (``profile.identity``, ``deviceInfo.browser``, ``eventProps.Amount``,
-``sessionProps.utm_source``). Other top-level fields (for profile exports: ``identity``, ``email``,
-...) are columns under their own name. Columns are ordered by first appearance in the export, per
-field, so columns that appear late in the export come last; every file of one event in one export
-has the same header.
-
-Cells: text as is; integers and floats as Python writes them (``59.99``, ``1e+100``); booleans as
-``true``/``false``; lists and nested objects as compact JSON (``["a","b"]``, ``{"Age":30}``); null
-and absent keys as an empty cell (so an empty cell is an absent key, null or the empty string).
-Fields holding a comma, a quote or a line break are quoted and quotes doubled (RFC 4180), rows end
-with CRLF, text is UTF-8 without a byte order mark.
-
-Because the header must list every column before the first row of the first file, records are
-first spilled, already formatted as rows, to per-day files in the work directory; rows formatted
-before a late column appeared are padded with empty cells when the files are written.
-
-Rows are formatted by this module rather than by the csv module's ``writerow``, which handles
-every character one at a time (in C) and was about half of this writer's time: a cell is text
-that needs no quotes (by far the most common), passed through after two substring tests, or goes
-to a converter chosen by its type, and ``str.join`` makes the row. The output is byte for byte
-what ``csv.writer`` (minimal quoting, CRLF) writes. A row with a line break in a text cell is
-formatted again with every text cell looked at; the rare rows csv.writer treats specially (an
-export with fewer than two columns, a value of an unexpected type) are handed to ``csv.writer``.
+Rows are spilled to per-day files, already formatted, until every column is known. They are
+formatted here rather than by ``csv.writer``, whose ``writerow`` was half of this writer's time,
+byte for byte as ``csv.writer`` writes them (minimal quoting, CRLF); the rare rows it treats
+specially are handed to it. Columns, cells and quoting: docs/export-formats.md, "CSV".
 """
 
 from __future__ import annotations

@@ -1,37 +1,9 @@
-"""Parquet: one schema for every file of an event in one export, files kept under the size limit.
+"""Parquet: one schema for every file of an event in one export, each file within ``max_file_bytes``.
 
-Columns: ``ts`` (a timestamp, millisecond unit since Parquet has no seconds, in the account's local time
-as CleverTap sends it, without time zone),
-``eventName`` (string), then ``profile``, ``deviceInfo``, ``eventProps``, ``sessionProps`` (and any
-other top-level field) as struct columns whose fields are the keys seen in the export's records.
-Profile exports have the profile's own top-level keys as columns.
-
-Types are learned over every record of the export before the first file is written (records are
-spilled to per-day files in the work directory meanwhile), so all files share one schema even when
-keys differ between records. Each day's spilled lines go, in blocks of a few MB, to pyarrow's JSON
-reader in two helper threads, which infer their types in C++ beside the export thread; a block it
-cannot tell (a key of two kinds in the block, a double that may hide an integer beyond 2**53) is
-looked at in Python instead, record by record. The table pyarrow read is kept beside the spill (Arrow
-IPC); when the files are written, a block's table is cast to the export's schema when its types
-become the schema's exactly (nulls, integers to doubles, structs missing keys), so most records are
-parsed once; the other lines are read again from their JSON. The rules:
-
-* booleans -> ``bool``; integers -> ``int64``; text -> ``string``;
-* floats, or integers mixed with floats -> ``double`` (when every integer is exact as a double);
-* lists -> ``list<item>`` and objects -> ``struct<...>``, recursively, when their items agree;
-* anything else -- a key whose values have different types in different records (text in one,
-  a number in another), integers beyond what the column type holds exactly, empty objects --
-  becomes a ``string`` column holding each value as compact JSON text (``"abc"`` with its quotes,
-  ``5``, ``true``, ``{"a":1}``), so ``json.loads`` gives back the value and its type. Such fields carry
-  the field metadata ``ct_airflow_provider.encoding = json``.
-
-A key absent from a record, or null, reads back as null. Files are compressed inside with a codec
-(``snappy`` by default) and written in row groups of bounded size. Each file stays within
-``max_file_bytes``: a row group is sized from the bytes earlier groups took, the file is closed
-before a group would pass the limit, and should a closed file still be over (an estimate missed),
-it is written again without its last row group, which starts the next file. The next block of the
-spill is converted in a helper thread while a row group is written, and two days are written side by
-side; files reach the sink in day order.
+Types are learned over every record before the first file is written: records are spilled to
+per-day files meanwhile, pyarrow's JSON reader infers each spilled block in helper threads, and
+Python decides the blocks pyarrow cannot; a key whose values disagree becomes a column of JSON text.
+Columns, type rules, how the size limit is kept: docs/export-formats.md, "Parquet".
 """
 
 from __future__ import annotations
