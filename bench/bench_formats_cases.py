@@ -91,7 +91,9 @@ def warm_imports(export_format: str) -> None:
     (large here: this environment compiles modules on every import) out of the comparison.
     """
     if export_format == "parquet":
-        import ct_airflow_provider.export.formats.parquet  # noqa: F401
+        # pyarrow first imported as an export imports it (which chooses Arrow's allocator).
+        with export_tuning(export_tuning_from_config(), export_format):
+            import ct_airflow_provider.export.formats.parquet  # noqa: F401
 
 
 def run_ours(export_format: str, count: int, folder: Path, compression: str | None) -> dict[str, Any]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -33,7 +35,11 @@ class ExportTuning:
         page of 64 KiB or more (parsed JSON holds no cycles), for the parse only. The operators give
         it to the hook they build; :func:`export_tuning` does not apply it.
     :param arrow_memory_pool: Arrow's allocator while a Parquet export runs: ``jemalloc``,
-        ``mimalloc`` or ``system`` (pyarrow's default pool is restored afterwards).
+        ``mimalloc`` or ``system`` (pyarrow's default pool is restored afterwards). Parquet's page
+        buffers come from Arrow's C++ default pool, which no pyarrow call can choose and which Arrow
+        fixes when pyarrow is first imported, from ``ARROW_DEFAULT_MEMORY_POOL``: on Linux, when an
+        export is the first to import pyarrow and the variable is unset, it is set for that import
+        only (the environment is as before afterwards, that pool stays Arrow's default).
     :param malloc_mmap_threshold: opt-in, and unlike the others **for the rest of the process**
         (glibc cannot go back to its adaptive threshold): allocations of at least this many bytes
         get their own mappings, given back to the system when freed. Keeps the memory of long
@@ -112,7 +118,16 @@ def export_tuning(tuning: ExportTuning, export_format: str = "") -> Iterator[Non
 
 def _arrow_pool_changed(name: str) -> Any:
     global _arrow_pool
-    import pyarrow as pa
+    # Arrow's C++ default pool, fixed at pyarrow's first import (see ExportTuning.arrow_memory_pool).
+    first_import = sys.platform == "linux" and "pyarrow" not in sys.modules
+    first_import = first_import and "ARROW_DEFAULT_MEMORY_POOL" not in os.environ
+    if first_import:
+        os.environ["ARROW_DEFAULT_MEMORY_POOL"] = name
+    try:
+        import pyarrow as pa
+    finally:
+        if first_import:
+            del os.environ["ARROW_DEFAULT_MEMORY_POOL"]
 
     if _arrow_pool is None:
         _arrow_pool = _Held(pa.default_memory_pool, pa.set_memory_pool)
@@ -120,7 +135,7 @@ def _arrow_pool_changed(name: str) -> Any:
         pool = getattr(pa, f"{name}_memory_pool")()
     except NotImplementedError:  # this pyarrow build lacks that allocator: keep the default
         pool = None
-    return _arrow_pool.changed(lambda saved: pool or saved)
+    return _arrow_pool.changed(lambda saved: saved if pool is None else pool)
 
 
 def _set_mmap_threshold(size: int) -> None:

@@ -10,6 +10,8 @@ import datetime as dt
 import gc
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any
@@ -165,3 +167,20 @@ def test_the_provider_info_declares_every_setting() -> None:
 
 def test_by_default_the_core_changes_nothing() -> None:
     assert ExportTuning() == ExportTuning(None, False, None, None)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Arrow's default allocator is chosen on Linux only")
+def test_a_parquet_export_that_first_imports_pyarrow_chooses_arrow_s_default_and_leaves_the_environment() -> (
+    None
+):
+    # Parquet's pages come from Arrow's C++ default pool, fixed at pyarrow's first import.
+    code = (
+        "import os\nfrom ct_airflow_provider.export.tuning import ExportTuning, export_tuning\n"
+        "before = dict(os.environ)\n"
+        "with export_tuning(ExportTuning(arrow_memory_pool='jemalloc'), 'parquet'):\n"
+        "    import pyarrow\n"
+        "print(pyarrow.default_memory_pool().backend_name, dict(os.environ) == before)"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "ARROW_DEFAULT_MEMORY_POOL"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-2:] == ["jemalloc", "True"]
