@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ct_airflow_provider.clevertap_api import REGIONS
+from ct_airflow_provider.version_compat import AIRFLOW_V_3_0_PLUS
 
 
 @dataclass(frozen=True)
@@ -75,30 +76,62 @@ class ConnectionForm:
 
     def field_behaviour(self) -> dict[str, Any]:
         """What a hook's ``get_ui_field_behaviour`` returns (Airflow before 3.2)."""
+        hidden = list(self.hidden_fields)
+        if not AIRFLOW_V_3_0_PLUS and "extra" in hidden:
+            # Airflow 2's Test button does nothing on a form that opened with Extra hidden (its script
+            # saves the Extra editor, made only when Extra is shown), e.g. every edit form of this type.
+            hidden.remove("extra")
         return {
-            "hidden_fields": list(self.hidden_fields),
+            "hidden_fields": hidden,
             "relabeling": dict(self.relabeling),
             "placeholders": self._all_placeholders(),
         }
 
     def widgets(self) -> dict[str, Any]:
         """What a hook's ``get_connection_form_widgets`` returns (Airflow before 3.2)."""
-        from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget, Select2Widget
         from flask_babel import lazy_gettext
-        from wtforms import PasswordField, StringField
+        from wtforms import PasswordField, SelectField, StringField
 
-        return {
-            name: (
-                PasswordField(
-                    lazy_gettext(extra.label), description=extra.description, widget=BS3PasswordFieldWidget()
+        widgets: dict[str, Any] = {}
+        for name, extra in self.extras.items():
+            label = lazy_gettext(extra.label)
+            if extra.secret:
+                widgets[name] = PasswordField(label, description=extra.description, widget=_stored_secret_widget())
+            elif extra.choices:
+                widgets[name] = SelectField(
+                    label,
+                    description=extra.description,
+                    choices=[("", ""), *((choice, choice) for choice in extra.choices)],
+                    default=extra.default or "",
+                    widget=Select2Widget(),
                 )
-                if extra.secret
-                else StringField(
-                    lazy_gettext(extra.label), description=extra.description, widget=BS3TextFieldWidget()
+            else:
+                widgets[name] = StringField(
+                    label, description=extra.description, default=extra.default, widget=BS3TextFieldWidget()
                 )
-            )
-            for name, extra in self.extras.items()
-        }
+        return widgets
+
+
+#: What Airflow 2's connection form holds instead of a stored secret; sent back, it keeps the secret.
+AIRFLOW2_SECRET_PLACEHOLDER = "RATHER_LONG_SENSITIVE_FIELD_PLACEHOLDER"
+
+
+def _stored_secret_widget() -> Any:
+    """A password input that sends Airflow 2's placeholder back for a stored secret.
+
+    A password input renders empty, and Airflow 2 drops an extra field submitted empty: saving an
+    edit form without pasting the key again would delete the key. The placeholder makes Airflow keep
+    it, and the secret itself never reaches the page.
+    """
+    from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget
+
+    class StoredSecretWidget(BS3PasswordFieldWidget):  # type: ignore[misc]
+        def __call__(self, field: Any, **kwargs: Any) -> Any:
+            kwargs["value"] = AIRFLOW2_SECRET_PLACEHOLDER if field.data else ""
+            return super().__call__(field, **kwargs)
+
+    return StoredSecretWidget(hide_value=False)
 
 
 CLEVERTAP_FORM = ConnectionForm(

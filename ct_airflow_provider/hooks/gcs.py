@@ -22,7 +22,7 @@ from google.api_core import exceptions as google_errors
 from google.auth import exceptions as auth_errors
 from google.cloud.storage.fileio import BlobWriter
 
-from ct_airflow_provider.connection_forms import BUCKET_FORM
+from ct_airflow_provider.connection_forms import AIRFLOW2_SECRET_PLACEHOLDER, BUCKET_FORM
 
 #: Fields google-auth needs to sign and exchange the key's JWT.
 REQUIRED_KEY_FIELDS = ("type", "project_id", "private_key_id", "private_key", "client_email", "token_uri")
@@ -98,6 +98,11 @@ def parse_service_account_key(raw: object) -> dict[str, Any]:
         raise BucketConnectionError(
             "The Service Account Key is empty. Paste the whole content of the JSON key file "
             "downloaded from Google Cloud (IAM > Service Accounts > Keys)."
+        )
+    if raw == AIRFLOW2_SECRET_PLACEHOLDER:
+        raise BucketConnectionError(
+            "The Service Account Key is not in the form: Airflow never sends a saved key back to the "
+            "browser. Paste the key again to test the connection (saving without it keeps the saved key)."
         )
     if isinstance(raw, dict):
         key: object = raw
