@@ -49,7 +49,7 @@ typecheck: env
 	$(BIN)/mypy
 
 test: env lint typecheck
-	$(BIN)/python -m ct_airflow_provider.testing.browser_setup
+	$(BIN)/python -m ct_airflow_provider.testing.system_packages
 	$(BIN)/pytest -q
 	$(MAKE) --no-print-directory test-matrix
 
@@ -77,22 +77,23 @@ clean:
 # -- Airflow version matrix ------------------------------------------------------------------------
 # One environment per supported Airflow minor version, each from its own lock (requirements/airflow-X.Y.lock,
 # resolved by `make lock-matrix` from requirements/airflow-X.Y.in), with its own AIRFLOW_HOME (.airflow-X.Y).
-# `make test-airflow AIRFLOW_VERSION=2.11` runs the core tests (marker `core`) on one version;
-# AIRFLOW_VERSION=lowest-direct runs them with every direct dependency at its lowest allowed version.
-# AIRFLOW_VERSION=3.3-py3.12 runs them on Python 3.12 (when python3.12 is on the PATH).
-# `make test-matrix` runs all of them except 3.3 on 3.11, whose full suite `make test` runs in .venv.
+# `make test-airflow AIRFLOW_VERSION=2.11` runs one version's leg: the core tests (marker `core`), plus
+# the browser and deployment tests (marker `deployment`) on the FULL_SUITE_VERSIONS.
+# AIRFLOW_VERSION=lowest-direct runs the core with every direct dependency at its lowest allowed version;
+# AIRFLOW_VERSION=3.2-py3.12 runs 3.2's on Python 3.12 (when python3.12 is on the PATH).
+# `make test-matrix` runs every leg but 3.3 on Python 3.11, whose full suite `make test` runs in .venv.
 AIRFLOW_VERSIONS := 2.11 3.0 3.1 3.2 3.3
 # Besides 3.3 (in .venv), the versions whose leg runs the browser, scheduler and backfill tests too.
 FULL_SUITE_VERSIONS := 2.11
 # A Python 3.12 interpreter: python3.12 on the PATH, or pyenv's newest 3.12 (whose shim needs PYENV_VERSION).
 PYTHON312 := $(shell (python3.12 -c 'import sys; print(sys.executable)' || \
 	PYENV_VERSION=$$(pyenv versions --bare | grep '^3\.12' | tail -1) python3.12 -c 'import sys; print(sys.executable)') 2>/dev/null)
-MATRIX_VERSIONS ?= 2.11 3.0 3.1 3.2 lowest-direct $(if $(PYTHON312),3.3-py3.12)
+MATRIX_VERSIONS ?= 2.11 3.0 3.1 $(if $(PYTHON312),3.2-py3.12,3.2) lowest-direct
 # The interpreter of a matrix environment: Python 3.12 for the -py3.12 ones, else the project's.
 matrix_python = $(if $(findstring -py3.12,$(1)),$(PYTHON312),$(PYTHON))
 AIRFLOW_VERSION ?= 3.3
 MATRIX_PYTHON_VERSION ?= 3.11
-MATRIX_TESTS ?= -m core
+MATRIX_TESTS ?= $(if $(filter $(AIRFLOW_VERSION),$(FULL_SUITE_VERSIONS)),-m "core or deployment",-m core)
 
 .PHONY: lock-matrix test-airflow test-matrix
 
@@ -104,18 +105,19 @@ MATRIX_TESTS ?= -m core
 
 lock-matrix: | $(UV)
 	for v in $(AIRFLOW_VERSIONS); do \
-	  $(UV) pip compile --quiet pyproject.toml --extra testing --group test $$(case " $(FULL_SUITE_VERSIONS) " in *" $$v "*) echo --group browser;; esac) \
+	  $(UV) pip compile --quiet pyproject.toml --extra testing --group test $$(case " $(FULL_SUITE_VERSIONS) " in *" $$v "*) echo --group full-suite;; esac) \
 	    --python-version $(MATRIX_PYTHON_VERSION) requirements/airflow-$$v.in --no-header -o requirements/airflow-$$v.lock || exit 1; \
 	done
 	$(UV) pip compile --quiet pyproject.toml --extra testing --group test --python-version $(MATRIX_PYTHON_VERSION) \
 	  --resolution lowest-direct --no-header -o requirements/airflow-lowest-direct.lock
 	$(UV) pip compile --quiet pyproject.toml --extra testing --group test --python-version 3.12 \
-	  requirements/airflow-3.3-py3.12.in --no-header -o requirements/airflow-3.3-py3.12.lock
+	  requirements/airflow-3.2-py3.12.in --no-header -o requirements/airflow-3.2-py3.12.lock
 
 test-airflow: .venv-airflow-$(AIRFLOW_VERSION)/.synced
 	rm -rf $(CURDIR)/.airflow-$(AIRFLOW_VERSION) && mkdir -p $(CURDIR)/.airflow-$(AIRFLOW_VERSION)
 	AIRFLOW_HOME=$(CURDIR)/.airflow-$(AIRFLOW_VERSION) $(CURDIR)/.venv-airflow-$(AIRFLOW_VERSION)/bin/airflow db migrate >/dev/null
 	@echo "== Airflow $(AIRFLOW_VERSION): $$($(CURDIR)/.venv-airflow-$(AIRFLOW_VERSION)/bin/python -c 'import airflow; print(airflow.__version__)')"
+	$(if $(filter $(AIRFLOW_VERSION),$(FULL_SUITE_VERSIONS)),$(CURDIR)/.venv-airflow-$(AIRFLOW_VERSION)/bin/python -m ct_airflow_provider.testing.system_packages)
 	AIRFLOW_HOME=$(CURDIR)/.airflow-$(AIRFLOW_VERSION) $(CURDIR)/.venv-airflow-$(AIRFLOW_VERSION)/bin/pytest -q $(MATRIX_TESTS)
 
 test-matrix:

@@ -41,10 +41,24 @@ CORE_TESTS = (
     "tests/examples/test_example_dags.py",
     "tests/dags/test_backfill_airflow2.py",
 )
+#: The browser and deployment tests (marker ``deployment``): the connection forms and their Test in
+#: Airflow's UI, a scheduler catching up, hand-triggered runs and backfills. Besides the newest Airflow,
+#: they run on the versions in the Makefile's FULL_SUITE_VERSIONS (``-m "core or deployment"``).
+DEPLOYMENT_TESTS = (
+    "tests/ui/",
+    "tests/dags/test_backfill.py",
+)
+#: The marker expressions that select part of the suite, and the files they need collected.
+_SELECTIONS = {"core": CORE_TESTS, "core or deployment": CORE_TESTS + DEPLOYMENT_TESTS}
+
+
+def _selected(relative: str, files: tuple[str, ...]) -> bool:
+    return any(relative == f or (f.endswith("/") and relative.startswith(f)) for f in files)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "core: the tests run on every supported Airflow version")
+    config.addinivalue_line("markers", "deployment: browser and deployment tests, on the full-suite versions")
     from ct_airflow_provider.version_compat import AIRFLOW_V_3_0_PLUS
 
     if not AIRFLOW_V_3_0_PLUS:
@@ -54,25 +68,29 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """With ``-m core``, do not even import the other test modules: their tools (a browser, docker
-    compose schemas) are not installed in the per-version environments."""
-    if config.getoption("markexpr") != "core":
+    """With ``-m core`` (or ``-m "core or deployment"``), do not even import the other test modules:
+    their tools (a browser, docker compose schemas) are not installed in the per-version environments."""
+    files = _SELECTIONS.get(config.getoption("markexpr"))
+    if files is None:
         return None
     try:
         relative = collection_path.resolve().relative_to(_ROOT).as_posix()
     except ValueError:
         return None
     if collection_path.is_dir():
-        return not any(core.startswith(relative + "/") for core in CORE_TESTS)
+        return not any(f.startswith(relative + "/") or relative.startswith(f) for f in files)
     if collection_path.name.startswith("test_") and collection_path.suffix == ".py":
-        return relative not in CORE_TESTS
+        return not _selected(relative, files)
     return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if Path(item.path).relative_to(_ROOT).as_posix() in CORE_TESTS:
+        relative = Path(item.path).relative_to(_ROOT).as_posix()
+        if relative in CORE_TESTS:
             item.add_marker(pytest.mark.core)
+        if _selected(relative, DEPLOYMENT_TESTS):
+            item.add_marker(pytest.mark.deployment)
 
 
 @pytest.fixture

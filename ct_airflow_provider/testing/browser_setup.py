@@ -7,11 +7,10 @@ does nothing when it is there, so ``make test`` can run it every time.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
+
+from ct_airflow_provider.testing.system_packages import SystemPackageError, ensure_debian_package
 
 #: Where Debian's ``chromium`` package puts the browser.
 CHROMIUM_PATH = Path("/usr/bin/chromium")
@@ -31,56 +30,20 @@ CHROMIUM_ARGS = [
 ]
 
 
-class BrowserSetupError(RuntimeError):
-    """Chromium is missing and could not be installed; the message says what to do."""
-
-
-def _run(command: list[str]) -> None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    completed = subprocess.run(command, env=env, check=False)
-    if completed.returncode != 0:
-        raise BrowserSetupError(
-            f"`{' '.join(command)}` failed with exit code {completed.returncode}. Install Debian's chromium "
-            "package by hand (apt-get install chromium) and run the browser tests again."
-        )
-
-
 def ensure_chromium(chromium_path: Path = CHROMIUM_PATH) -> Path:
     """Return the path of Debian's Chromium, installing the ``chromium`` package with apt when missing.
 
     :param chromium_path: where the browser is expected.
-    :raises BrowserSetupError: apt is unavailable, not run as root, or the install failed.
+    :raises SystemPackageError: apt is unavailable, not run as root, or the install failed.
     """
-    if chromium_path.exists():
-        return chromium_path
-    apt_get = shutil.which("apt-get")
-    if apt_get is None:
-        raise BrowserSetupError(
-            f"{chromium_path} is missing and apt-get is not available on this machine. The browser tests "
-            "need Debian's (or Ubuntu's) chromium package at that path: install it with the system's package "
-            "manager, or run them on a Debian-based machine."
-        )
-    if os.geteuid() != 0:
-        raise BrowserSetupError(
-            f"{chromium_path} is missing and installing it needs root. Run `sudo apt-get install -y chromium` "
-            "once, then the browser tests again."
-        )
-    print(f"{chromium_path} is missing: installing Debian's chromium package with apt-get", flush=True)
-    _run([apt_get, "update", "-q"])
-    _run([apt_get, "install", "-y", "-q", "--no-install-recommends", "chromium"])
-    if not chromium_path.exists():
-        raise BrowserSetupError(
-            f"apt-get installed chromium but {chromium_path} still does not exist: check which package "
-            "provides the browser on this distribution (`dpkg -L chromium`)."
-        )
-    return chromium_path
+    return ensure_debian_package("chromium", lambda: chromium_path if chromium_path.exists() else None)
 
 
 def main() -> int:
     """Install Chromium when missing; print where it is."""
     try:
         path = ensure_chromium()
-    except BrowserSetupError as error:
+    except SystemPackageError as error:
         print(f"browser_setup: {error}", file=sys.stderr)
         return 1
     print(f"browser_setup: Chromium ready at {path}")

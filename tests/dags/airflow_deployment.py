@@ -1,16 +1,22 @@
-"""A small real Airflow 3 deployment for tests: api-server, scheduler and dag-processor on SQLite.
+"""A small real Airflow deployment for tests, with LocalExecutor.
 
-Task execution in Airflow 3 goes through the api-server's execution API, so the three components
-run as separate processes the way ``airflow standalone`` runs them, with LocalExecutor (which
-Airflow 3.3 accepts on SQLite: only the api-server, scheduler and dag-processor touch the database;
-task processes talk HTTP). Each component runs in its own process group, stopped with everything it
-forked when the ``with`` block ends, also on failure.
+Airflow 3: api-server, scheduler and dag-processor on SQLite. Task execution goes through the
+api-server's execution API, so the three components run as separate processes the way ``airflow
+standalone`` runs them (Airflow 3.3 accepts LocalExecutor on SQLite: only the components touch the
+database; task processes talk HTTP).
+
+Airflow 2: webserver and scheduler (which parses the DAGs itself) on PostgreSQL, since Airflow 2
+refuses LocalExecutor on SQLite; the REST API is ``/api/v1``.
+
+Each component runs in its own process group, stopped with everything it forked when the ``with``
+block ends, also on failure.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import os
 import secrets
 import shutil
 import sqlite3
@@ -27,12 +33,18 @@ import psutil
 import urllib3
 
 from ct_airflow_provider.testing.processes import free_port, stop_process_group, tail
+from ct_airflow_provider.version_compat import AIRFLOW_V_3_0_PLUS
+from tests.dags.postgres_server import run_postgres
 from tests.ui.airflow_server import isolated_airflow_env
 
 _AIRFLOW = Path(sys.executable).parent / "airflow"
 #: Cold start of a component on 2 busy cores takes 15-30 s; the margin is for CI running other suites.
 _STARTUP_DEADLINE_S = 180.0
-_COMPONENTS = ("api-server", "scheduler", "dag-processor")
+_COMPONENTS = (
+    ("api-server", "scheduler", "dag-processor") if AIRFLOW_V_3_0_PLUS else ("webserver", "scheduler")
+)
+_API_PATH = "/api/v2" if AIRFLOW_V_3_0_PLUS else "/api/v1"
+_HEALTH = "monitor/health" if AIRFLOW_V_3_0_PLUS else "health"
 _LOCKED_ATTEMPTS = 4
 
 
@@ -93,7 +105,7 @@ class AirflowDeployment:
 
     # -- the REST API (every user is admin here: no token) -------------------------------------
     def api(self, path: str, **query: Any) -> Any:
-        url = f"{self.api_url}/api/v2/{path}"
+        url = f"{self.api_url}{_API_PATH}/{path}"
         if query:
             url += "?" + urllib.parse.urlencode(query)
         response = self._http.request("GET", url)
@@ -103,7 +115,7 @@ class AirflowDeployment:
 
     def trigger(self, dag_id: str, logical_date: dt.datetime | None) -> dict[str, Any]:
         """Trigger a run by hand as the UI's Trigger button does (a logical date, or none)."""
-        url = f"{self.api_url}/api/v2/dags/{dag_id}/dagRuns"
+        url = f"{self.api_url}{_API_PATH}/dags/{dag_id}/dagRuns"
         body = {"logical_date": logical_date.isoformat() if logical_date else None, "conf": {}}
         response = self._http.request("POST", url, json=body)
         if response.status != 200:
@@ -126,10 +138,8 @@ class AirflowDeployment:
         return runs()
 
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
-        runs: list[dict[str, Any]] = self.api(f"dags/{dag_id}/dagRuns", limit=1000, order_by="logical_date")[
-            "dag_runs"
-        ]
-        return runs
+        runs: list[dict[str, Any]] = self.api(f"dags/{dag_id}/dagRuns", limit=1000)["dag_runs"]
+        return sorted(runs, key=lambda run: run["logical_date"] or "")
 
     def task_instances(self, dag_id: str) -> list[dict[str, Any]]:
         tis: list[dict[str, Any]] = self.api(f"dags/{dag_id}/dagRuns/~/taskInstances", limit=1000)[
@@ -152,10 +162,12 @@ class AirflowDeployment:
 
     # -- components ----------------------------------------------------------------------------
     def start(self, name: str, api_port: int | None = None) -> None:
-        """Start one component (``api-server`` needs ``api_port``), logging to ``<home>/<name>.log``."""
+        """Start one component (``api-server`` and ``webserver`` need ``api_port``), logging to ``<home>/<name>.log``."""
         args = [name]
         if name == "api-server":
             args += ["--host", "127.0.0.1", "--port", str(api_port), "--workers", "1"]
+        elif name == "webserver":
+            args += ["--hostname", "127.0.0.1", "--port", str(api_port), "--workers", "1"]
         with (self.home / f"{name}.log").open("ab") as log:
             self.processes[name] = subprocess.Popen(
                 [str(_AIRFLOW), *args],
@@ -247,10 +259,11 @@ class AirflowDeployment:
         )
 
 
-def _deployment_env(home: Path, api_port: int, extra_env: dict[str, str]) -> dict[str, str]:
+def _deployment_env(
+    home: Path, api_port: int, database_url: str, extra_env: dict[str, str]
+) -> dict[str, str]:
     settings = {
-        # Three processes share the file: wait for a lock rather than fail after sqlite's default 5 s.
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}?timeout=60",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url,
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "8",
         # The DAGs are unpaused when parsed: a paused DAG's backfill runs never start tasks.
@@ -261,7 +274,17 @@ def _deployment_env(home: Path, api_port: int, extra_env: dict[str, str]) -> dic
         # The scheduler's and triggerer's log servers default to fixed ports other suites may hold.
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        # Executors and backfills start task processes as `airflow ...`, found on the PATH.
+        "PATH": f"{_AIRFLOW.parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
+    if not AIRFLOW_V_3_0_PLUS:
+        settings |= {
+            "AIRFLOW__CORE__AUTH_MANAGER": "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
+            # Airflow 2's REST API lets every request in with this backend, as the simple auth manager does on 3.x.
+            "AIRFLOW__API__AUTH_BACKENDS": "airflow.api.auth.backend.default",
+            "AIRFLOW__WEBSERVER__SECRET_KEY": secrets.token_urlsafe(32),
+            "AIRFLOW__WEBSERVER__WEB_SERVER_PORT": str(api_port),
+        }
     return isolated_airflow_env(home, settings, extra_env)
 
 
@@ -273,9 +296,10 @@ def run_airflow_deployment(
     extra_env: dict[str, str] | None = None,
     pools: dict[str, int] | None = None,
 ) -> Iterator[AirflowDeployment]:
-    """Migrate a fresh SQLite database in ``home``, create the pools, start the three components.
+    """Migrate a fresh database, create the pools, start the components.
 
-    :param home: an empty folder used as ``AIRFLOW_HOME``; logs of every component stay there.
+    :param home: an empty folder used as ``AIRFLOW_HOME`` (and for SQLite's file on Airflow 3); logs of
+        every component stay there.
     :param dag_files: files copied into the deployment's DAGs folder.
     :param extra_env: more environment for every component and CLI call (connections, emulator host).
     :param pools: pools to create with ``airflow pools set`` before the scheduler starts.
@@ -285,24 +309,37 @@ def run_airflow_deployment(
     for dag_file in dag_files:
         shutil.copy(dag_file, dags / dag_file.name)
     api_port = free_port()
-    deployment = AirflowDeployment(
-        home=home,
-        env=_deployment_env(home, api_port, extra_env or {}),
-        api_url=f"http://127.0.0.1:{api_port}",
-    )
+    with contextlib.ExitStack() as stack:
+        if AIRFLOW_V_3_0_PLUS:
+            # Three processes share the file: wait for a lock rather than fail after sqlite's default 5 s.
+            database_url = f"sqlite:///{home / 'airflow.db'}?timeout=60"
+        else:
+            database_url = stack.enter_context(run_postgres()).sqlalchemy_url
+        deployment = AirflowDeployment(
+            home=home,
+            env=_deployment_env(home, api_port, database_url, extra_env or {}),
+            api_url=f"http://127.0.0.1:{api_port}",
+        )
+        yield from _run_components(deployment, api_port, pools or {})
+
+
+def _run_components(
+    deployment: AirflowDeployment, api_port: int, pools: dict[str, int]
+) -> Iterator[AirflowDeployment]:
     deployment.cli("db", "migrate")
-    # Write-ahead logging lets readers (the api-server, CLI calls) go on while the scheduler writes;
-    # the mode is stored in the database file, so every component gets it.
-    with contextlib.closing(sqlite3.connect(home / "airflow.db")) as database:
-        database.execute("PRAGMA journal_mode=WAL")
-    for pool, slots in (pools or {}).items():
+    if AIRFLOW_V_3_0_PLUS:
+        # Write-ahead logging lets readers (the api-server, CLI calls) go on while the scheduler writes;
+        # the mode is stored in the database file, so every component gets it.
+        with contextlib.closing(sqlite3.connect(deployment.home / "airflow.db")) as database:
+            database.execute("PRAGMA journal_mode=WAL")
+    for pool, slots in pools.items():
         deployment.cli("pools", "set", pool, str(slots), f"test pool {pool}")
     try:
         for name in _COMPONENTS:
             deployment.start(name, api_port)
         deployment.wait_until(
-            "api-server healthy",
-            lambda: deployment.api("monitor/health")["metadatabase"]["status"] == "healthy",
+            f"{_COMPONENTS[0]} healthy",
+            lambda: deployment.api(_HEALTH)["metadatabase"]["status"] == "healthy",
             _STARTUP_DEADLINE_S,
             poll_s=0.5,
         )
@@ -318,7 +355,7 @@ def _stop_components(processes: dict[str, subprocess.Popen[bytes]]) -> None:
         with contextlib.suppress(psutil.Error):
             descendants += psutil.Process(process.pid).children(recursive=True)
     # The scheduler first, so it starts no new task while the api-server goes away.
-    for name in ("scheduler", "dag-processor", "api-server"):
+    for name in ("scheduler", "dag-processor", "api-server", "webserver"):
         if name in processes:
             stop_process_group(processes[name])
     for leftover in descendants:

@@ -1,4 +1,7 @@
-"""One real api-server and one headless Debian Chromium for all browser tests."""
+"""One real Airflow UI server and one headless Debian Chromium for all browser tests.
+
+The server is Airflow 3's api-server, or Airflow 2's webserver when the tests run on Airflow 2.11.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from ct_airflow_provider.testing.browser_setup import CHROMIUM_ARGS, CHROMIUM_PA
 from ct_airflow_provider.testing.gcs_emulator import GCSTestStack
 from tests.ui.airflow_server import AirflowApiServer, run_api_server
 from tests.ui.connections_page import ConnectionsPage, screenshot_dir, send_empty_port_as_null
+from tests.ui.connections_page_airflow2 import ConnectionsPageAirflow2, correct_test_button
 
 # Tests run on 2 shared cores: give the UI time, but fail well before pytest's own timeout.
 expect.set_options(timeout=20_000)
@@ -22,7 +26,7 @@ expect.set_options(timeout=20_000)
 def api_server(
     tmp_path_factory: pytest.TempPathFactory, gcs_stack: GCSTestStack
 ) -> Iterator[AirflowApiServer]:
-    """``airflow api-server`` with the provider installed; its Test button reaches the local GCS stack."""
+    """The UI server with the provider installed; its Test button reaches the local GCS stack."""
     home = tmp_path_factory.mktemp("airflow-home")
     # The server runs as a worker with an identity of its own would (a metadata server, as on GKE).
     with gcs_stack.metadata_server(name="ct-composer-worker") as metadata:
@@ -80,6 +84,21 @@ def ui(
     page = browser.new_page()
     send_empty_port_as_null(page)
     connections = ConnectionsPage(page, connections_of_this_module.url, screenshots)
+    try:
+        connections.reload()
+        yield connections
+    finally:
+        page.close()
+
+
+@pytest.fixture
+def airflow2_ui(
+    browser: BrowserContext, connections_of_this_module: AirflowApiServer, screenshots: Path
+) -> Iterator[ConnectionsPageAirflow2]:
+    """A fresh tab on Airflow 2's Connections list (tests that show the way there use ``open_from_menu``)."""
+    page = browser.new_page()
+    correct_test_button(page)
+    connections = ConnectionsPageAirflow2(page, connections_of_this_module.url, screenshots)
     try:
         connections.reload()
         yield connections

@@ -29,6 +29,9 @@ SCREENSHOTS: dict[str, str] = {
     "clevertap-region-choice.png": "The region is a choice among CleverTap's regions",
     "clevertap-test-success.png": "Test of a CleverTap connection that works",
     "clevertap-test-wrong-passcode.png": "Test with a wrong passcode: credentials or region",
+    # Taken on Airflow 2.11 (tests/ui/test_connections_ui_airflow2.py); `make screenshots` keeps them.
+    "airflow2-gcs-form.png": "Airflow 2.11's form for a CleverTap GCS bucket, filled in",
+    "airflow2-gcs-test-success.png": "Airflow 2.11: Test of a bucket connection that works",
 }
 
 TEST_SUCCEEDED_TITLE = "Test Connection Successful"
