@@ -22,7 +22,7 @@ class ExtraField:
     :param description: the help text under it.
     :param placeholder: the text shown while it is empty.
     :param secret: masked like a password.
-    :param choices: the values offered (Airflow 3.2 and later), besides empty.
+    :param choices: the values offered, besides empty.
     :param default: the value of a new connection.
     """
 
@@ -88,29 +88,65 @@ class ConnectionForm:
         }
 
     def widgets(self) -> dict[str, Any]:
-        """What a hook's ``get_connection_form_widgets`` returns (Airflow before 3.2)."""
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget, Select2Widget
+        """What a hook's ``get_connection_form_widgets`` returns (Airflow before 3.2).
+
+        Airflow before 3.2 drops a connection type whose widgets are not all ``StringField``,
+        ``PasswordField``, ``IntegerField`` or ``BooleanField``: a choice is a ``StringField`` shown
+        as a select2 list (see :class:`_ChoiceWidget`).
+        """
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
         from flask_babel import lazy_gettext
-        from wtforms import PasswordField, SelectField, StringField
+        from wtforms import PasswordField, StringField
 
         widgets: dict[str, Any] = {}
         for name, extra in self.extras.items():
             label = lazy_gettext(extra.label)
             if extra.secret:
-                widgets[name] = PasswordField(label, description=extra.description, widget=_stored_secret_widget())
+                widgets[name] = PasswordField(
+                    label, description=extra.description, widget=_stored_secret_widget()
+                )
             elif extra.choices:
-                widgets[name] = SelectField(
+                widgets[name] = StringField(
                     label,
                     description=extra.description,
-                    choices=[("", ""), *((choice, choice) for choice in extra.choices)],
-                    default=extra.default or "",
-                    widget=Select2Widget(),
+                    default=extra.default,
+                    widget=_ChoiceWidget(extra.choices),
                 )
             else:
                 widgets[name] = StringField(
                     label, description=extra.description, default=extra.default, widget=BS3TextFieldWidget()
                 )
         return widgets
+
+
+class _ChoiceWidget:
+    """A text field shown as a choice, as FAB's ``Select2Widget`` shows a ``SelectField``.
+
+    Renders a ``<select>`` of empty and ``choices`` that the page's script makes a select2 list.
+    A stored value that is not among the choices stays offered, selected, so that saving the form
+    does not change it unnoticed.
+
+    :param choices: the values offered besides empty.
+    """
+
+    def __init__(self, choices: tuple[str, ...]) -> None:
+        self.choices = choices
+
+    def __call__(self, field: Any, **kwargs: Any) -> Any:
+        from markupsafe import Markup, escape
+        from wtforms.widgets import html_params
+
+        current = field.data or ""
+        values = ["", *self.choices]
+        if current not in values:
+            values.append(current)
+        kwargs.setdefault("id", field.id)
+        kwargs.update({"class": "my_select2 form-control", "data-placeholder": "Select Value"})
+        options = "".join(
+            f"<option {html_params(value=value, selected=value == current)}>{escape(value)}</option>"
+            for value in values
+        )
+        return Markup(f"<select {html_params(name=field.name, **kwargs)}>{options}</select>")
 
 
 #: What Airflow 2's connection form holds instead of a stored secret; sent back, it keeps the secret.
@@ -131,7 +167,11 @@ def _stored_secret_widget() -> Any:
             kwargs["value"] = AIRFLOW2_SECRET_PLACEHOLDER if field.data else ""
             return super().__call__(field, **kwargs)
 
-    return StoredSecretWidget(hide_value=False)
+    widget = StoredSecretWidget()
+    # Set after construction, not passed to it: Airflow 3.0/3.1 read the widgets with FAB's widgets
+    # replaced by stand-ins that take no arguments when FAB is not installed.
+    widget.hide_value = False
+    return widget
 
 
 CLEVERTAP_FORM = ConnectionForm(
