@@ -164,7 +164,10 @@ def _stored_secret_widget() -> Any:
 
     class StoredSecretWidget(BS3PasswordFieldWidget):  # type: ignore[misc]
         def __call__(self, field: Any, **kwargs: Any) -> Any:
-            kwargs["value"] = AIRFLOW2_SECRET_PLACEHOLDER if field.data else ""
+            # The placeholder stands for a stored secret only: a key pasted into a form that failed
+            # validation comes back empty (to paste again), or the placeholder would be saved instead.
+            stored = field.data and (not field.raw_data or field.raw_data == [AIRFLOW2_SECRET_PLACEHOLDER])
+            kwargs["value"] = AIRFLOW2_SECRET_PLACEHOLDER if stored else ""
             return super().__call__(field, **kwargs)
 
     widget = StoredSecretWidget()

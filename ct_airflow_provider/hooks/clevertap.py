@@ -750,7 +750,8 @@ class CleverTapHook(BaseHook):
         if not passcode:
             raise CleverTapConfigError(
                 f"Connection {name!r} has no Passcode: put it in the password field (Settings > Project in "
-                "the CleverTap dashboard)."
+                "the CleverTap dashboard). Airflow's UI never sends a saved Passcode back to the browser: to "
+                "test a saved connection from its Edit form, type the Passcode again."
             )
         extras = conn.extra_dejson
         region_value = extras.get("region", extras.get("extra__clevertap__region"))
