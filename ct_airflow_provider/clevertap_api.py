@@ -1,7 +1,7 @@
 """Facts of CleverTap's read API that the hook, the export core and the simulator all rely on.
 
 Plain constants, no imports: the hook speaks the API, the export core keeps its readers within the
-limits, and neither has to import the other. Sources: ``shared/reference/clevertap-api.md``.
+limits, and neither has to import the other. Sources: CleverTap's API documentation (docs/clevertap.md).
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ requests per account. :class:`CleverTapHook` is the Airflow face: it reads a ``c
 connection (login = account id, password = passcode, extras ``region`` and ``timezone``, host =
 optional base URL override) and hands the work to a client.
 
-Facts this is built on: ``shared/reference/clevertap-api.md`` (cursor paging in two steps, both
-page shapes, "still in progress" answers, 429 inside a 200 body, at most three concurrent read
-requests per account, 401 for a wrong region as well as for wrong credentials).
+Facts this is built on (CleverTap's API documentation, summed up in docs/clevertap.md): cursor
+paging in two steps, both page shapes, "still in progress" answers, 429 inside a 200 body, at most
+three concurrent read requests per account, 401 for a wrong region as well as for wrong credentials.
 """
 
 from __future__ import annotations
