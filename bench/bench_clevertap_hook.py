@@ -109,10 +109,10 @@ def bare_drain(url: str, from_day: dt.date, to_day: dt.date, *, pause_gc: bool =
 
 
 def hook_drain(from_day: dt.date, to_day: dt.date) -> int:
-    """The hook as the export layer uses it: one parsed page at a time."""
+    """The hook as the export operators use it: one parsed page at a time, the GC paused while parsing."""
     from ct_airflow_provider.hooks.clevertap import CleverTapHook
 
-    hook = CleverTapHook("ct_bench", batch_size=BATCH_SIZE)
+    hook = CleverTapHook("ct_bench", batch_size=BATCH_SIZE, pause_gc_while_parsing=True)
     records = 0
     for page in hook.iter_event_pages(EVENT, from_day, to_day):
         records += len(page)

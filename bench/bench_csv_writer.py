@@ -37,10 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _records
 
+from ct_airflow_provider.config import export_tuning_from_config
 from ct_airflow_provider.export import ExportNaming, LocalFolderSink, export_event
 from ct_airflow_provider.export.chunking import Delivery
 from ct_airflow_provider.export.formats.csv import CsvWriter, cell_text
 from ct_airflow_provider.export.records import shape_event
+from ct_airflow_provider.export.tuning import export_tuning
 
 NAMING = ExportNaming(request_id="1717200000", run_timestamp=1717243200, database_id=4)
 
@@ -118,10 +120,11 @@ def memory(count: int, days: int) -> None:
     sampler.start()
     started = time.perf_counter()
     try:
-        files = export_event(
-            _records.api_pages(count, pools), event_name=_records.EVENT, naming=NAMING, export_format="csv",
-            sink=LocalFolderSink(folder / "out"), work_dir=folder / "work",
-        )  # fmt: skip
+        with export_tuning(export_tuning_from_config(), "csv"):  # as the operators run an export
+            files = export_event(
+                _records.api_pages(count, pools), event_name=_records.EVENT, naming=NAMING,
+                export_format="csv", sink=LocalFolderSink(folder / "out"), work_dir=folder / "work",
+            )  # fmt: skip
     finally:
         seconds = time.perf_counter() - started
         stop.set()

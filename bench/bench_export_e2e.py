@@ -129,6 +129,7 @@ def service_pids() -> dict[str, list[int]]:
 
 def run_case(export_format: str, events: int) -> dict[str, object]:
     """One format at one size, in this (fresh) process; the services' addresses come from the environment."""
+    from ct_airflow_provider.config import export_tuning_from_config
     from ct_airflow_provider.export.job import ExportRun, ExportSpec
     from ct_airflow_provider.export.naming import ExportNaming
     from ct_airflow_provider.export.sinks import LocalFolderSink
@@ -138,7 +139,8 @@ def run_case(export_format: str, events: int) -> dict[str, object]:
     from ct_airflow_provider.hooks.gcs import CleverTapGCSHook
 
     logging.basicConfig(level=logging.WARNING)
-    hook = CleverTapHook("bench_clevertap")
+    tuning = export_tuning_from_config()  # the operators' tuning ([clevertap] section)
+    hook = CleverTapHook("bench_clevertap", pause_gc_while_parsing=tuning.pause_gc_while_parsing)
     bucket = CleverTapGCSHook("bench_bucket")
     today = dt.datetime.now(hook.timezone).date()
     first, last = _days(hook, events, today)
@@ -158,7 +160,7 @@ def run_case(export_format: str, events: int) -> dict[str, object]:
     )
     spec = ExportSpec(naming, ExportWindow(first, last), export_format, None, 100 * 1024 * 1024)
     started, cpu_before = time.perf_counter(), cpu.read()
-    result = ExportRun(spec, bucket, logging.getLogger("bench")).events(hook, [EVENT])
+    result = ExportRun(spec, bucket, logging.getLogger("bench"), tuning=tuning).events(hook, [EVENT])
     export_seconds = time.perf_counter() - started
     export_cpu = cpu.since(cpu_before)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

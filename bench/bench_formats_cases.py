@@ -40,8 +40,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _records
 
+from ct_airflow_provider.config import export_tuning_from_config
 from ct_airflow_provider.export import ExportNaming, LocalFolderSink, export_event
 from ct_airflow_provider.export.records import shape_event
+from ct_airflow_provider.export.tuning import export_tuning
 
 _XML_FORBIDDEN = "[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]"
 NAMING = ExportNaming(request_id="1717200000", run_timestamp=1717243200, database_id=4)
@@ -89,8 +91,9 @@ def warm_imports(export_format: str) -> None:
     (large here: this environment compiles modules on every import) out of the comparison.
     """
     if export_format == "parquet":
-        # The writer's module, which imports pyarrow as exports do (choosing Arrow's allocator).
-        import ct_airflow_provider.export.formats.parquet  # noqa: F401
+        # pyarrow first imported as an export imports it (which chooses Arrow's allocator).
+        with export_tuning(export_tuning_from_config(), export_format):
+            import ct_airflow_provider.export.formats.parquet  # noqa: F401
 
 
 def run_ours(export_format: str, count: int, folder: Path, compression: str | None) -> dict[str, Any]:
@@ -103,10 +106,12 @@ def run_ours(export_format: str, count: int, folder: Path, compression: str | No
     baseline = psutil.Process().memory_info().rss
     memory = PeakMemory()
     wall, cpu = time.perf_counter(), time.process_time()
-    files = export_event(
-        _records.api_pages(count, pools), event_name=_records.EVENT, naming=NAMING, export_format=export_format,
-        compression=compression, sink=LocalFolderSink(out), work_dir=folder / "work",
-    )  # fmt: skip
+    with export_tuning(export_tuning_from_config(), export_format):  # as the operators run an export
+        files = export_event(
+            _records.api_pages(count, pools), event_name=_records.EVENT, naming=NAMING,
+            export_format=export_format, compression=compression, sink=LocalFolderSink(out),
+            work_dir=folder / "work",
+        )  # fmt: skip
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     peak = memory.stop()
     assert files.records_written == count

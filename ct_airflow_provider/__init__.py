@@ -25,26 +25,12 @@ def _check_airflow_version() -> None:
 
 _check_airflow_version()
 
-#: Help texts of the bucket form, shared by the form of every Airflow version.
-SERVICE_ACCOUNT_KEY_HELP = (
-    "Enter the contents of the downloaded Service Account Key JSON file. Leave it empty to "
-    "authenticate with a Google Cloud connection, or with neither to use the worker's own identity "
-    "(Application Default Credentials: workload identity on Cloud Composer and GKE)."
-)
-GCP_CONN_ID_HELP = (
-    "Optional: the id of a Google Cloud connection whose credentials reach the bucket, e.g. "
-    "google_cloud_default. Leave empty when a key is given."
-)
-IMPERSONATION_CHAIN_HELP = (
-    "Optional: a service account email to write as (or several, comma-separated: the last one writes). "
-    "The identity above needs the Service Account Token Creator role on it."
-)
-
-REGIONS = ["in1", "sg1", "us1", "aps3", "mec1", "eu1"]
-
 
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider to Airflow's providers manager (entry point ``apache_airflow_provider``)."""
+    from ct_airflow_provider.config import config_section
+    from ct_airflow_provider.connection_forms import BUCKET_FORM, CLEVERTAP_FORM
+
     return {
         "package-name": "ct-airflow-provider",
         "name": "CleverTap to Google Cloud Storage",
@@ -86,73 +72,19 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["ct_airflow_provider.triggers.profile_export"],
             }
         ],
+        "config": config_section(),
         "connection-types": [
             {
                 "connection-type": "clevertap_gcs",
                 "hook-class-name": "ct_airflow_provider.hooks.gcs.CleverTapGCSHook",
                 "hook-name": "CleverTap GCS bucket",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["host", "schema", "login", "password", "port", "extra"],
-                    "relabeling": {},
-                    "placeholders": {},
-                },
-                "conn-fields": {
-                    "bucket_nickname": {
-                        "label": "Bucket nickname",
-                        "description": "Enter the nickname for your bucket.",
-                        "schema": {"type": ["string", "null"]},
-                    },
-                    "service_account_key": {
-                        "label": "Service Account Key",
-                        "description": SERVICE_ACCOUNT_KEY_HELP,
-                        "schema": {"type": ["string", "null"], "format": "password"},
-                    },
-                    "bucket_name": {
-                        "label": "Bucket name",
-                        "description": "Add the name of the bucket as given in the project (an exact match).",
-                        "schema": {"type": ["string", "null"]},
-                    },
-                    "gcp_conn_id": {
-                        "label": "Google Cloud connection (instead of a key)",
-                        "description": GCP_CONN_ID_HELP,
-                        "schema": {"type": ["string", "null"]},
-                    },
-                    "impersonation_chain": {
-                        "label": "Impersonate service account",
-                        "description": IMPERSONATION_CHAIN_HELP,
-                        "schema": {"type": ["string", "null"]},
-                    },
-                },
+                **BUCKET_FORM.provider_info(),
             },
             {
                 "connection-type": "clevertap",
                 "hook-class-name": "ct_airflow_provider.hooks.clevertap.CleverTapHook",
                 "hook-name": "CleverTap",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema", "port", "extra"],
-                    "relabeling": {
-                        "login": "Account ID",
-                        "password": "Passcode",
-                        "host": "API base URL (optional override)",
-                    },
-                    "placeholders": {
-                        "login": "The Account ID from Settings > Project in the CleverTap dashboard",
-                        "password": "The Passcode from Settings > Project",
-                        "host": "Leave empty to use the region's host, e.g. https://in1.api.clevertap.com",
-                    },
-                },
-                "conn-fields": {
-                    "region": {
-                        "label": "Region",
-                        "description": "The region of your CleverTap account; leave empty for Europe (api.clevertap.com).",
-                        "schema": {"type": ["string", "null"], "enum": [None, *REGIONS]},
-                    },
-                    "timezone": {
-                        "label": "Account time zone",
-                        "description": "The IANA time zone of the CleverTap account (Settings > Project), e.g. Asia/Kolkata.",
-                        "schema": {"type": ["string", "null"], "default": "UTC"},
-                    },
-                },
+                **CLEVERTAP_FORM.provider_info(),
             },
         ],
     }

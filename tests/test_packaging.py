@@ -32,6 +32,7 @@ DISTRIBUTIONS = {
     # The connection form widgets of Airflow < 3.2, imported only by the webserver that has them.
     "flask_appbuilder": "apache-airflow",
     "flask_babel": "apache-airflow",
+    "markupsafe": "apache-airflow",
     "wtforms": "apache-airflow",
 }
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ct_airflow_provider.clevertap_api import MAX_CONCURRENT_REQUESTS
 from ct_airflow_provider.export.claim import LEASE_SECONDS, POLL_SECONDS, ClaimStore, ExportClaim
 from ct_airflow_provider.export.errors import ExportConfigError
 from ct_airflow_provider.export.files import ExportedFile
@@ -45,6 +46,7 @@ from ct_airflow_provider.export.reconcile import (
     reconcile,
 )
 from ct_airflow_provider.export.sinks import ObjectWriter, UploadingSink
+from ct_airflow_provider.export.tuning import ExportTuning, export_tuning
 from ct_airflow_provider.export.windows import ExportWindow
 from ct_airflow_provider.export.writer import export_event, export_profiles
 
@@ -53,8 +55,6 @@ Pages = Iterator[list[dict[str, Any]]]
 #: Seconds between two progress lines in the task log.
 PROGRESS_INTERVAL = 15.0
 
-#: CleverTap allows this many concurrent read requests per account; more answer 429.
-MAX_CONCURRENT_REQUESTS = 3
 #: Requests an event export keeps in flight unless told otherwise. More help when CleverTap is slow to
 #: answer each page and the window spans several days; each one holds another page in memory.
 DEFAULT_CONCURRENT_REQUESTS = 1
@@ -278,6 +278,8 @@ class ExportRun:
     :param holder: who writes this run, the same for every try of one task (see
         :class:`~ct_airflow_provider.export.claim.ExportClaim`); a unique name by default.
     :param claim_lease_seconds: a claim on the run not renewed for this long is taken over.
+    :param tuning: process-wide settings applied while the export runs (see
+        :mod:`~ct_airflow_provider.export.tuning`); none by default.
     """
 
     def __init__(
@@ -291,7 +293,9 @@ class ExportRun:
         concurrent_requests: int = DEFAULT_CONCURRENT_REQUESTS,
         holder: str | None = None,
         claim_lease_seconds: float = LEASE_SECONDS,
+        tuning: ExportTuning | None = None,
     ) -> None:
+        self.tuning = tuning or ExportTuning()
         self.concurrent_requests = check_concurrent_requests(concurrent_requests)
         self.holder = holder or f"export {uuid.uuid4().hex[:12]} (process {os.getpid()})"
         self.claim_lease_seconds = claim_lease_seconds
@@ -328,7 +332,7 @@ class ExportRun:
         check_reconcile_mode(reconcile_mode)
         progress = _Progress(self.log, f"Export {self.spec.naming.request_id}")
         keep = self.spec.window.keep()
-        with self._claim(), self._scratch() as scratch:
+        with export_tuning(self.tuning, self.spec.export_format), self._claim(), self._scratch() as scratch:
             with self._sink() as sink:
                 self._begin()
                 self._write_events(source, event_names, skippable, progress, sink, scratch, keep)
@@ -397,7 +401,7 @@ class ExportRun:
         """Export every profile active in the window (that did any of ``event_names``), each once."""
         progress = _Progress(self.log, f"Profile export {self.spec.naming.request_id}")
         window = self.spec.window
-        with self._claim(), self._scratch() as scratch:
+        with export_tuning(self.tuning, self.spec.export_format), self._claim(), self._scratch() as scratch:
             with self._sink() as sink:
                 self._begin()
                 unique = ProfileDeduplicator(scratch / "profiles.sqlite")

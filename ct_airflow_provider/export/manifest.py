@@ -1,27 +1,7 @@
 """The manifest: the JSON document an export run writes last, listing every file it delivered.
 
-Its object name is ``<prefix><request id>-<run timestamp>-manifest.json``
-(:func:`~ct_airflow_provider.export.naming.manifest_object_name`). A reader who finds it knows the
-export is complete (``"status": "complete"``) and can check each file's size and CRC32C checksum against
-what the bucket reports. Layout::
-
-    {"status": "complete", "request_id": "...", "run_timestamp": 1700000000, "database_id": 3,
-     "format": "csv", "compression": "gzip",
-     "window": "days 2024-01-01..2024-01-07", "window_ts": null,
-     "events": {"Charged": {"files": 2, "records": 1234, "bytes": 56789}},
-     "skipped_events": {"Notification Viewed": "Export not allowed for this event"},
-     "files": [{"object_name": "...", "event_name": "Charged", "day": "20240105", "file_index": 0,
-                "records": 1000, "bytes": 45678, "crc32c": "<base64>",
-                "content_type": "text/csv"}, ...],
-     "totals": {"files": 2, "records": 1234, "bytes": 56789},
-     "reconciliation": {"Charged": {"20240105": {"exported": 1234, "clevertap": 1234}}},
-     "reconciled": true}
-
-``window_ts`` is ``{"start": <ts>, "end": <ts>}`` for a recurring window (CleverTap ``ts`` values in
-the account's time zone, end excluded), ``null`` for whole days. ``reconciled`` is ``null`` where CleverTap's counts were not asked (recurring windows, which a daily
-reconciliation checks; profiles; ``reconcile="off"``).
-
-Files are listed by event name, day and file index; ``day`` is ``yyyymmdd`` as in the file names.
+A reader who finds it knows the export is complete and can check each file's size and CRC32C
+against what the bucket reports. Its layout: docs/export-formats.md, "The manifest".
 """
 
 from __future__ import annotations

@@ -18,8 +18,6 @@ object.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -164,7 +162,6 @@ class UploadingSink:
             )
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
             raise ExportConfigError(f"max_in_flight must be an integer of at least 1, got {max_in_flight!r}.")
-        _release_large_buffers_when_freed()
         self._uploader = uploader
         self._slots = threading.BoundedSemaphore(max_in_flight)
         # Chunks of followed files are sent by these threads: at most max_in_flight chunks are in
@@ -288,31 +285,6 @@ class UploadingSink:
 
 #: Bytes read from a local file at a time while a chunk is handed to the upload.
 _PIECE_BYTES = 1 << 20
-
-#: Allocations at least this large are given back to the system when freed (see below).
-_MMAP_THRESHOLD_BYTES = 4 << 20
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
-_large_buffers_released = False
-
-
-def _release_large_buffers_when_freed() -> None:
-    """Make glibc give memory of large buffers back to the system as soon as they are freed.
-
-    Uploads allocate and free chunk-sized buffers (in the Google client) over and over, from
-    several threads. glibc raises its threshold for serving large allocations from their own
-    mappings each time such a buffer is freed, after which they come from the heap and leave it
-    fragmented: the process's memory then creeps up with the size of the export (measured: 253 ->
-    300 -> 340 MB for 0.27M, 1.1M and 2.3M JSON events). A fixed threshold keeps it flat (254 ->
-    258 MB). Process-wide, once; a no-op where the C library has no ``mallopt`` (not glibc).
-    """
-    global _large_buffers_released
-    if _large_buffers_released:
-        return
-    _large_buffers_released = True
-    name = ctypes.util.find_library("c")
-    mallopt = getattr(ctypes.CDLL(name), "mallopt", None) if name else None
-    if mallopt is not None:
-        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
 
 
 class _StreamedUpload:

@@ -10,10 +10,8 @@ column (and type) before the first file, spill records to per-day files in ``wor
 
 from __future__ import annotations
 
-import gc
 import shutil
 import tempfile
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -169,48 +167,14 @@ def _writer(
 
 def _run(writer: _Writer, pages: Iterable[Iterable[tuple[int, dict[str, Any]]]], delivery: Delivery) -> None:
     try:
-        with _fewer_gc_passes():
-            for records in pages:
-                writer.add(records)
-            writer.finish()
+        for records in pages:
+            writer.add(records)
+        writer.finish()
     except BaseException:
         writer.abort()
         raise
     finally:
         delivery.worker.close()
-
-
-_gc_lock = threading.Lock()
-_gc_users = 0
-_gc_saved: tuple[int, int, int] | None = None
-
-#: Allocations between two young-generation collections during an export (Python's default: 700).
-_EXPORT_GC_THRESHOLD = 20_000
-
-
-@contextmanager
-def _fewer_gc_passes() -> Iterator[None]:
-    """Run the cyclic garbage collector less often while records stream through.
-
-    An export allocates and frees millions of small, acyclic objects (records, lines); with the
-    default threshold the collector runs every 700 allocations and costs about a fifth of the
-    time. Raising the young-generation threshold keeps collection (cycles are still found) but
-    runs it ~30 times less often. The previous thresholds are restored when the last export in
-    the process ends.
-    """
-    global _gc_users, _gc_saved
-    with _gc_lock:
-        if _gc_users == 0:
-            _gc_saved = gc.get_threshold()
-            gc.set_threshold(max(_gc_saved[0], _EXPORT_GC_THRESHOLD), *_gc_saved[1:])
-        _gc_users += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_users -= 1
-            if _gc_users == 0 and _gc_saved is not None:
-                gc.set_threshold(*_gc_saved)
 
 
 def export_event(

@@ -22,6 +22,8 @@ from google.api_core import exceptions as google_errors
 from google.auth import exceptions as auth_errors
 from google.cloud.storage.fileio import BlobWriter
 
+from ct_airflow_provider.connection_forms import AIRFLOW2_SECRET_PLACEHOLDER, BUCKET_FORM
+
 #: Fields google-auth needs to sign and exchange the key's JWT.
 REQUIRED_KEY_FIELDS = ("type", "project_id", "private_key_id", "private_key", "client_email", "token_uri")
 
@@ -97,6 +99,11 @@ def parse_service_account_key(raw: object) -> dict[str, Any]:
             "The Service Account Key is empty. Paste the whole content of the JSON key file "
             "downloaded from Google Cloud (IAM > Service Accounts > Keys)."
         )
+    if raw == AIRFLOW2_SECRET_PLACEHOLDER:
+        raise BucketConnectionError(
+            "The Service Account Key is not in the form: Airflow never sends a saved key back to the "
+            "browser. Paste the key again to test the connection (saving without it keeps the saved key)."
+        )
     if isinstance(raw, dict):
         key: object = raw
     else:
@@ -170,40 +177,13 @@ class CleverTapGCSHook(GCSHook):
     # -- connection form (Airflow < 3.2 reads these; later versions read the provider info) --------
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Return the three fields of CleverTap's bucket form."""
-        from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
-        from flask_babel import lazy_gettext
-        from wtforms import PasswordField, StringField
-
-        from ct_airflow_provider import GCP_CONN_ID_HELP, IMPERSONATION_CHAIN_HELP, SERVICE_ACCOUNT_KEY_HELP
-
-        return {
-            "bucket_nickname": StringField(lazy_gettext("Bucket nickname"), widget=BS3TextFieldWidget()),
-            "service_account_key": PasswordField(
-                lazy_gettext("Service Account Key"),
-                description=SERVICE_ACCOUNT_KEY_HELP,
-                widget=BS3PasswordFieldWidget(),
-            ),
-            "bucket_name": StringField(lazy_gettext("Bucket name"), widget=BS3TextFieldWidget()),
-            "gcp_conn_id": StringField(
-                lazy_gettext("Google Cloud connection (instead of a key)"),
-                description=GCP_CONN_ID_HELP,
-                widget=BS3TextFieldWidget(),
-            ),
-            "impersonation_chain": StringField(
-                lazy_gettext("Impersonate service account"),
-                description=IMPERSONATION_CHAIN_HELP,
-                widget=BS3TextFieldWidget(),
-            ),
-        }
+        """The bucket form's fields: CleverTap's three, then the two ways to authenticate without a key."""
+        return BUCKET_FORM.widgets()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """Hide the standard fields that a bucket connection does not use."""
-        return {
-            "hidden_fields": ["host", "schema", "login", "password", "port", "extra"],
-            "relabeling": {},
-        }
+        return BUCKET_FORM.field_behaviour()
 
     # -- what the connection holds -------------------------------------------------------------------
     @property

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
+from ct_airflow_provider.config import export_tuning_from_config
+from ct_airflow_provider.export.chunking import DEFAULT_MAX_FILE_BYTES
 from ct_airflow_provider.export.errors import ExportConfigError
 from ct_airflow_provider.export.formats import validate_format
 from ct_airflow_provider.export.job import ExportResult, ExportRun, ExportSpec
@@ -21,6 +23,7 @@ from ct_airflow_provider.export.windows import (
     once_only_window,
     recurring_window,
 )
+from ct_airflow_provider.export.writer import MIN_MAX_FILE_BYTES
 from ct_airflow_provider.hooks.clevertap import (
     CleverTapAuthError,
     CleverTapConfigError,
@@ -32,8 +35,6 @@ from ct_airflow_provider.operators._schedule import latest_window, schedule_inte
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
-
-DEFAULT_MAX_FILE_BYTES = 100 * 1024 * 1024
 
 #: Failures a retry cannot mend (a window CleverTap no longer holds, a bad setting, refused
 #: credentials): the task fails at once instead of spending its retries on them.
@@ -50,6 +51,33 @@ CLEVERTAP_POOL = "clevertap_api"
 
 
 class _CleverTapToGCSBase(BaseOperator):
+    """
+    What the event and profile exports share: the window, the files' format, size and names.
+
+    With ``from_date`` and ``to_date`` the export is *once only*: those days (inclusive, within the
+    last 60 days of the account's time zone). Without them it is *recurring*: each run exports
+    exactly the records whose ``ts`` falls in its data interval, so consecutive runs export every
+    record once. Recurring DAGs need a timetable with real intervals of 4 to 24 hours
+    (``CronDataIntervalTimetable``, ``DeltaDataIntervalTimetable`` or ``CronTriggerTimetable(..., interval=...)``).
+    Process-wide tuning comes from Airflow's ``[clevertap]`` configuration section
+    (:mod:`ct_airflow_provider.config`).
+
+    :param clevertap_conn_id: the ``clevertap`` connection (account, passcode, region, time zone). (templated)
+    :param gcs_conn_id: the ``clevertap_gcs`` connection of the destination bucket. (templated)
+    :param from_date: first day of a once-only export, ``YYYY-MM-DD``. (templated)
+    :param to_date: last day of a once-only export, inclusive. (templated)
+    :param export_format: ``json`` (default), ``csv``, ``xml`` or ``parquet``. (templated)
+    :param compression: ``"gzip"`` for ``.json.gz``, ``.csv.gz`` or ``.xml.gz``; Parquet is always compressed.
+    :param max_file_bytes: largest file written (default 100 MB, at least 1,024 bytes); bigger days
+        are split into chunks.
+    :param database_id: the database id that ends each file name (CleverTap's instance id).
+    :param request_id: the export's request id; by default derived from the DAG and task, so it is
+        stable across runs and retries and distinct between tasks. (templated)
+    :param object_prefix: a folder in the bucket to write under, e.g. ``"clevertap/events/"``. (templated)
+    :param work_dir: local scratch folder (default: the system's temporary folder).
+    :param kwargs: passed to :class:`~airflow.sdk.BaseOperator` (``task_id``, ``pool``, ``retries``...).
+    """
+
     template_fields: Sequence[str] = (
         "clevertap_conn_id",
         "gcs_conn_id",
@@ -99,9 +127,9 @@ class _CleverTapToGCSBase(BaseOperator):
     def _check_arguments(self) -> None:
         if not _is_template(self.export_format):
             validate_format(self.export_format, self.compression)
-        if self.max_file_bytes < 1024:
+        if self.max_file_bytes < MIN_MAX_FILE_BYTES:
             raise ValueError(
-                f"max_file_bytes={self.max_file_bytes} is too small: give at least 1024 bytes "
+                f"max_file_bytes={self.max_file_bytes} is too small: give at least {MIN_MAX_FILE_BYTES} bytes "
                 "(CleverTap's own limit is 100 MB, the default)."
             )
         if int(self.database_id) < 0:
@@ -171,7 +199,10 @@ class _CleverTapToGCSBase(BaseOperator):
         )
 
     def _run(self, context: Context) -> tuple[ExportRun, CleverTapHook]:
-        clevertap = CleverTapHook(clevertap_conn_id=self.clevertap_conn_id)
+        tuning = export_tuning_from_config()
+        clevertap = CleverTapHook(
+            clevertap_conn_id=self.clevertap_conn_id, pause_gc_while_parsing=tuning.pause_gc_while_parsing
+        )
         bucket = get_bucket_hook(self.gcs_conn_id)
         export_format, compression = validate_format(self.export_format, self.compression)
         window, run_timestamp = self._window(context, clevertap)
@@ -195,6 +226,7 @@ class _CleverTapToGCSBase(BaseOperator):
             work_dir=work_dir,
             concurrent_requests=self.concurrent_requests,
             holder=_holder(context),
+            tuning=tuning,
         )
         return run, clevertap
 

@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ct_airflow_provider.export.chunking import DEFAULT_MAX_FILE_BYTES
 from ct_airflow_provider.export.job import (
     DEFAULT_CONCURRENT_REQUESTS,
     ExportResult,
@@ -13,7 +14,7 @@ from ct_airflow_provider.export.job import (
 )
 from ct_airflow_provider.export.reconcile import check_reconcile_mode
 from ct_airflow_provider.hooks.clevertap import EventExportNotAllowedError
-from ct_airflow_provider.operators._base import DEFAULT_MAX_FILE_BYTES, _CleverTapToGCSBase
+from ct_airflow_provider.operators._base import _CleverTapToGCSBase
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -28,26 +29,12 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
     ``<request id>-<run timestamp>-manifest.json`` written last marks the export complete. A retry
     or a cleared task rewrites the same names and removes what an earlier attempt left behind.
 
-    With ``from_date`` and ``to_date`` the export is *once only*: those days (inclusive, within the
-    last 60 days of the account's time zone). Without them it is *recurring*: each run exports exactly
-    the events whose ``ts`` falls in its data interval, so consecutive runs export every event once.
-    Recurring DAGs need a timetable with real intervals of 4 to 24 hours
-    (``CronDataIntervalTimetable``, ``DeltaDataIntervalTimetable`` or ``CronTriggerTimetable(..., interval=...)``).
+    Its parameters are these, plus those of the base (the window, the format, the files' size and
+    names: :class:`~ct_airflow_provider.operators._base._CleverTapToGCSBase`, which also describes
+    once-only and recurring windows):
 
-    :param clevertap_conn_id: the ``clevertap`` connection (account, passcode, region, time zone). (templated)
-    :param gcs_conn_id: the ``clevertap_gcs`` connection of the destination bucket. (templated)
     :param events: ``None`` for all user events (every event CleverTap lists, minus those that refuse
         export, named once in the log and in the manifest), or the names of the events to export. (templated)
-    :param from_date: first day of a once-only export, ``YYYY-MM-DD``. (templated)
-    :param to_date: last day of a once-only export, inclusive. (templated)
-    :param export_format: ``json``, ``csv``, ``xml`` or ``parquet``. (templated)
-    :param compression: ``"gzip"`` for ``.json.gz``, ``.csv.gz`` or ``.xml.gz``; Parquet is always compressed.
-    :param max_file_bytes: largest file written (default 100 MB); bigger days are split into chunks.
-    :param database_id: the database id that ends each file name (CleverTap's instance id).
-    :param request_id: the export's request id; by default derived from the DAG and task, so it is
-        stable across runs and retries and distinct between tasks. (templated)
-    :param object_prefix: a folder in the bucket to write under, e.g. ``"clevertap/events/"``. (templated)
-    :param work_dir: local scratch folder (default: the system's temporary folder).
     :param concurrent_requests: CleverTap requests the task keeps in flight, 1 (default) to 3
         (CleverTap's limit per account). With more, the window's days are read side by side, so
         CleverTap prepares one day's next page while another's is written: worth it when CleverTap

@@ -21,9 +21,10 @@ class CleverTapProfilesToGCSOperator(_CleverTapToGCSBase):
     disk-backed set, so memory stays bounded however many profiles there are. Files are named like
     event files with ``profiles`` in place of the event name and the window's last day as date.
 
-    The parameters are those of :class:`~ct_airflow_provider.operators.CleverTapEventsToGCSOperator`
-    but ``events``. Only one recurring profile export should run at a time, and a one-time profile export
-    must wait for it: put :class:`~ct_airflow_provider.sensors.RecurringProfileExportSensor` before it.
+    Only one recurring profile export should run at a time, and a one-time profile export must wait
+    for it: put :class:`~ct_airflow_provider.sensors.RecurringProfileExportSensor` before it. Its
+    parameters are those of the base, :class:`~ct_airflow_provider.operators._base._CleverTapToGCSBase`
+    (the window, here the days whose active profiles are exported; the format; the files' size and names).
     """
 
     def _export(self, context: Context) -> ExportResult:

@@ -13,8 +13,10 @@ from airflow.providers.common.compat.sdk import (
     AirflowSensorTimeout,
     AirflowSkipException,
     BaseSensorOperator,
+    conf,
 )
 
+from ct_airflow_provider.triggers.profile_export import BLOCKING_RUN_STATES, RecurringProfileExportTrigger
 from ct_airflow_provider.version_compat import (
     DEFERRAL_TIMED_OUT,
     TRIGGER_FAIL_REPR,
@@ -26,9 +28,6 @@ from ct_airflow_provider.version_compat import (
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
-
-#: Dag run states in which a recurring export holds the account's profile export "slot".
-BLOCKING_RUN_STATES: tuple[str, ...] = ("queued", "running")
 
 # How many blocking run ids per DAG the timeout message lists; the count is always exact.
 _MAX_RUN_IDS_NAMED = 3
@@ -94,7 +93,8 @@ class RecurringProfileExportSensor(BaseSensorOperator):
     :param poke_interval: Seconds (or a ``timedelta``) between checks. Default 60 seconds.
     :param timeout: Seconds (or a ``timedelta``) to wait in all before failing. Default 6 hours.
     :param mode: ``reschedule`` (default: no worker slot held while waiting) or ``poke``.
-    :param deferrable: Wait in the triggerer instead of being rescheduled. Default False.
+    :param deferrable: Wait in the triggerer instead of being rescheduled. Default: Airflow's
+        ``[operators] default_deferrable`` (False unless set there).
     :param kwargs: Passed to :class:`airflow.sdk.BaseSensorOperator`.
     """
 
@@ -108,7 +108,7 @@ class RecurringProfileExportSensor(BaseSensorOperator):
         poke_interval: dt.timedelta | float = 60,
         timeout: dt.timedelta | float = 6 * 3600,
         mode: str = "reschedule",
-        deferrable: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, timeout=timeout, mode=mode, **kwargs)
@@ -182,8 +182,6 @@ class RecurringProfileExportSensor(BaseSensorOperator):
     def _defer_while_blocked(
         self, context: Context, dag_ids: list[str], *, deadline: dt.datetime | None = None
     ) -> None:
-        from ct_airflow_provider.triggers.profile_export import RecurringProfileExportTrigger
-
         if self.poke(context):
             return
         now = dt.datetime.now(dt.UTC)

@@ -20,7 +20,6 @@ it is printed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -119,7 +118,7 @@ def write_connections_file(
     :param key: the service account key the connection authenticates with.
     :param nickname: the bucket nickname shown to users (the bucket name when not given).
     """
-    connection = json.loads(GCSTestStack.connection_env(bucket, key, nickname))
+    connection = orjson.loads(GCSTestStack.connection_env(bucket, key, nickname))
     _write_private(path, orjson.dumps({conn_id: connection}, option=orjson.OPT_INDENT_2))
 
 

@@ -34,7 +34,6 @@ import enum
 import hashlib
 import hmac
 import itertools
-import json
 import random
 import secrets
 import signal
@@ -52,6 +51,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import orjson
 
+from ct_airflow_provider.clevertap_api import MAX_BATCH_SIZE, MAX_CONCURRENT_REQUESTS
 from ct_airflow_provider.testing.seed_data import BoundedCache, SeedData, day_range
 
 __all__ = [
@@ -66,7 +66,6 @@ __all__ = [
 ]
 
 DEFAULT_ACCOUNT_ID = "SIM-4W5-Z001"
-MAX_BATCH_SIZE = 5000
 DEFAULT_BATCH_SIZE = 1000
 
 _READ_PATHS = frozenset({"/1/events.json", "/1/profiles.json", "/1/counts/events.json"})
@@ -819,7 +818,7 @@ class SimulatorServer:
         as_of: dt.datetime | None = None,
         account_id: str = DEFAULT_ACCOUNT_ID,
         passcode: str | None = None,
-        concurrency_limit: int = 3,
+        concurrency_limit: int = MAX_CONCURRENT_REQUESTS,
         page_cache_bytes: int = 64 << 20,
         counts_pending_polls: int = 1,
         verbose: bool = False,
@@ -903,7 +902,7 @@ class SimulatorServer:
 
     def airflow_conn_env(self) -> str:
         """The value for ``AIRFLOW_CONN_<ID>``: a JSON connection of type ``clevertap`` pointing here."""
-        return json.dumps(
+        return orjson.dumps(
             {
                 "conn_type": "clevertap",
                 "description": "CleverTap API simulator (ct_airflow_provider.testing.simulator)",
@@ -912,7 +911,7 @@ class SimulatorServer:
                 "password": self.passcode,
                 "extra": {"timezone": self.timezone},
             }
-        )
+        ).decode()
 
 
 @contextlib.contextmanager

@@ -12,7 +12,8 @@ from asgiref.sync import sync_to_async
 
 from ct_airflow_provider.version_compat import count_dag_runs
 
-# Same states as the sensor; kept here too so the triggerer need not import the sensor's module.
+#: Dag run states in which a recurring export holds the account's profile export "slot" (the sensor
+#: reads them from here: the triggerer need not import the sensor's module).
 BLOCKING_RUN_STATES: tuple[str, ...] = ("queued", "running")
 
 

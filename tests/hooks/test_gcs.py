@@ -74,8 +74,18 @@ def test_key_given_as_json_object_in_extra_works(
             lambda key: {**key, "private_key": key["private_key"][:400]},
             "private key inside the Service Account Key is malformed",
         ),
+        # What Airflow 2's Edit form sends for a saved key (it never sends the key itself).
+        (lambda key: "RATHER_LONG_SENSITIVE_FIELD_PLACEHOLDER", "Paste the key again to test the connection"),
     ],
-    ids=["empty", "not-json", "oauth-client", "wrong-type", "missing-field", "truncated-private-key"],
+    ids=[
+        "empty",
+        "not-json",
+        "oauth-client",
+        "wrong-type",
+        "missing-field",
+        "truncated-private-key",
+        "airflow2-edit-form",
+    ],
 )
 def test_broken_keys_fail_with_the_cause_and_remedy(
     test_conn: TestConn, admin_key: dict[str, Any], make_key: Callable[[dict[str, Any]], Any], expected: str

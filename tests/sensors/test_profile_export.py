@@ -11,6 +11,9 @@ sensor sees it only through the Task SDK. Deferred waits run their trigger in pr
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -383,3 +386,17 @@ def test_dag_ids_given_as_one_string_or_a_template_are_accepted() -> None:
         templated = RecurringProfileExportSensor(task_id="b", recurring_dag_ids="{{ var.value.recurring }}")
     assert listed.mode == "reschedule" and listed.poke_interval == 60 and listed.timeout == 6 * 3600
     assert "recurring_dag_ids" in templated.template_fields
+
+
+@pytest.mark.parametrize("default_deferrable", ["True", "False"])
+def test_deferrable_follows_airflow_s_default_deferrable(default_deferrable: str) -> None:
+    # Read when the module is imported, as official sensors do: a fresh interpreter sees the setting.
+    code = (
+        "from ct_airflow_provider.sensors import RecurringProfileExportSensor\n"
+        "print(RecurringProfileExportSensor(task_id='wait', recurring_dag_ids='recurring').deferrable)"
+    )
+    env = {**os.environ, "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE": default_deferrable}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split()[-1] == default_deferrable
+    explicit = RecurringProfileExportSensor(task_id="wait", recurring_dag_ids="recurring", deferrable=True)
+    assert explicit.deferrable is True

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import urllib3
@@ -55,6 +55,8 @@ class AirflowApiServer:
     process_group: int
     #: The service account of the worker's own identity, where a metadata server gives it one.
     worker_identity: str = ""
+    #: The server's environment, for the ``airflow`` commands of :meth:`stored_connection`.
+    env: dict[str, str] = field(default_factory=dict, repr=False)
 
     def log_text(self) -> str:
         """Everything the server has logged so far."""
@@ -69,6 +71,25 @@ class AirflowApiServer:
             raise RuntimeError(f"reading {connection_id} answered {response.status}: {response.data[:200]!r}")
         extra: dict[str, object] = json.loads(response.json()["extra"] or "{}")
         return extra
+
+    def stored_connection(self, connection_id: str) -> dict[str, object]:
+        """A saved connection as ``airflow connections get`` prints it, secrets unmasked.
+
+        Runs the CLI in the server's environment (same home, database and Fernet key), so a test can
+        check a stored secret itself, which the REST API only shows as ``***``.
+        """
+        result = subprocess.run(
+            [str(_AIRFLOW), "connections", "get", connection_id, "--output", "json"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"`airflow connections get {connection_id}` failed: {result.stderr[-500:]}")
+        connections: list[dict[str, object]] = json.loads(result.stdout)
+        return connections[0]
 
     def delete_all_connections(self) -> None:
         """Remove every connection through the REST API (all users are admins here: no token)."""
@@ -200,6 +221,6 @@ def run_api_server(home: Path, extra_env: dict[str, str] | None = None) -> Itera
         )
     try:
         _wait_healthy(url, process, log_path)
-        yield AirflowApiServer(url=url, home=home, log_path=log_path, process_group=process.pid)
+        yield AirflowApiServer(url=url, home=home, log_path=log_path, process_group=process.pid, env=env)
     finally:
         stop_process_group(process)

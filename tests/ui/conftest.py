@@ -16,7 +16,7 @@ from ct_airflow_provider.testing.browser_setup import CHROMIUM_ARGS, CHROMIUM_PA
 from ct_airflow_provider.testing.gcs_emulator import GCSTestStack
 from tests.ui.airflow_server import AirflowApiServer, run_api_server
 from tests.ui.connections_page import ConnectionsPage, screenshot_dir, send_empty_port_as_null
-from tests.ui.connections_page_airflow2 import ConnectionsPageAirflow2, correct_test_button
+from tests.ui.connections_page_airflow2 import ConnectionsPageAirflow2
 
 # Tests run on 2 shared cores: give the UI time, but fail well before pytest's own timeout.
 expect.set_options(timeout=20_000)
@@ -97,7 +97,6 @@ def airflow2_ui(
 ) -> Iterator[ConnectionsPageAirflow2]:
     """A fresh tab on Airflow 2's Connections list (tests that show the way there use ``open_from_menu``)."""
     page = browser.new_page()
-    correct_test_button(page)
     connections = ConnectionsPageAirflow2(page, connections_of_this_module.url, screenshots)
     try:
         connections.reload()

@@ -7,18 +7,16 @@ REST API v1 (``/api/v1/connections/test``) and shows the answer in the alert box
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from playwright.sync_api import Locator, Page, Route, expect
+from playwright.sync_api import Locator, Page, expect
 
 from tests.ui.connections_page import SCREENSHOTS
 
 TEST_URL_PATTERN = "**/api/v1/connections/test"
-#: What Airflow 2.11's form script runs when Test is pressed, before it sends anything: it saves the
-#: code editor of the Extra field, which exists only if Extra was visible when the page opened.
-_EDITOR_SAVE = re.compile(r'Object\.prototype\.hasOwnProperty\.call\((\w+),"save"\)')
 
 
 def _label_text(label: str) -> re.Pattern[str]:
@@ -38,26 +36,6 @@ class TestAnswer:
 
     succeeded: bool
     message: str
-
-
-def correct_test_button(page: Page) -> None:
-    """Correct the one line of Airflow 2.11's form script that stops Test on these connection types.
-
-    Pressing Test first saves the Extra field's code editor, which the script creates only if Extra
-    was visible when the page opened. Both connection types of this provider hide Extra (so does
-    Google Cloud's), and "CleverTap" is the first type in the Add form's list here, so the script
-    throws ``TypeError: Cannot convert undefined or null to object`` and sends nothing. The corrected
-    line saves the editor only if there is one; the request is otherwise sent as the UI built it.
-    ``test_airflow_test_button_fails_where_the_form_opened_without_extra`` watches for the upstream fix.
-    A script without that line is served unchanged.
-    """
-
-    def rewrite(route: Route) -> None:
-        response = route.fetch()
-        script = _EDITOR_SAVE.sub(r'(\1&&Object.prototype.hasOwnProperty.call(\1,"save"))', response.text())
-        route.fulfill(response=response, body=script)
-
-    page.route("**/static/dist/connectionForm.*.js", rewrite)
 
 
 class ConnectionsPageAirflow2:
@@ -116,13 +94,27 @@ class ConnectionsPageAirflow2:
     def choose_connection_type(self, form: Locator, hook_name: str) -> None:
         """Pick a connection type by the name people see in the list (the hook name).
 
-        The field is a select2 widget: open it, type to filter, click the option.
+        The list is long: type to filter it, then click the type.
         """
-        chooser = self.field_row(form, "Connection Type").get_by_role("combobox")
-        chooser.click()
-        self.page.get_by_role("searchbox").fill(hook_name)
-        self.page.get_by_role("option", name=hook_name, exact=True).click()
-        expect(chooser).to_contain_text(hook_name)
+        self.choose(form, "Connection Type", hook_name, search=True)
+
+    def open_choices(self, form: Locator, label: str) -> Locator:
+        """Open the select2 widget of the field ``label``: the list of choices it shows."""
+        self.field_row(form, label).get_by_role("combobox").click()
+        choices = self.page.get_by_role("listbox")
+        expect(choices).to_be_visible()
+        return choices
+
+    def choose(self, form: Locator, label: str, choice: str, *, search: bool = False) -> None:
+        """Pick ``choice`` in the select2 widget of the field ``label``: open it, (type,) click.
+
+        :param search: type ``choice`` into the widget's search box first, as one does in a long list.
+        """
+        choices = self.open_choices(form, label)
+        if search:
+            self.page.get_by_role("searchbox").fill(choice)
+        choices.get_by_role("option", name=choice, exact=True).click()
+        expect(self.field_row(form, label).get_by_role("combobox")).to_contain_text(choice)
 
     @staticmethod
     def visible_field_labels(form: Locator) -> list[str]:
@@ -144,7 +136,11 @@ class ConnectionsPageAirflow2:
         return form.get_by_role("button", name=re.compile(r"^Test\b"))
 
     def test(self, form: Locator) -> TestAnswer:
-        """Press the form's Test button and read the answer the page shows."""
+        """Press the form's Test button and read the answer the page shows.
+
+        The answer appears at the top of the page, above a form taller than the window: scrolled up
+        to, as a person does to read it.
+        """
         with self.page.expect_response(TEST_URL_PATTERN) as response_info:
             self.test_button(form).click()
         response = response_info.value
@@ -153,6 +149,7 @@ class ConnectionsPageAirflow2:
         answer = response.json()
         alert = self.page.locator(".alert").first
         expect(alert).to_have_text(answer["message"])
+        alert.evaluate("alert => alert.scrollIntoView({block: 'center'})")
         return TestAnswer(succeeded=answer["status"] is True, message=" ".join(alert.inner_text().split()))
 
     def save(self, form: Locator) -> None:
@@ -168,7 +165,11 @@ class ConnectionsPageAirflow2:
 
     # -- pictures -----------------------------------------------------------------------------------
     def screenshot(self, name: str, target: Locator | None = None) -> Path:
-        """Take one of :data:`~tests.ui.connections_page.SCREENSHOTS`: the whole window, or ``target``."""
+        """Take one of :data:`~tests.ui.connections_page.SCREENSHOTS`: the whole window, or ``target``.
+
+        A ``target`` taller than the window is pictured in a window made tall enough for it, from the
+        top of the page (else the page's fixed top menu would cover part of it).
+        """
         if name not in SCREENSHOTS:
             raise KeyError(
                 f"{name!r} is not listed in SCREENSHOTS (so docs/connections.md would not show it)"
@@ -176,6 +177,16 @@ class ConnectionsPageAirflow2:
         path = self.screenshots / name
         if target is None:
             self.page.screenshot(path=path, animations="disabled", caret="hide")
-        else:
+            return path
+        viewport = self.page.viewport_size
+        self.page.evaluate("window.scrollTo(0, 0)")
+        box = target.bounding_box()
+        needed = math.ceil(box["y"] + box["height"]) + 16 if box else 0
+        if viewport is not None and needed > viewport["height"]:
+            self.page.set_viewport_size({"width": viewport["width"], "height": needed})
+        try:
             target.screenshot(path=path, animations="disabled", caret="hide")
+        finally:
+            if viewport is not None:
+                self.page.set_viewport_size(viewport)
         return path

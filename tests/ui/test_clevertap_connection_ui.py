@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Locator, expect
 
-from ct_airflow_provider import REGIONS
+from ct_airflow_provider.clevertap_api import REGIONS
 from ct_airflow_provider.testing.simulator import SimulatorServer, run_simulator
 from ct_airflow_provider.version_compat import AIRFLOW_V_3_0_PLUS
 from tests.ui.airflow_server import AirflowApiServer
@@ -82,7 +82,7 @@ def test_register_an_account_and_test_it(
     expect(ui.field(extra, "Account time zone")).to_have_value("UTC")
     extra.get_by_role("combobox", name="Region").click()
     offered = ui.page.get_by_role("option").all_inner_texts()
-    assert [region for region in offered if region in REGIONS] == REGIONS
+    assert [region for region in offered if region in REGIONS] == list(REGIONS)
     ui.screenshot("clevertap-region-choice.png", dialog)
     ui.page.get_by_role("option", name="in1", exact=True).click()
     ui.field(extra, "Account time zone").fill(ACCOUNT_TIMEZONE)

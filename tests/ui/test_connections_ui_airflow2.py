@@ -6,13 +6,15 @@ what the form holds, so each test here fills the form, presses Test, and reads t
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import BrowserContext, Locator, expect
+from playwright.sync_api import Locator, expect
 
-from ct_airflow_provider import REGIONS
+from ct_airflow_provider.clevertap_api import REGIONS
+from ct_airflow_provider.connection_forms import AIRFLOW2_SECRET_PLACEHOLDER
 from ct_airflow_provider.testing.gcs_emulator import GCSTestStack
 from ct_airflow_provider.testing.simulator import SimulatorServer, run_simulator
 from ct_airflow_provider.version_compat import AIRFLOW_V_3_0_PLUS
@@ -37,7 +39,7 @@ pytestmark = [
     ),
 ]
 
-#: The fields of Airflow's form that stay on both connection types.
+#: The fields of Airflow's form that come first on both connection types.
 AIRFLOW_FIELDS = ["Connection Id", "Connection Type", "Description"]
 
 
@@ -78,9 +80,9 @@ def test_add_a_bucket_test_it_and_save_it(
     ui.field(form, "Connection Id").fill("analytics_bucket")
     ui.choose_connection_type(form, BUCKET_HOOK_NAME)
 
-    # The product page's three fields, then the keyless ways; of Airflow's own fields only the
-    # id, the type and the Description remain.
-    assert ui.visible_field_labels(form) == [*AIRFLOW_FIELDS, *PRODUCT_FIELDS, *KEYLESS_FIELDS]
+    # Of Airflow's own fields the id, the type, the Description and the Extra JSON remain (Airflow 2's
+    # Test needs Extra on the page), then the product page's three fields and the keyless ways.
+    assert ui.visible_field_labels(form) == [*AIRFLOW_FIELDS, "Extra", *PRODUCT_FIELDS, *KEYLESS_FIELDS]
     for label, help_start in KEYLESS_FIELDS.items():
         expect(ui.help_text(form, label)).to_have_text(re.compile("^" + re.escape(help_start)))
     expect(ui.field(form, "Service Account Key")).to_have_attribute("type", "password")
@@ -113,18 +115,12 @@ def test_add_a_bucket_test_it_and_save_it(
         assert secret not in log_text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="CleverTapGCSHook.get_connection_form_widgets (the form of Airflow < 3.2) gives Bucket "
-    "nickname and Bucket name no description: the product page's help texts are missing there",
-)
 def test_bucket_form_gives_the_product_pages_help_texts(airflow2_ui: ConnectionsPageAirflow2) -> None:
     ui = airflow2_ui
     form = ui.open_add_form()
     ui.choose_connection_type(form, BUCKET_HOOK_NAME)
     for label, help_start in PRODUCT_FIELDS.items():
-        assert ui.help_text(form, label).inner_text().startswith(help_start), label
+        expect(ui.help_text(form, label)).to_have_text(re.compile("^" + re.escape(help_start)))
 
 
 def test_key_cut_short_when_pasted_says_to_paste_the_whole_file(
@@ -178,10 +174,10 @@ def account_form(
     form = ui.open_add_form()
     ui.field(form, "Connection Id").fill(connection_id)
     ui.choose_connection_type(form, ACCOUNT_HOOK_NAME)
-    ui.field(form, "API base URL override").fill(simulator.url)
+    ui.field(form, "API base URL (optional override)").fill(simulator.url)
     ui.field(form, "Account ID").fill(simulator.account_id)
     ui.field(form, "Passcode").fill(passcode)
-    ui.field(form, "Region").fill("in1")
+    ui.choose(form, "Region", "in1")
     ui.field(form, "Account time zone").fill(ACCOUNT_TIMEZONE)
     return form
 
@@ -193,12 +189,14 @@ def test_add_an_account_test_it_and_save_it(
     ui.open_from_menu()  # Admin > Connections
     form = account_form(ui, "clevertap_default", simulator.passcode, simulator)
 
-    # Airflow's Login and Password named as CleverTap names them; Schema, Port and Extra hidden.
+    # Airflow's Host, Login and Password named as CleverTap names them; Schema and Port hidden, the
+    # Extra JSON shown (Airflow 2's Test needs it on the page).
     assert ui.visible_field_labels(form) == [
         *AIRFLOW_FIELDS,
-        "API base URL override",
+        "API base URL (optional override)",
         "Account ID",
         "Passcode",
+        "Extra",
         "Region",
         "Account time zone",
     ]
@@ -216,22 +214,32 @@ def test_add_an_account_test_it_and_save_it(
     assert answer.message.endswith(f"account time zone {ACCOUNT_TIMEZONE}.")
     ui.save(form)
     expect(ui.row("clevertap_default").get_by_role("cell", name="clevertap", exact=True)).to_be_visible()
+    assert api_server.stored_extra("clevertap_default") == {"region": "in1", "timezone": ACCOUNT_TIMEZONE}
     assert simulator.passcode not in ui.page.content()
     assert simulator.passcode not in api_server.log_text()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="CleverTapHook.get_connection_form_widgets (the form of Airflow < 3.2) makes Region a free "
-    "text field, not a choice among CleverTap's regions",
-)
-def test_region_is_a_choice_among_clevertaps_regions(airflow2_ui: ConnectionsPageAirflow2) -> None:
+def test_region_is_a_choice_among_clevertaps_regions(
+    airflow2_ui: ConnectionsPageAirflow2, simulator: SimulatorServer, api_server: AirflowApiServer
+) -> None:
     ui = airflow2_ui
     form = ui.open_add_form()
+    ui.field(form, "Connection Id").fill("clevertap_singapore")
     ui.choose_connection_type(form, ACCOUNT_HOOK_NAME)
-    offered = ui.field(form, "Region").locator("option").all_inner_texts()
-    assert [region for region in offered if region in REGIONS] == REGIONS
+    ui.field(form, "Account ID").fill(simulator.account_id)
+    ui.field(form, "Passcode").fill(simulator.passcode)
+
+    # Empty at first (Europe, as the help text says); the list offers CleverTap's regions.
+    expect(ui.field(form, "Region")).to_have_value("")
+    offered = ui.open_choices(form, "Region").get_by_role("option").all_inner_texts()
+    assert [text.strip() for text in offered] == list(REGIONS)
+    ui.page.keyboard.press("Escape")
+    ui.choose(form, "Region", "sg1")
+    ui.save(form)
+
+    assert api_server.stored_extra("clevertap_singapore")["region"] == "sg1"
+    form = ui.open_edit_form("clevertap_singapore")
+    expect(ui.field_row(form, "Region").get_by_role("combobox")).to_contain_text("sg1")
 
 
 def test_wrong_passcode_names_credentials_and_region(
@@ -251,63 +259,79 @@ def test_wrong_passcode_names_credentials_and_region(
     assert wrong_passcode not in api_server.log_text()
 
 
-# -- what Airflow 2.11's form does on its own (docs/connections.md lists these) ----------------------
-def test_airflow_test_button_fails_where_the_form_opened_without_extra(
-    browser: BrowserContext, api_server: AirflowApiServer, airflow2_ui: ConnectionsPageAirflow2, bucket: str
-) -> None:
-    """Airflow 2.11's Test button throws before sending anything: watch for the fix.
-
-    The other tests correct that (see ``correct_test_button``). When this test fails, Airflow's
-    button works unaided: remove that correction, this test, and the known-issue note in
-    docs/connections.md.
-    """
-    page = browser.new_page()  # no correction on this tab
-    sent: list[str] = []
-    page.on(
-        "request", lambda request: sent.append(request.url) if "/connections/test" in request.url else None
-    )
-    try:
-        unaided = ConnectionsPageAirflow2(page, api_server.url, airflow2_ui.screenshots)
-        unaided.reload()
-        form = unaided.open_add_form()
-        unaided.field(form, "Connection Id").fill("unaided_bucket")
-        unaided.choose_connection_type(form, BUCKET_HOOK_NAME)
-        unaided.field(form, "Bucket name").fill(bucket)
-        with page.expect_event("pageerror") as error:
-            unaided.test_button(form).click()
-    finally:
-        page.close()
-    assert "Cannot convert undefined or null to object" in str(error.value)
-    assert sent == []
-
-
-def test_airflow_edit_drops_a_key_not_pasted_again(
+# -- editing a saved connection ----------------------------------------------------------------------
+def test_editing_a_bucket_keeps_the_key_not_pasted_again(
     airflow2_ui: ConnectionsPageAirflow2, gcs_stack: GCSTestStack, bucket: str, api_server: AirflowApiServer
 ) -> None:
-    """Airflow 2.11's Edit form never shows the key, nor sends it to Test, and saving removes it.
-
-    The form holds Airflow's placeholder where the key was, so Test checks the placeholder, and
-    Save drops a key left empty. When this test fails, Airflow 2.11 does either differently: update
-    the known-issue notes in docs/connections.md.
-    """
+    """The Edit form never holds the key; Test asks for it again, and Save without it keeps it."""
     ui = airflow2_ui
     key = gcs_stack.new_service_account_key()
-    ui.save(bucket_form(ui, "edited_bucket", "Before", downloaded_key_file(key), bucket))
-    assert api_server.stored_extra("edited_bucket")["service_account_key"] == "***"
+    key_text = downloaded_key_file(key)
+    ui.save(bucket_form(ui, "edited_bucket", "Before", key_text, bucket))
 
     form = ui.open_edit_form("edited_bucket")
-    expect(ui.field(form, "Service Account Key")).to_have_value("")
     expect(ui.field(form, "Bucket name")).to_have_value(bucket)
+    # Where the key was, the password field holds Airflow 2's placeholder for a stored secret.
+    expect(ui.field(form, "Service Account Key")).to_have_value(AIRFLOW2_SECRET_PLACEHOLDER)
     page_text = ui.page.content()
     for secret in [*secret_parts(key), key["client_email"]]:
         assert secret not in page_text
-    # Test sends what the form holds: in place of the stored key, Airflow's placeholder for it.
+
+    # Test sends what the form holds, the placeholder: the answer says to paste the key again.
     answer = ui.test(form)
     assert not answer.succeeded
-    assert answer.message.startswith("The Service Account Key is not valid JSON")
+    assert answer.message == (
+        "The Service Account Key is not in the form: Airflow never sends a saved key back to the browser. "
+        "Paste the key again to test the connection (saving without it keeps the saved key)."
+    )
 
     ui.field(form, "Bucket nickname").fill("After")
     ui.save(form)
-    stored = api_server.stored_extra("edited_bucket")
+    assert api_server.stored_extra("edited_bucket")["bucket_nickname"] == "After"
+    # The REST API masks the key: the CLI, in the server's environment, reads what is stored.
+    # (The password input took the pasted file without its line breaks: the same JSON, the same key.)
+    stored = api_server.stored_connection("edited_bucket")["extra_dejson"]
+    assert isinstance(stored, dict)
     assert stored["bucket_nickname"] == "After"
-    assert "service_account_key" not in stored
+    assert json.loads(stored["service_account_key"]) == key
+    page_text = ui.page.content()
+    log_text = api_server.log_text()
+    for secret in secret_parts(key):
+        assert secret not in page_text
+        assert secret not in log_text
+
+
+def test_editing_an_account_tests_with_the_passcode_typed_again_and_keeps_it(
+    airflow2_ui: ConnectionsPageAirflow2, simulator: SimulatorServer, api_server: AirflowApiServer
+) -> None:
+    """Test works on the Edit form (it opens with Extra shown); Airflow's Passcode field starts empty."""
+    ui = airflow2_ui
+    ui.save(account_form(ui, "clevertap_edited", simulator.passcode, simulator))
+
+    form = ui.open_edit_form("clevertap_edited")
+    expect(ui.field(form, "Account ID")).to_have_value(simulator.account_id)
+    expect(ui.field_row(form, "Region").get_by_role("combobox")).to_contain_text("in1")
+    # Airflow never sends the stored password back: Test checks the form without a passcode.
+    expect(ui.field(form, "Passcode")).to_have_value("")
+    answer = ui.test(form)
+    assert not answer.succeeded
+    assert "has no Passcode: put it in the password field" in answer.message
+
+    # Saving with the Passcode left empty keeps the stored one.
+    ui.field(form, "Account time zone").fill("UTC")
+    ui.save(form)
+    stored = api_server.stored_connection("clevertap_edited")
+    assert stored["password"] == simulator.passcode
+    assert stored["extra_dejson"] == {"region": "in1", "timezone": "UTC"}
+
+    # Typed again, the passcode passes the Test.
+    form = ui.open_edit_form("clevertap_edited")
+    ui.field(form, "Passcode").fill(simulator.passcode)
+    answer = ui.test(form)
+    assert answer.succeeded, answer.message
+    assert answer.message.startswith(
+        f"Connected to CleverTap account {simulator.account_id} at {simulator.url}:"
+    )
+    assert answer.message.endswith("account time zone UTC.")
+    assert simulator.passcode not in ui.page.content()
+    assert simulator.passcode not in api_server.log_text()

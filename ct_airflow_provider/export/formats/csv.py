@@ -1,36 +1,15 @@
 """CSV: one record per row under a header of flattened dot paths, the same header in every file.
 
-Columns: ``ts``, ``eventName``, then one column per key of each object-valued field of the record,
-named ``<field>.<key>`` (``profile.identity``, ``deviceInfo.browser``, ``eventProps.Amount``,
-``sessionProps.utm_source``). Other top-level fields (for profile exports: ``identity``, ``email``,
-...) are columns under their own name. Columns are ordered by first appearance in the export, per
-field, so columns that appear late in the export come last; every file of one event in one export
-has the same header.
-
-Cells: text as is; integers and floats as Python writes them (``59.99``, ``1e+100``); booleans as
-``true``/``false``; lists and nested objects as compact JSON (``["a","b"]``, ``{"Age":30}``); null
-and absent keys as an empty cell (so an empty cell is an absent key, null or the empty string).
-Fields holding a comma, a quote or a line break are quoted and quotes doubled (RFC 4180), rows end
-with CRLF, text is UTF-8 without a byte order mark.
-
-Because the header must list every column before the first row of the first file, records are
-first spilled, already formatted as rows, to per-day files in the work directory; rows formatted
-before a late column appeared are padded with empty cells when the files are written.
-
-Rows are formatted by this module rather than by the csv module's ``writerow``, which handles
-every character one at a time (in C) and was about half of this writer's time: a cell is text
-that needs no quotes (by far the most common), passed through after two substring tests, or goes
-to a converter chosen by its type, and ``str.join`` makes the row. The output is byte for byte
-what ``csv.writer`` (minimal quoting, CRLF) writes. A row with a line break in a text cell is
-formatted again with every text cell looked at; the rare rows csv.writer treats specially (an
-export with fewer than two columns, a value of an unexpected type) are handed to ``csv.writer``.
+Rows are spilled to per-day files, already formatted, until every column is known. They are
+formatted here rather than by ``csv.writer``, whose ``writerow`` was half of this writer's time,
+byte for byte as ``csv.writer`` writes them (minimal quoting, CRLF); the rare rows it treats
+specially are handed to it. Columns, cells and quoting: docs/export-formats.md, "CSV".
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import marshal
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -41,7 +20,7 @@ from typing import Any
 import orjson
 
 from ct_airflow_provider.export.chunking import DayFiles, Delivery
-from ct_airflow_provider.export.errors import ExportDataError
+from ct_airflow_provider.export.formats.json import json_text
 from ct_airflow_provider.export.records import DEVICE_FIELDS, day_of, shape_event
 
 _TOP = 0
@@ -65,22 +44,6 @@ _BATCH_SIZE = struct.Struct("<Q")
 #: marshal format 2: no back-references, which batches of distinct rows never use; writing them
 #: costs a third of format 4's (which looks every object up in a table of those already written).
 _MARSHAL_VERSION = 2
-
-
-def json_text(value: Any) -> str:
-    """Return a list or object as compact JSON text (non-ASCII kept as is).
-
-    :param value: a list or dict from a record.
-    :raises ExportDataError: if it holds something JSON cannot express.
-    """
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        # orjson refuses integers beyond 64 bits, which the json module writes exactly.
-        try:
-            return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ExportDataError(f"A value cannot be written as JSON in a CSV cell: {exc}.") from exc
 
 
 def cell_text(value: Any) -> Any:

@@ -2,13 +2,18 @@
 
 Each line is the file record (``profile``, ``ts``, ``deviceInfo``, ``eventProps``, ``sessionProps``,
 in that order, as on the product page; ``eventName`` is not repeated since the first line holds it).
-Profile files start with the line ``profiles``. Text is UTF-8, not ASCII-escaped. Integers beyond
-64 bits (which the fast serializer refuses) are written exactly by the standard library instead.
+Profile files start with the line ``profiles``. Text is UTF-8, not ASCII-escaped.
+
+This module is also the export's one home of JSON text: every format writes and reads JSON through
+it, with orjson, and with the standard library only where orjson cannot go (see below).
 """
 
 from __future__ import annotations
 
+# orjson refuses to write integers beyond 64 bits and reads them back as floats; the standard
+# library writes and reads them exactly, so it is the fallback for those values, and only here.
 import json
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -42,7 +47,7 @@ def encode_line(record: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(record, option=_OPTIONS)
     except TypeError:
-        return _careful_line(record)
+        return careful_line(record)
 
 
 def encode_event(record: dict[str, Any]) -> bytes:
@@ -56,10 +61,30 @@ def encode_event(record: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(shaped, option=_OPTIONS)
     except TypeError:
-        return _careful_line(shaped)
+        return careful_line(shaped)
 
 
-def _careful_line(record: dict[str, Any]) -> bytes:
+def json_text(value: Any) -> str:
+    """Return a value as compact JSON text (non-ASCII kept as is), integers of any size exact.
+
+    :param value: a value from a record.
+    :raises ExportDataError: if it holds something JSON cannot express.
+    """
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        try:
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ExportDataError(f"A value cannot be written as JSON: {exc}.") from exc
+
+
+def careful_line(record: dict[str, Any]) -> bytes:
+    """Return one record as a compact JSON line through the standard library (for what orjson refuses).
+
+    :param record: a record.
+    :raises ExportDataError: if the record holds something JSON cannot represent.
+    """
     try:
         text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         return text.encode("utf-8") + b"\n"
@@ -67,10 +92,9 @@ def _careful_line(record: dict[str, Any]) -> bytes:
         raise ExportDataError(f"A record cannot be written as JSON: {exc}.") from exc
 
 
-def decode_line(line: bytes, careful: bool = False) -> Any:
-    """Read back a line written by :func:`encode_line` (``careful`` keeps integers beyond 64 bits exact).
+def decoder(careful: bool) -> Callable[[bytes | bytearray | str], Any]:
+    """The parser of JSON text: orjson, or with ``careful`` the standard library (big integers exact).
 
-    :param line: one JSON line.
-    :param careful: parse with the standard library, which keeps big integers exact.
+    :param careful: whether the text may hold integers beyond 64 bits.
     """
-    return json.loads(line) if careful else orjson.loads(line)
+    return json.loads if careful else orjson.loads

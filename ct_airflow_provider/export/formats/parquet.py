@@ -1,43 +1,14 @@
-"""Parquet: one schema for every file of an event in one export, files kept under the size limit.
+"""Parquet: one schema for every file of an event in one export, each file within ``max_file_bytes``.
 
-Columns: ``ts`` (a timestamp, millisecond unit since Parquet has no seconds, in the account's local time
-as CleverTap sends it, without time zone),
-``eventName`` (string), then ``profile``, ``deviceInfo``, ``eventProps``, ``sessionProps`` (and any
-other top-level field) as struct columns whose fields are the keys seen in the export's records.
-Profile exports have the profile's own top-level keys as columns.
-
-Types are learned over every record of the export before the first file is written (records are
-spilled to per-day files in the work directory meanwhile), so all files share one schema even when
-keys differ between records. Each day's spilled lines go, in blocks of a few MB, to pyarrow's JSON
-reader in two helper threads, which infer their types in C++ beside the export thread; a block it
-cannot tell (a key of two kinds in the block, a double that may hide an integer beyond 2**53) is
-looked at in Python instead, record by record. The table pyarrow read is kept beside the spill (Arrow
-IPC); when the files are written, a block's table is cast to the export's schema when its types
-become the schema's exactly (nulls, integers to doubles, structs missing keys), so most records are
-parsed once; the other lines are read again from their JSON. The rules:
-
-* booleans -> ``bool``; integers -> ``int64``; text -> ``string``;
-* floats, or integers mixed with floats -> ``double`` (when every integer is exact as a double);
-* lists -> ``list<item>`` and objects -> ``struct<...>``, recursively, when their items agree;
-* anything else -- a key whose values have different types in different records (text in one,
-  a number in another), integers beyond what the column type holds exactly, empty objects --
-  becomes a ``string`` column holding each value as compact JSON text (``"abc"`` with its quotes,
-  ``5``, ``true``, ``{"a":1}``), so ``json.loads`` gives back the value and its type. Such fields carry
-  the field metadata ``ct_airflow_provider.encoding = json``.
-
-A key absent from a record, or null, reads back as null. Files are compressed inside with a codec
-(``snappy`` by default) and written in row groups of bounded size. Each file stays within
-``max_file_bytes``: a row group is sized from the bytes earlier groups took, the file is closed
-before a group would pass the limit, and should a closed file still be over (an estimate missed),
-it is written again without its last row group, which starts the next file. The next block of the
-spill is converted in a helper thread while a row group is written, and two days are written side by
-side; files reach the sink in day order.
+Types are learned over every record before the first file is written: records are spilled to
+per-day files meanwhile, pyarrow's JSON reader infers each spilled block in helper threads, and
+Python decides the blocks pyarrow cannot; a key whose values disagree becomes a column of JSON text.
+Columns, type rules, how the size limit is kept: docs/export-formats.md, "Parquet".
 """
 
 from __future__ import annotations
 
 import bisect
-import json
 import os
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -48,18 +19,16 @@ from typing import Any
 
 import numpy as np
 import orjson
-
-from ct_airflow_provider.export.formats._pyarrow import pyarrow as pa
-
-# The submodules, imported by _pyarrow (which chooses Arrow's allocator first).
-import pyarrow.compute as pc  # isort: skip
-import pyarrow.json as pa_json  # isort: skip
-import pyarrow.parquet as pq  # isort: skip
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+import pyarrow.parquet as pq
 
 from ct_airflow_provider.export.chunking import Delivery, too_small_error
 from ct_airflow_provider.export.errors import ExportConfigError, ExportDataError
 from ct_airflow_provider.export.files import FileDigest, digest_of_path
 from ct_airflow_provider.export.formats import PARQUET_CODECS
+from ct_airflow_provider.export.formats.json import careful_line, decoder, json_text
 from ct_airflow_provider.export.records import day_of
 
 JSON_ENCODING_METADATA = {b"ct_airflow_provider.encoding": b"json"}
@@ -285,13 +254,6 @@ def field_of(name: str, node: _Node) -> pa.Field:
     return pa.field(name, arrow_type, nullable=True, metadata=JSON_ENCODING_METADATA if as_json else None)
 
 
-def _to_json_text(value: Any) -> str:
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 _Encoder = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -314,7 +276,7 @@ def json_text_encoder(paths: dict[str, Any]) -> _Encoder:
                 if value is None:
                     return obj
                 copy = obj.copy()
-                copy[key] = _to_json_text(value)
+                copy[key] = json_text(value)
                 return copy
 
             return encode_value
@@ -339,7 +301,7 @@ def json_text_encoder(paths: dict[str, Any]) -> _Encoder:
             if value is None:
                 continue
             if inner is None:
-                new: Any = _to_json_text(value)
+                new: Any = json_text(value)
             elif type(value) is dict:
                 new = inner(value)
                 if new is value:
@@ -361,8 +323,8 @@ def _decoded(obj: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
         if value is None:
             continue
         if sub is True:
-            # The standard library keeps integers of any size exact; these values are rare.
-            obj[key] = json.loads(value)
+            # Parsed carefully (integers of any size exact); these values are rare.
+            obj[key] = decoder(True)(value)
         elif type(value) is dict:
             _decoded(value, sub)
     return obj
@@ -578,7 +540,7 @@ class ParquetWriter:
             try:
                 line = dumps(record, option=option)
             except TypeError:
-                line = self._careful_line(record)
+                line = careful_line(record)
                 spill.careful = True
                 spill.buffer_careful = True
             buffer = spill.buffer
@@ -640,18 +602,10 @@ class ParquetWriter:
 
     def _merge_lines(self, data: bytearray, careful: bool) -> None:
         """Learn the types of a block's records in Python, one record at a time."""
-        loads = json.loads if careful else orjson.loads
+        loads = decoder(careful)
         merge = self._root.merge_object
         for line in data.splitlines():
             merge(loads(line))
-
-    @staticmethod
-    def _careful_line(record: dict[str, Any]) -> bytes:
-        try:
-            text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ExportDataError(f"A record cannot be written to Parquet: {exc}.") from exc
-        return text.encode("utf-8") + b"\n"
 
     def _encode_spill(self, paths: dict[str, Any]) -> None:
         """Make every spilled record hold the values at ``paths`` as JSON text.
@@ -671,7 +625,7 @@ class ParquetWriter:
             self._submit_block(spill)
             if not spill.path.exists():
                 continue
-            loads = json.loads if spill.careful else orjson.loads
+            loads = decoder(spill.careful)
             rewritten = spill.path.with_suffix(".rewrite")
             longest = 0
             careful = False
@@ -681,7 +635,7 @@ class ParquetWriter:
                     try:
                         out = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
                     except TypeError:
-                        out = self._careful_line(record)
+                        out = careful_line(record)
                         careful = True
                     target.write(out)
                     longest = max(longest, len(out))

@@ -1,41 +1,8 @@
 """XML: ``<Event>`` elements exactly as the product page shows them, under one root element.
 
-A file is ``<?xml version="1.0" encoding="UTF-8"?>``, then ``<Events>`` holding one ``<Event>`` per
-record, indented by four spaces per level as on the product page::
-
-    <Event>
-        <ts>20200220130735</ts>
-        <eventName>Export Custom Event</eventName>
-        <profile>
-            <platform>Web</platform>
-        </profile>
-        <deviceInfo>
-            <browser>Others</browser>
-        </deviceInfo>
-        <eventProps>
-            <entry>
-                <key>Price</key>
-                <value>59.99</value>
-            </entry>
-        </eventProps>
-    </Event>
-
-Rules, so that every file is well-formed whatever the data:
-
-* ``profile``, ``deviceInfo`` (and any other object) hold one element per key when the key is a
-  valid element name (ASCII letter or ``_`` first, then letters, digits, ``_ . -``, not starting with
-  ``xml``); a key that is not, is kept as data: ``<entry><key>Customer Type</key><value>..</value></entry>``.
-* ``eventProps`` and ``sessionProps`` are maps: always ``<entry><key/><value/></entry>``; an object
-  inside a map value is a map too.
-* Values: text as is (``& < >`` and carriage return escaped), numbers as Python writes them
-  (``59.99``, ``1e+100``), ``true``/``false``, null as an empty element. A list repeats its element
-  once per item (``<all_identities>a</all_identities><all_identities>b</all_identities>``); an item
-  that is itself a list becomes one element holding ``<item>`` elements. An empty list, an empty
-  object, an empty string and null all give an empty element (``<x/>``).
-* Characters XML 1.0 forbids (control characters other than tab, line feed and carriage return,
-  U+FFFE, U+FFFF, lone surrogates) are replaced by U+FFFD.
-
-Profile files use ``<Profiles>`` and ``<Profile>``, with the profile's own keys as elements.
+Every file is well-formed whatever the data: keys that are not element names are kept as
+``<entry><key/><value/></entry>``, and characters XML 1.0 forbids become U+FFFD. The layout and
+every rule: docs/export-formats.md, "XML".
 """
 
 from __future__ import annotations
