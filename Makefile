@@ -80,17 +80,19 @@ clean:
 # `make test-airflow AIRFLOW_VERSION=2.11` runs one version's leg: the core tests (marker `core`), plus
 # the browser and deployment tests (marker `deployment`) on the FULL_SUITE_VERSIONS.
 # AIRFLOW_VERSION=lowest-direct runs the core with every direct dependency at its lowest allowed version;
-# AIRFLOW_VERSION=3.2-py3.12 runs 3.2's on Python 3.12 (when python3.12 is on the PATH).
+# AIRFLOW_VERSION=3.1-py3.10 runs 3.1's on Python 3.10, 3.2-py3.12 runs 3.2's on Python 3.12.
 # `make test-matrix` runs every leg but 3.3 on Python 3.11, whose full suite `make test` runs in .venv.
 AIRFLOW_VERSIONS := 2.11 3.0 3.1 3.2 3.3
 # Besides 3.3 (in .venv), the versions whose leg runs the browser, scheduler and backfill tests too.
 FULL_SUITE_VERSIONS := 2.11
-# A Python 3.12 interpreter: python3.12 on the PATH, or pyenv's newest 3.12 (whose shim needs PYENV_VERSION).
-PYTHON312 := $(shell (python3.12 -c 'import sys; print(sys.executable)' || \
-	PYENV_VERSION=$$(pyenv versions --bare | grep '^3\.12' | tail -1) python3.12 -c 'import sys; print(sys.executable)') 2>/dev/null)
-MATRIX_VERSIONS ?= 2.11 3.0 3.1 $(if $(PYTHON312),3.2-py3.12,3.2) lowest-direct
-# The interpreter of a matrix environment: Python 3.12 for the -py3.12 ones, else the project's.
-matrix_python = $(if $(findstring -py3.12,$(1)),$(PYTHON312),$(PYTHON))
+# Another Python: pythonX.Y on the PATH, or pyenv's newest X.Y (whose shim needs PYENV_VERSION).
+find_python = $(shell (python$(1) -c 'import sys; print(sys.executable)' || \
+	PYENV_VERSION=$$(pyenv versions --bare | grep '^$(subst .,\.,$(1))\.' | tail -1) python$(1) -c 'import sys; print(sys.executable)') 2>/dev/null)
+PYTHON310 := $(call find_python,3.10)
+PYTHON312 := $(call find_python,3.12)
+MATRIX_VERSIONS ?= 2.11 3.0 $(if $(PYTHON310),3.1-py3.10,3.1) $(if $(PYTHON312),3.2-py3.12,3.2) lowest-direct
+# The interpreter of a matrix environment: Python 3.10 or 3.12 for the -py3.10 and -py3.12 ones, else the project's.
+matrix_python = $(if $(findstring -py3.12,$(1)),$(PYTHON312),$(if $(findstring -py3.10,$(1)),$(PYTHON310),$(PYTHON)))
 AIRFLOW_VERSION ?= 3.3
 MATRIX_PYTHON_VERSION ?= 3.11
 MATRIX_TESTS ?= $(if $(filter $(AIRFLOW_VERSION),$(FULL_SUITE_VERSIONS)),-m "core or deployment",-m core)
@@ -112,6 +114,8 @@ lock-matrix: | $(UV)
 	  --resolution lowest-direct --no-header -o requirements/airflow-lowest-direct.lock
 	$(UV) pip compile --quiet pyproject.toml --extra testing --group test --python-version 3.12 \
 	  requirements/airflow-3.2-py3.12.in --no-header -o requirements/airflow-3.2-py3.12.lock
+	$(UV) pip compile --quiet pyproject.toml --extra testing --group test --python-version 3.10 \
+	  requirements/airflow-3.1-py3.10.in --no-header -o requirements/airflow-3.1-py3.10.lock
 
 test-airflow: .venv-airflow-$(AIRFLOW_VERSION)/.synced
 	rm -rf $(CURDIR)/.airflow-$(AIRFLOW_VERSION) && mkdir -p $(CURDIR)/.airflow-$(AIRFLOW_VERSION)
@@ -120,6 +124,14 @@ test-airflow: .venv-airflow-$(AIRFLOW_VERSION)/.synced
 	$(if $(filter $(AIRFLOW_VERSION),$(FULL_SUITE_VERSIONS)),$(CURDIR)/.venv-airflow-$(AIRFLOW_VERSION)/bin/python -m ct_airflow_provider.testing.system_packages)
 	AIRFLOW_HOME=$(CURDIR)/.airflow-$(AIRFLOW_VERSION) $(CURDIR)/.venv-airflow-$(AIRFLOW_VERSION)/bin/pytest -q $(MATRIX_TESTS)
 
+# The legs spend most of their time waiting on Airflow's processes and the local servers, so they run
+# MATRIX_JOBS at a time (each in its own environment, Airflow home and ports); each leg's output is
+# printed in one piece when it ends.
+MATRIX_JOBS ?= 2
 test-matrix:
-	@test -n "$(PYTHON312)" || echo "python3.12 not found: the matrix runs on Python 3.11 only"
-	for v in $(MATRIX_VERSIONS); do $(MAKE) --no-print-directory test-airflow AIRFLOW_VERSION=$$v || exit 1; done
+	@test -n "$(PYTHON310)" || echo "python3.10 not found: Airflow 3.1 runs on Python 3.11"
+	@test -n "$(PYTHON312)" || echo "python3.12 not found: Airflow 3.2 runs on Python 3.11"
+	$(MAKE) --no-print-directory -j$(MATRIX_JOBS) --output-sync=target $(addprefix matrix-leg-,$(MATRIX_VERSIONS))
+
+matrix-leg-%:
+	$(MAKE) --no-print-directory test-airflow AIRFLOW_VERSION=$*

@@ -24,7 +24,10 @@ PAGE_SIZE = 5000
 def record_pool(size: int = POOL_SIZE, event_name: str = EVENT) -> list[dict[str, Any]]:
     """``size`` distinct API records of ``event_name`` (deterministic)."""
     data = SeedData(
-        seed=20240601, events_per_day=size * 4, days=3, as_of=dt.datetime(2024, 6, 1, 12, tzinfo=dt.UTC)
+        seed=20240601,
+        events_per_day=size * 4,
+        days=3,
+        as_of=dt.datetime(2024, 6, 1, 12, tzinfo=dt.timezone.utc),
     )
     pool: list[dict[str, Any]] = []
     for day in data.days()[:-1]:

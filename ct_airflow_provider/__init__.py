@@ -11,9 +11,19 @@ MIN_AIRFLOW_VERSION = "2.11.0"
 
 
 def _check_airflow_version() -> None:
-    """Refuse to load on an Airflow older than :data:`MIN_AIRFLOW_VERSION`, naming both versions."""
-    from airflow import __version__ as airflow_version
+    """Refuse to load on an Airflow older than :data:`MIN_AIRFLOW_VERSION`, naming both versions.
+
+    The version comes from the installed distribution's metadata, so that importing the Airflow-free
+    export core does not load Airflow.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
     from packaging.version import Version
+
+    try:
+        airflow_version = version("apache-airflow")
+    except PackageNotFoundError:  # Airflow run from a source tree, without installed metadata
+        from airflow import __version__ as airflow_version
 
     if Version(Version(airflow_version).base_version) < Version(MIN_AIRFLOW_VERSION):
         raise RuntimeError(

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ct_airflow_provider.clevertap_api import REGIONS
-from ct_airflow_provider.version_compat import AIRFLOW_V_3_0_PLUS
 
 
 @dataclass(frozen=True)
@@ -76,6 +75,9 @@ class ConnectionForm:
 
     def field_behaviour(self) -> dict[str, Any]:
         """What a hook's ``get_ui_field_behaviour`` returns (Airflow before 3.2)."""
+        # Imported here: the provider info (read while Airflow configures itself) imports this module.
+        from ct_airflow_provider.version_compat import AIRFLOW_V_3_0_PLUS
+
         hidden = list(self.hidden_fields)
         if not AIRFLOW_V_3_0_PLUS and "extra" in hidden:
             # Airflow 2's Test button does nothing on a form that opened with Extra hidden (its script

@@ -6,6 +6,8 @@ from ``airflow.providers.common.compat.sdk`` instead; this module holds only wha
 * the version flags (as official providers keep them in their ``version_compat.py``);
 * how a task asks about another DAG and its runs: through the Task SDK on Airflow 3 (tasks there have
   no metadata database access), through the metadata database on Airflow 2.11;
+* ``mask_secret``, which common-compat's ``sdk`` exports from 1.22 on (1.21 is the last release
+  installable on Python 3.10);
 * the ``next_method`` and the exception with which Airflow resumes a deferred task whose deferral
   timed out.
 """
@@ -31,6 +33,14 @@ AIRFLOW_V_3_0_PLUS: bool = get_base_airflow_version_tuple() >= (3, 0, 0)
 AIRFLOW_V_3_1_PLUS: bool = get_base_airflow_version_tuple() >= (3, 1, 0)
 AIRFLOW_V_3_2_PLUS: bool = get_base_airflow_version_tuple() >= (3, 2, 0)
 AIRFLOW_V_3_3_PLUS: bool = get_base_airflow_version_tuple() >= (3, 3, 0)
+
+try:
+    from airflow.providers.common.compat.sdk import mask_secret as mask_secret
+except ImportError:  # common-compat < 1.22; the same homes that 1.22 looks in
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.sdk.log import mask_secret as mask_secret
+    else:
+        from airflow.utils.log.secrets_masker import mask_secret as mask_secret  # type: ignore[no-redef]
 
 #: The ``next_method`` with which Airflow resumes a deferred task to fail it (its deferral timed out).
 TRIGGER_FAIL_REPR = "__fail__"
@@ -111,7 +121,7 @@ def dag_run_ids(dag_id: str, states: Sequence[str], *, limit: int) -> list[str]:
         return []
     run_ids: list[str] = []
     for state in states:
-        before = dt.datetime.now(dt.UTC) + dt.timedelta(days=366 * 100)
+        before = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=366 * 100)
         while len(run_ids) < limit:
             try:
                 response = task_runner.SUPERVISOR_COMMS.send(

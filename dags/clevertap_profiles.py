@@ -32,7 +32,7 @@ from ct_airflow_provider.sensors import RecurringProfileExportSensor
 
 RECURRING_DAG_ID = "clevertap_recurring_profiles"
 #: When recurring profile exports begin (set it to the day you deploy).
-START_DATE = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
+START_DATE = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)
 
 with DAG(
     dag_id=RECURRING_DAG_ID,

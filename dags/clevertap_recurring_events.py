@@ -47,7 +47,7 @@ from ct_airflow_provider.operators import CleverTapEventsToGCSOperator, CleverTa
 
 EVERY_HOURS = 4
 #: When recurring exports begin: older windows are for an explicit backfill (within 60 days).
-START_DATE = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
+START_DATE = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)
 
 with DAG(
     dag_id="clevertap_recurring_events",

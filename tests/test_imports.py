@@ -1,4 +1,5 @@
-"""Importing the provider changes nothing in the process, and the hooks load none of the export core.
+"""Importing the provider changes nothing in the process; the hooks load none of the export core, and the
+export core none of Airflow.
 
 Each check runs in a fresh interpreter: this test process has imported everything long ago.
 """
@@ -46,5 +47,14 @@ def test_the_clevertap_hook_loads_none_of_the_export_core() -> None:
     code = (
         "import sys\nimport ct_airflow_provider.hooks.clevertap\n"
         "print(sorted(name for name in sys.modules if name.startswith('ct_airflow_provider.export')))"
+    )
+    assert _run(code)[-1] == "[]"
+
+
+def test_the_export_core_loads_no_airflow_module() -> None:
+    # Plain Python under thin Airflow glue: a bench or a user's script pays nothing for Airflow.
+    code = (
+        "import sys\nimport ct_airflow_provider.export.job, ct_airflow_provider.export.formats.parquet\n"
+        "print(sorted(name for name in sys.modules if name == 'airflow' or name.startswith('airflow.')))"
     )
     assert _run(code)[-1] == "[]"

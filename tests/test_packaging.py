@@ -6,8 +6,12 @@ import ast
 import subprocess
 import sys
 import textwrap
-import tomllib
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 import ct_airflow_provider
 from ct_airflow_provider import MIN_AIRFLOW_VERSION
@@ -58,10 +62,13 @@ def _imported_top_levels(path: Path) -> set[str]:
 
 
 def test_importing_on_an_airflow_older_than_2_11_names_both_versions(tmp_path: Path) -> None:
-    # An interpreter whose ``airflow`` is an Airflow 2.10 as far as its version says.
+    # An interpreter whose ``airflow`` is an Airflow 2.10 as far as its version and metadata say.
     fake = tmp_path / "airflow"
     fake.mkdir()
     (fake / "__init__.py").write_text('__version__ = "2.10.5"\n')
+    metadata_dir = tmp_path / "apache_airflow-2.10.5.dist-info"
+    metadata_dir.mkdir()
+    (metadata_dir / "METADATA").write_text("Metadata-Version: 2.1\nName: apache-airflow\nVersion: 2.10.5\n")
     script = textwrap.dedent(
         f"""
         import sys

@@ -14,7 +14,7 @@ import secrets
 from typing import Any
 
 import orjson
-from airflow.providers.common.compat.sdk import BaseHook, mask_secret
+from airflow.providers.common.compat.sdk import BaseHook
 from airflow.providers.google.cloud.hooks.gcs import GCSHook
 from airflow.providers.google.common.hooks.base_google import GoogleBaseHook
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -23,6 +23,7 @@ from google.auth import exceptions as auth_errors
 from google.cloud.storage.fileio import BlobWriter
 
 from ct_airflow_provider.connection_forms import AIRFLOW2_SECRET_PLACEHOLDER, BUCKET_FORM
+from ct_airflow_provider.version_compat import mask_secret
 
 #: Fields google-auth needs to sign and exchange the key's JWT.
 REQUIRED_KEY_FIELDS = ("type", "project_id", "private_key_id", "private_key", "client_email", "token_uri")

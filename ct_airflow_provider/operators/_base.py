@@ -150,7 +150,7 @@ class _CleverTapToGCSBase(BaseOperator):
     # -- at run time --------------------------------------------------------------------------------
     def _window(self, context: Context, hook: CleverTapHook) -> tuple[ExportWindow, int]:
         """The window to export and the run timestamp that names its files."""
-        now = dt.datetime.now(dt.UTC)
+        now = dt.datetime.now(dt.timezone.utc)
         dag_run = context["dag_run"]
         if self.from_date is not None and self.to_date is not None:
             window = once_only_window(

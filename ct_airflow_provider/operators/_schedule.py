@@ -18,7 +18,7 @@ from airflow.timetables.base import DataInterval, TimeRestriction
 from ct_airflow_provider.export.windows import MAX_RECURRING_INTERVAL, MIN_RECURRING_INTERVAL
 
 #: Where the grid of a timedelta schedule is anchored when the DAG has no ``start_date``.
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 #: How far before a moment the search for its window starts: past two of the longest windows allowed.
 _LOOK_BACK = 2 * MAX_RECURRING_INTERVAL + dt.timedelta(hours=1)
 
@@ -55,7 +55,7 @@ def schedule_interval(timetable: Any) -> dt.timedelta | None:
     timetables that schedule no recurring windows (``schedule=None``, assets, ``@once``).
     """
     lengths = []
-    for interval in _windows_from(timetable, dt.datetime(2026, 1, 5, tzinfo=dt.UTC)):
+    for interval in _windows_from(timetable, dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)):
         lengths.append(interval.end - interval.start)
         if len(lengths) == 8:
             break

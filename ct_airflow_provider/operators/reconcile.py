@@ -99,7 +99,7 @@ class CleverTapReconcileOperator(BaseOperator):
         today = dt.datetime.now(hook.timezone).date()
         if self.day:
             return once_only_window(self.day, self.day, today=today).first_day
-        end = context.get("data_interval_end") or dt.datetime.now(dt.UTC)
+        end = context.get("data_interval_end") or dt.datetime.now(dt.timezone.utc)
         return end.astimezone(hook.timezone).date() - dt.timedelta(days=1)
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -136,7 +136,7 @@ class CleverTapReconcileOperator(BaseOperator):
             "windows": windows,
             "reconciliation": found.as_manifest(),
             "reconciled": found.reconciled,
-            "checked_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "checked_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         object_name = f"{prefix}{request_id}-reconciliation-{key}.json"
         bucket.upload_bytes(

@@ -184,7 +184,7 @@ class RecurringProfileExportSensor(BaseSensorOperator):
     ) -> None:
         if self.poke(context):
             return
-        now = dt.datetime.now(dt.UTC)
+        now = dt.datetime.now(dt.timezone.utc)
         deadline = deadline or now + dt.timedelta(seconds=self.timeout)
         if deadline <= now:
             raise AirflowSensorTimeout(self._timeout_message(context))

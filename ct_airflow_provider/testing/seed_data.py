@@ -290,7 +290,7 @@ class SeedData:
         self.timezone = timezone
         self.events_per_day = events_per_day
         self.population = population
-        now = as_of if as_of is not None else dt.datetime.now(dt.UTC)
+        now = as_of if as_of is not None else dt.datetime.now(dt.timezone.utc)
         if now.tzinfo is None:
             raise ValueError("as_of must be timezone-aware, e.g. datetime.now(timezone.utc)")
         self.as_of = now.astimezone(self.zone)

@@ -80,8 +80,11 @@ _SERVICE_UNAVAILABLE = b'{"status":"fail","code":503,"error":"Service temporaril
 _SERVER_ERROR_PAGE = b"<html><body><h1>500 Internal Server Error</h1></body></html>"
 
 
-class Fault(enum.StrEnum):
+class Fault(str, enum.Enum):  # enum.StrEnum from Python 3.11 on
     """A transient failure the simulator can inject into its next answers."""
+
+    def __str__(self) -> str:
+        return str(self.value)
 
     #: HTTP 202: the page is not ready yet; the same cursor must be retried.
     NOT_READY = "not_ready"

@@ -64,7 +64,7 @@ class RecurringProfileExportTrigger(BaseTrigger):
             if not active_runs:
                 yield TriggerEvent({"status": "clear", "deadline": self.deadline.isoformat()})  # type: ignore[no-untyped-call]
                 return
-            remaining = (self.deadline - dt.datetime.now(dt.UTC)).total_seconds()
+            remaining = (self.deadline - dt.datetime.now(dt.timezone.utc)).total_seconds()
             if remaining <= 0:
                 timed_out = {
                     "status": "timed_out",

@@ -127,7 +127,7 @@ def _rerun_window(airflow: AirflowDeployment, dag_id: str, window: dt.datetime) 
 @pytest.fixture(scope="module")
 def three_days(deployment: Deployment) -> Backfill:
     """The 4-hour windows of the three days before yesterday's end: 13 runs from one backfill."""
-    today = dt.datetime.now(dt.UTC).date()
+    today = dt.datetime.now(dt.timezone.utc).date()
     return _backfill(
         deployment.airflow,
         BACKFILL_DAG,
@@ -229,7 +229,7 @@ def _try_number(airflow: AirflowDeployment, window: dt.datetime, dag_id: str = B
 def test_backfill_exports_each_window_once_within_the_pool(
     deployment: Deployment, three_days: Backfill
 ) -> None:
-    first = dt.datetime.combine(dt.date.fromisoformat(three_days.from_date), dt.time(), dt.UTC)
+    first = dt.datetime.combine(dt.date.fromisoformat(three_days.from_date), dt.time(), dt.timezone.utc)
     # Airflow cut the three days into the DAG's 4-hour windows: 00:00 three days ago to 00:00 yesterday.
     assert three_days.windows == [first + i * WINDOW for i in range(13)]
     assert {run["state"] for run in three_days.runs} == {"success"}, three_days.runs
@@ -309,7 +309,7 @@ def test_windows_past_60_days_fail_with_a_clear_message(deployment: Deployment) 
     # zone) and the one right after it, on the DAG's grid of windows starting at 00:00 UTC.
     today = dt.datetime.now(deployment.tz).date()
     earliest = dt.datetime.combine(today - dt.timedelta(days=RETENTION_DAYS), dt.time(), deployment.tz)
-    grid = earliest.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    grid = earliest.astimezone(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     while grid < earliest:
         grid += WINDOW
     in_range, out_of_range = grid, grid - WINDOW
@@ -337,10 +337,10 @@ def test_windows_past_60_days_fail_with_a_clear_message(deployment: Deployment) 
 
 def test_scheduled_hand_triggered_and_backfilled_runs_leave_every_record_once(deployment: Deployment) -> None:
     airflow, gcs = deployment.airflow, deployment.gcs
-    yesterday = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(
-        days=1
-    )
-    ended = int((dt.datetime.now(dt.UTC) - yesterday) / WINDOW)
+    yesterday = dt.datetime.now(dt.timezone.utc).replace(
+        hour=0, minute=0, second=0, microsecond=0
+    ) - dt.timedelta(days=1)
+    ended = int((dt.datetime.now(dt.timezone.utc) - yesterday) / WINDOW)
 
     def scheduled_runs() -> list[dict[str, Any]]:
         return [r for r in airflow.dag_runs(MIXED_DAG) if r["run_type"] == "scheduled"]

@@ -51,7 +51,7 @@ def test_dags_backfill_exports_each_window_once(
         connect_default_connections(monkeypatch, simulator, gcs_stack, BUCKET)
         pool = _airflow("pools", "set", "clevertap_api", "3", "CleverTap: 3 concurrent requests")
         assert pool.returncode == 0, pool.stderr
-        day = dt.datetime.combine(simulator.truth.today - dt.timedelta(days=2), dt.time(), dt.UTC)
+        day = dt.datetime.combine(simulator.truth.today - dt.timedelta(days=2), dt.time(), dt.timezone.utc)
         start, end = day, day + 2 * WINDOW  # three windows: 00:00, 04:00 and 08:00
         backfill = _airflow(
             "dags", "backfill", "-s", start.isoformat(), "-e", end.isoformat(), "--reset-dagruns", "-y",

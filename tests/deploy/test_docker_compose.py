@@ -17,12 +17,16 @@ import re
 import shlex
 import subprocess
 import sys
-import tomllib
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 import pytest
 import yaml
 from packaging.requirements import Requirement

@@ -126,7 +126,7 @@ def test_once_only_events_dag_with_selected_events_and_a_date_range(
 
 def test_recurring_events_dag_exports_its_window(stack: GCSTestStack, simulator: SimulatorServer) -> None:
     dag = _dagbag().get_dag("clevertap_recurring_events")
-    end = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=8)
+    end = dt.datetime.now(dt.timezone.utc).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=8)
     assert dag_test(dag, logical_date=end).state == "success"
     (manifest,) = _manifests(stack)
     assert manifest["format"] == "parquet" and manifest["totals"]["records"] > 0
@@ -135,7 +135,7 @@ def test_recurring_events_dag_exports_its_window(stack: GCSTestStack, simulator:
 
 def test_profile_dags_run_when_no_recurring_export_is_running(stack: GCSTestStack) -> None:
     bag = _dagbag()
-    end = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
+    end = dt.datetime.now(dt.timezone.utc).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
     assert run_dag(bag.get_dag("clevertap_recurring_profiles"), logical_date=end).state == "success"
     yesterday = (dt.date.today() - dt.timedelta(days=1)).isoformat()
     one_time = bag.get_dag("clevertap_one_time_profiles")

@@ -20,7 +20,7 @@ from ct_airflow_provider.export.windows import (
 
 TODAY = dt.date(2026, 11, 29)
 KOLKATA = ZoneInfo("Asia/Kolkata")
-NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
+NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.timezone.utc)
 
 
 def test_specific_day_and_range_within_60_days() -> None:
@@ -48,7 +48,7 @@ def test_refused_ranges_name_the_limit(start: str, end: str, message: str) -> No
 
 
 def test_recurring_window_fetches_covering_days_and_filters_ts() -> None:
-    start = dt.datetime(2026, 11, 27, 20, 0, tzinfo=dt.UTC)  # 01:30 next day in Kolkata
+    start = dt.datetime(2026, 11, 27, 20, 0, tzinfo=dt.timezone.utc)  # 01:30 next day in Kolkata
     window = recurring_window(start, start + dt.timedelta(hours=4), KOLKATA, now=NOW)
     assert window.days == [dt.date(2026, 11, 28)]
     keep = window.keep()
@@ -58,7 +58,7 @@ def test_recurring_window_fetches_covering_days_and_filters_ts() -> None:
 
 
 def test_window_ending_at_midnight_asks_for_one_day() -> None:
-    start = dt.datetime(2026, 11, 27, 0, 0, tzinfo=dt.UTC)
+    start = dt.datetime(2026, 11, 27, 0, 0, tzinfo=dt.timezone.utc)
     window = recurring_window(start, start + dt.timedelta(hours=24), ZoneInfo("UTC"), now=NOW)
     assert window.days == [dt.date(2026, 11, 27)]
 
@@ -68,13 +68,13 @@ def test_window_ending_at_midnight_asks_for_one_day() -> None:
     [(0, "empty data interval"), (3, "every 4 to 24 hours"), (25, "every 4 to 24 hours")],
 )
 def test_recurring_interval_limits(hours: int, message: str) -> None:
-    start = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
+    start = dt.datetime(2026, 11, 27, tzinfo=dt.timezone.utc)
     with pytest.raises(ExportWindowError, match=message):
         recurring_window(start, start + dt.timedelta(hours=hours), KOLKATA, now=NOW)
 
 
 def test_recurring_window_past_retention_is_refused() -> None:
-    start = dt.datetime(2026, 9, 1, tzinfo=dt.UTC)
+    start = dt.datetime(2026, 9, 1, tzinfo=dt.timezone.utc)
     with pytest.raises(ExportWindowError, match="past CleverTap's 60 days"):
         recurring_window(start, start + dt.timedelta(hours=4), KOLKATA, now=NOW)
 
@@ -89,7 +89,7 @@ def test_consecutive_windows_keep_every_ts_exactly_once(
     offset_minutes: int, hours: int, moments: list[int], zone: str
 ) -> None:
     tz = ZoneInfo(zone)
-    origin = dt.datetime(2026, 10, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=offset_minutes)
+    origin = dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc) + dt.timedelta(minutes=offset_minutes)
     step = dt.timedelta(hours=hours)
     windows = [
         recurring_window(origin + i * step, origin + (i + 1) * step, tz, now=origin + 41 * step)

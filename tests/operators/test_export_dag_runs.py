@@ -243,7 +243,7 @@ def test_a_day_cut_into_six_4_hour_windows_exports_every_event_once(
 ) -> None:
     tz = simulator.truth.today and __import__("zoneinfo").ZoneInfo(simulator.timezone)
     day = _yesterday(simulator) - dt.timedelta(days=1)
-    midnight = dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.UTC)
+    midnight = dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.timezone.utc)
     with DAG(
         dag_id="e2e_recurring_4h",
         schedule=DeltaDataIntervalTimetable(dt.timedelta(hours=4)),
@@ -333,7 +333,11 @@ def test_recurring_schedules_outside_4_to_24_hours_are_refused_at_parse_time(
 ) -> None:
     with (
         pytest.raises(ValueError, match=message),
-        DAG(dag_id="e2e_bad_schedule", schedule=schedule, start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)),
+        DAG(
+            dag_id="e2e_bad_schedule",
+            schedule=schedule,
+            start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+        ),
     ):
         CleverTapEventsToGCSOperator(task_id="export")
 
@@ -344,7 +348,9 @@ def test_recurring_schedules_outside_4_to_24_hours_are_refused_at_parse_time(
 @pytest.mark.parametrize("schedule", ["0 */6 * * *", dt.timedelta(hours=4), "@daily"])
 def test_plain_schedules_of_4_to_24_hours_serve_recurring_exports_on_airflow_2(schedule: Any) -> None:
     with DAG(
-        dag_id="e2e_plain_schedule", schedule=schedule, start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        dag_id="e2e_plain_schedule",
+        schedule=schedule,
+        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
     ):
         export = CleverTapEventsToGCSOperator(task_id="export")
     assert export.from_date is None and export.has_dag()
@@ -354,7 +360,7 @@ def test_retry_after_a_failed_upload_leaves_exactly_the_right_objects(
     stack: GCSTestStack, simulator: SimulatorServer
 ) -> None:
     day = _yesterday(simulator)
-    logical_date = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+    logical_date = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
 
     def dag_with(max_file_bytes: int) -> Any:
         with DAG(dag_id="e2e_retry", schedule=None, catchup=False) as dag:
@@ -438,7 +444,7 @@ def test_a_hand_triggered_run_replaces_the_window_it_overlaps(
     """Three windows exported, then a run triggered by hand at 18:40 as the UI does: no record twice."""
     # Two days back in UTC: the windows have ended whatever the account's time zone.
     midnight = dt.datetime.combine(
-        dt.datetime.now(dt.UTC).date() - dt.timedelta(days=2), dt.time(), tzinfo=dt.UTC
+        dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=2), dt.time(), tzinfo=dt.timezone.utc
     )
     with DAG(dag_id="e2e_hand_triggered", schedule=schedule, start_date=midnight, catchup=False) as dag:
         CleverTapEventsToGCSOperator(task_id="export", events=["App Launched"], export_format="csv")
@@ -470,11 +476,11 @@ def test_a_hand_triggered_run_replaces_the_window_it_overlaps(
 def test_a_manual_run_without_a_logical_date_exports_the_latest_window(
     stack: GCSTestStack, simulator: SimulatorServer
 ) -> None:
-    now = dt.datetime.now(dt.UTC)
+    now = dt.datetime.now(dt.timezone.utc)
     with DAG(
         dag_id="e2e_no_logical_date",
         schedule=DeltaDataIntervalTimetable(dt.timedelta(hours=4)),
-        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
         catchup=False,
     ) as dag:
         CleverTapEventsToGCSOperator(task_id="export", events=["App Launched"], export_format="json")
@@ -489,7 +495,9 @@ def test_a_hand_triggered_run_more_than_60_days_back_is_refused(
     stack: GCSTestStack, simulator: SimulatorServer
 ) -> None:
     before = simulator.stats.snapshot()["requests_served"]
-    long_ago = dt.datetime.combine(simulator.truth.today - dt.timedelta(days=61), dt.time(), tzinfo=dt.UTC)
+    long_ago = dt.datetime.combine(
+        simulator.truth.today - dt.timedelta(days=61), dt.time(), tzinfo=dt.timezone.utc
+    )
     with DAG(
         dag_id="e2e_too_old",
         schedule=DeltaDataIntervalTimetable(dt.timedelta(hours=4)),

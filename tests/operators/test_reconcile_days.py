@@ -39,7 +39,9 @@ def stack(
 
 def _export_day(simulator: SimulatorServer, day: dt.date) -> None:
     """The recurring export's six windows of ``day`` (account time zone), as the scheduler runs them."""
-    midnight = dt.datetime.combine(day, dt.time(), tzinfo=ZoneInfo(simulator.timezone)).astimezone(dt.UTC)
+    midnight = dt.datetime.combine(day, dt.time(), tzinfo=ZoneInfo(simulator.timezone)).astimezone(
+        dt.timezone.utc
+    )
     with DAG(
         dag_id="e2e_recurring_reconciled",
         schedule=DeltaDataIntervalTimetable(dt.timedelta(hours=4)),

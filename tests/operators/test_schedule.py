@@ -12,7 +12,7 @@ from airflow.timetables.trigger import CronTriggerTimetable
 
 from ct_airflow_provider.operators._schedule import latest_window, schedule_interval
 
-UTC = dt.UTC
+UTC = dt.timezone.utc
 H = dt.timedelta(hours=1)
 START = dt.datetime(2026, 11, 27, tzinfo=UTC)
 

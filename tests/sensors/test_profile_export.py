@@ -36,10 +36,10 @@ from ct_airflow_provider.sensors import RecurringProfileExportSensor
 from ct_airflow_provider.testing.dag_runs import dag_test, register_dag
 from ct_airflow_provider.version_compat import AIRFLOW_V_3_0_PLUS, AIRFLOW_V_3_1_PLUS, AIRFLOW_V_3_2_PLUS
 
-RECURRING_RUN_DATE = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+RECURRING_RUN_DATE = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
 # The recurring DAG is unpaused, as one in use is; starting it in the far future keeps any scheduler
 # that shares this metadata DB from creating runs of it.
-RECURRING_START = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+RECURRING_START = dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
 SENSOR_TASK = "wait_for_recurring_profile_export"
 #: Airflow 3.0's dag.test() cannot run these waits (a real deployment is not affected): its in-process task
 #: runner hands a reschedule sensor its first reschedule date as a string, and it runs triggers inline
@@ -78,7 +78,7 @@ class OneTimeExport:
         self.failures.clear()
         self.export_started_at.clear()
         self.deferred.clear()
-        return dag_test(self.dag, logical_date=dt.datetime.now(dt.UTC))
+        return dag_test(self.dag, logical_date=dt.datetime.now(dt.timezone.utc))
 
 
 def _register(dag: DAG) -> None:
@@ -202,7 +202,7 @@ def _recurring_export(dag_id: str, state: DagRunState, *, paused: bool) -> Recur
                 run_type=DagRunType.SCHEDULED,
                 triggered_by=DagRunTriggeredByType.TIMETABLE,
                 state=state,
-                start_date=dt.datetime.now(dt.UTC),
+                start_date=dt.datetime.now(dt.timezone.utc),
                 session=session,
             )
         else:
@@ -212,7 +212,7 @@ def _recurring_export(dag_id: str, state: DagRunState, *, paused: bool) -> Recur
                 data_interval=data_interval,
                 run_type=DagRunType.SCHEDULED,
                 state=state,
-                start_date=dt.datetime.now(dt.UTC),
+                start_date=dt.datetime.now(dt.timezone.utc),
                 session=session,
             )
     return RecurringExport(dag_id, run_id)

@@ -200,14 +200,18 @@ def test_data_covers_the_last_60_days_and_today_up_to_now(clevertap_simulator: S
 def test_ts_is_local_time_in_the_account_zone_across_dst() -> None:
     # America/New_York falls back on 2023-11-05: 01:00-02:00 happens twice, the day has 25 hours.
     data = SeedData(
-        timezone="America/New_York", events_per_day=4000, as_of=dt.datetime(2023, 11, 20, tzinfo=dt.UTC)
+        timezone="America/New_York",
+        events_per_day=4000,
+        as_of=dt.datetime(2023, 11, 20, tzinfo=dt.timezone.utc),
     )
     stamps = [record["ts"] for record in data.events("App Launched", dt.date(2023, 11, 5))]
     assert all(20231105000000 <= ts <= 20231105235959 for ts in stamps)
     assert stamps != sorted(stamps)  # wall-clock time goes back once, records stay in real-time order
     # Springs forward on 2024-03-10: no record at 02:xx, which did not exist.
     data = SeedData(
-        timezone="America/New_York", events_per_day=4000, as_of=dt.datetime(2024, 3, 20, tzinfo=dt.UTC)
+        timezone="America/New_York",
+        events_per_day=4000,
+        as_of=dt.datetime(2024, 3, 20, tzinfo=dt.timezone.utc),
     )
     stamps = [record["ts"] for record in data.events("App Launched", dt.date(2024, 3, 10))]
     assert stamps == sorted(stamps)
@@ -216,7 +220,7 @@ def test_ts_is_local_time_in_the_account_zone_across_dst() -> None:
 
 
 def test_same_seed_same_data_other_seed_other_data() -> None:
-    as_of = dt.datetime(2024, 6, 1, 12, tzinfo=dt.UTC)
+    as_of = dt.datetime(2024, 6, 1, 12, tzinfo=dt.timezone.utc)
     day = dt.date(2024, 5, 20)
     first = list(SeedData(seed=7, as_of=as_of).events("Charged", day))
     again = list(SeedData(seed=7, as_of=as_of).events("Charged", day))
@@ -226,7 +230,7 @@ def test_same_seed_same_data_other_seed_other_data() -> None:
 
 
 def test_millions_of_events_are_generated_on_demand() -> None:
-    data = SeedData(events_per_day=5_000_000, as_of=dt.datetime(2024, 6, 1, 12, tzinfo=dt.UTC))
+    data = SeedData(events_per_day=5_000_000, as_of=dt.datetime(2024, 6, 1, 12, tzinfo=dt.timezone.utc))
     day = dt.date(2024, 5, 20)
     count = data.event_count("App Launched", day)
     assert count > 3_000_000

@@ -33,9 +33,13 @@ EVENTS = ["Charged", "App Launched"]
 
 # Airflow 2's backfill runs no task before its start_date; there no scheduler runs in the test.
 NOT_BEFORE = (
-    dt.datetime(2100, 1, 1, tzinfo=dt.UTC) if AIRFLOW_V_3_0_PLUS else dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+    dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)
+    if AIRFLOW_V_3_0_PLUS
+    else dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
 )
-YESTERDAY = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=1)
+YESTERDAY = dt.datetime.now(dt.timezone.utc).replace(
+    hour=0, minute=0, second=0, microsecond=0
+) - dt.timedelta(days=1)
 
 for dag_id, start_date, catchup in (
     ("clevertap_backfill_events", NOT_BEFORE, False),
