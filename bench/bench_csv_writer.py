@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _records
 
-from ct_airflow_provider.config import export_tuning_from_config
+from ct_airflow_provider.config import default_export_tuning
 from ct_airflow_provider.export import ExportNaming, LocalFolderSink, export_event
 from ct_airflow_provider.export.chunking import Delivery
 from ct_airflow_provider.export.formats.csv import CsvWriter, cell_text
@@ -120,7 +120,7 @@ def memory(count: int, days: int) -> None:
     sampler.start()
     started = time.perf_counter()
     try:
-        with export_tuning(export_tuning_from_config(), "csv"):  # as the operators run an export
+        with export_tuning(default_export_tuning(), "csv"):  # the operators' default tuning
             files = export_event(
                 _records.api_pages(count, pools), event_name=_records.EVENT, naming=NAMING,
                 export_format="csv", sink=LocalFolderSink(folder / "out"), work_dir=folder / "work",

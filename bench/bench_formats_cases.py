@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _records
 
-from ct_airflow_provider.config import export_tuning_from_config
+from ct_airflow_provider.config import default_export_tuning
 from ct_airflow_provider.export import ExportNaming, LocalFolderSink, export_event
 from ct_airflow_provider.export.records import shape_event
 from ct_airflow_provider.export.tuning import export_tuning
@@ -92,7 +92,7 @@ def warm_imports(export_format: str) -> None:
     """
     if export_format == "parquet":
         # pyarrow first imported as an export imports it (which chooses Arrow's allocator).
-        with export_tuning(export_tuning_from_config(), export_format):
+        with export_tuning(default_export_tuning(), export_format):
             import ct_airflow_provider.export.formats.parquet  # noqa: F401
 
 
@@ -106,7 +106,7 @@ def run_ours(export_format: str, count: int, folder: Path, compression: str | No
     baseline = psutil.Process().memory_info().rss
     memory = PeakMemory()
     wall, cpu = time.perf_counter(), time.process_time()
-    with export_tuning(export_tuning_from_config(), export_format):  # as the operators run an export
+    with export_tuning(default_export_tuning(), export_format):  # the operators' default tuning
         files = export_event(
             _records.api_pages(count, pools), event_name=_records.EVENT, naming=NAMING,
             export_format=export_format, compression=compression, sink=LocalFolderSink(out),

@@ -69,15 +69,30 @@ def export_tuning_from_config() -> ExportTuning:
     """
     from airflow.providers.common.compat.sdk import conf
 
+    return _tuning(
+        {name: str(conf.get(SECTION, name, fallback=default)) for name, (_, default, _) in OPTIONS.items()}
+    )
+
+
+def default_export_tuning() -> ExportTuning:
+    """The tuning the operators use where Airflow's configuration is silent, without reading it.
+
+    For the export core in plain Python (the benchmarks run it so), where Airflow need not be loaded.
+    """
+    return _tuning({name: default for name, (_, default, _) in OPTIONS.items()})
+
+
+def _tuning(texts: dict[str, str]) -> ExportTuning:
+    """Parse each option's text as Airflow's configuration does (booleans: true/t/1, false/f/0)."""
     from ct_airflow_provider.export.errors import ExportConfigError
     from ct_airflow_provider.export.tuning import ExportTuning
 
     values: dict[str, Any] = {}
     for name, (kind, default, _) in OPTIONS.items():
-        text = str(conf.get(SECTION, name, fallback=default)).strip()
+        text = texts[name].strip()
         try:
             if kind == "boolean":
-                values[name] = conf.getboolean(SECTION, name, fallback=default == "True")
+                values[name] = _boolean(text)
             else:
                 values[name] = None if not text else int(text) if kind == "integer" else text
         except ValueError as error:
@@ -89,3 +104,11 @@ def export_tuning_from_config() -> ExportTuning:
         return ExportTuning(**values)
     except ValueError as error:
         raise ExportConfigError(f"Airflow's configuration, section [{SECTION}]: {error}") from None
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("true", "t", "1"):
+        return True
+    if text.lower() in ("false", "f", "0"):
+        return False
+    raise ValueError("not one of true, t, 1, false, f, 0")

@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from ct_airflow_provider.config import config_section, export_tuning_from_config
+from ct_airflow_provider.config import config_section, default_export_tuning, export_tuning_from_config
 from ct_airflow_provider.export import ExportConfigError, ExportNaming
 from ct_airflow_provider.export.job import ExportRun, ExportSpec, Pages
 from ct_airflow_provider.export.tuning import ExportTuning, export_tuning
@@ -159,6 +159,18 @@ def test_airflow_s_configuration_sets_the_tuning(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("AIRFLOW__CLEVERTAP__GC_THRESHOLD", "lots")
     with pytest.raises(ExportConfigError, match=r"\[clevertap\] gc_threshold = 'lots'.*integer.*'20000'"):
         export_tuning_from_config()
+    monkeypatch.setenv("AIRFLOW__CLEVERTAP__GC_THRESHOLD", "")
+    monkeypatch.setenv("AIRFLOW__CLEVERTAP__PAUSE_GC_WHILE_PARSING", "sometimes")
+    with pytest.raises(ExportConfigError, match=r"pause_gc_while_parsing = 'sometimes'.*boolean.*'True'"):
+        export_tuning_from_config()
+
+
+def test_the_defaults_without_airflow_s_configuration_are_the_operators_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("GC_THRESHOLD", "PAUSE_GC_WHILE_PARSING", "ARROW_MEMORY_POOL", "MALLOC_MMAP_THRESHOLD"):
+        monkeypatch.delenv(f"AIRFLOW__CLEVERTAP__{name}", raising=False)
+    assert default_export_tuning() == export_tuning_from_config()
 
 
 def test_the_provider_info_declares_every_setting() -> None:
