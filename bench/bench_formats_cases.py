@@ -1,6 +1,6 @@
 """One measured case of bench_formats.py, run in its own process so cases cannot pollute each other.
 
-    python bench/bench_formats_cases.py <case> <format> <records> <folder>
+    python bench/bench_formats_cases.py <case> <format> <records> <folder> [--without <tuning field>]
 
 prints one JSON line: seconds (wall and CPU), records, bytes written, peak RSS. Cases:
 
@@ -16,11 +16,15 @@ prints one JSON line: seconds (wall and CPU), records, bytes written, peak RSS. 
   ``to_parquet`` / ``to_xml`` (``json_normalize`` for the flat formats, mixed-type columns made
   text for Parquet, column names made XML names for XML, as one must to make pandas write at all);
 * ``generate``: only producing the API pages (what every case pays for its input).
+
+``ours`` runs with the operators' default tuning (``config.default_export_tuning()``); ``--without
+gc_threshold`` (or another field of ``ExportTuning``) runs it with that switch left alone.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gc
 import json
 import os
@@ -43,7 +47,7 @@ import _records
 from ct_airflow_provider.config import default_export_tuning
 from ct_airflow_provider.export import ExportNaming, LocalFolderSink, export_event
 from ct_airflow_provider.export.records import shape_event
-from ct_airflow_provider.export.tuning import export_tuning
+from ct_airflow_provider.export.tuning import ExportTuning, export_tuning
 
 _XML_FORBIDDEN = "[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]"
 NAMING = ExportNaming(request_id="1717200000", run_timestamp=1717243200, database_id=4)
@@ -84,7 +88,13 @@ def folder_bytes(folder: Path) -> int:
     return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
 
 
-def warm_imports(export_format: str) -> None:
+def tuning_without(field: str | None) -> ExportTuning:
+    """The operators' default tuning, with ``field`` (if any) set to what changes nothing."""
+    tuning = default_export_tuning()
+    return tuning if field is None else dataclasses.replace(tuning, **{field: getattr(ExportTuning(), field)})
+
+
+def warm_imports(export_format: str, tuning: ExportTuning) -> None:
     """Import what a format needs before the clock starts, as a worker process has long done.
 
     The floor cases import their library before timing too; this keeps one-off import costs
@@ -92,12 +102,14 @@ def warm_imports(export_format: str) -> None:
     """
     if export_format == "parquet":
         # pyarrow first imported as an export imports it (which chooses Arrow's allocator).
-        with export_tuning(default_export_tuning(), export_format):
+        with export_tuning(tuning, export_format):
             import ct_airflow_provider.export.formats.parquet  # noqa: F401
 
 
-def run_ours(export_format: str, count: int, folder: Path, compression: str | None) -> dict[str, Any]:
-    warm_imports(export_format)
+def run_ours(
+    export_format: str, count: int, folder: Path, compression: str | None, tuning: ExportTuning
+) -> dict[str, Any]:
+    warm_imports(export_format, tuning)
     pools = _records.day_pools(_records.record_pool())
     out = folder / "ours"
     shutil.rmtree(out, ignore_errors=True)
@@ -106,7 +118,7 @@ def run_ours(export_format: str, count: int, folder: Path, compression: str | No
     baseline = psutil.Process().memory_info().rss
     memory = PeakMemory()
     wall, cpu = time.perf_counter(), time.process_time()
-    with export_tuning(default_export_tuning(), export_format):  # the operators' default tuning
+    with export_tuning(tuning, export_format):
         files = export_event(
             _records.api_pages(count, pools), event_name=_records.EVENT, naming=NAMING,
             export_format=export_format, compression=compression, sink=LocalFolderSink(out),
@@ -286,11 +298,12 @@ def run_pandas(export_format: str, count: int, folder: Path) -> dict[str, Any]:
 
 def main() -> None:
     case, export_format, count, folder = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+    tuning = tuning_without(sys.argv[6] if sys.argv[5:6] == ["--without"] else None)
     folder.mkdir(parents=True, exist_ok=True)
     if case == "ours":
-        result = run_ours(export_format, count, folder, None)
+        result = run_ours(export_format, count, folder, None, tuning)
     elif case == "ours_gzip":
-        result = run_ours(export_format, count, folder, "gzip")
+        result = run_ours(export_format, count, folder, "gzip", tuning)
     elif case == "floor":
         result = run_floor(export_format, folder)
     elif case == "floor_records":

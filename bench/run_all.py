@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-SCRIPTS = ["bench_clevertap_hook.py", "bench_formats.py", "bench_export_e2e.py"]
+SCRIPTS = ["bench_clevertap_hook.py", "bench_formats.py", "bench_tuning.py", "bench_export_e2e.py"]
 
 
 def main() -> int:
