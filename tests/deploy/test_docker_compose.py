@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+from packaging.specifiers import SpecifierSet
+from packaging.version import Version
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -477,8 +479,8 @@ def test_airflow_image_is_the_locked_airflow_on_the_projects_python() -> None:
     airflow_version, python_version = match.groups()
     assert locked_versions()["apache-airflow"] == {airflow_version}
     assert metadata.version("apache-airflow") == airflow_version
-    requires_python = PYPROJECT["project"]["requires-python"]
-    assert f">={python_version}" in requires_python
+    requires_python = SpecifierSet(PYPROJECT["project"]["requires-python"])
+    assert Version(f"{python_version}.0") in requires_python
     assert python_version == f"{sys.version_info.major}.{sys.version_info.minor}", (
         "tests run on another Python"
     )
