@@ -21,7 +21,6 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import queue
 import tempfile
 import threading
 import time
@@ -46,18 +45,19 @@ from ct_airflow_provider.export.reconcile import (
     reconcile,
 )
 from ct_airflow_provider.export.sinks import ObjectWriter, UploadingSink
+from ct_airflow_provider.export.streams import StreamGroup, read_side_by_side
 from ct_airflow_provider.export.tuning import ExportTuning, export_tuning
 from ct_airflow_provider.export.windows import ExportWindow
-from ct_airflow_provider.export.writer import export_event, export_profiles
+from ct_airflow_provider.export.writer import ExportedFiles, export_event, export_profiles
 
 Pages = Iterator[list[dict[str, Any]]]
 
 #: Seconds between two progress lines in the task log.
 PROGRESS_INTERVAL = 15.0
 
-#: Requests an event export keeps in flight unless told otherwise. More help when CleverTap is slow to
-#: answer each page and the window spans several days; each one holds another page in memory.
-DEFAULT_CONCURRENT_REQUESTS = 1
+#: Requests an export keeps in flight unless told otherwise: CleverTap's limit per account, which is
+#: what a single export needs to be bound by its own work rather than by CleverTap's latency.
+DEFAULT_CONCURRENT_REQUESTS = MAX_CONCURRENT_REQUESTS
 
 
 class RecordSource(CountSource, Protocol):
@@ -168,72 +168,6 @@ def check_concurrent_requests(value: object) -> int:
     return value
 
 
-def read_ahead(
-    sources: Sequence[Callable[[], Iterable[list[dict[str, Any]]]]], *, streams: int = 1, depth: int = 2
-) -> Pages:
-    """Read the pages of ``sources`` ahead in background threads, ``streams`` sources at a time.
-
-    Waiting on CleverTap then overlaps writing files, and with several streams (one source per
-    day) CleverTap prepares the next page of one day while the page of another is parsed and
-    written: an export is bound by its own work rather than by the API's latency. Pages of one
-    source come in their order; pages of different sources interleave. At most ``depth`` pages
-    wait in the queue, and each stream holds the page it could not queue yet. An error from a source is raised where its page
-    would have been; closing the returned generator early stops the readers.
-
-    :param sources: callables that each start one page iterator (called in a reader thread).
-    :param streams: how many sources are read at once (each one request in flight at a time).
-    :param depth: pages that may wait for the consumer.
-    """
-    buffer: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    lock = threading.Lock()
-    pending = iter(sources)
-
-    def put(item: tuple[str, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                buffer.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            while not stop.is_set():
-                with lock:
-                    source = next(pending, None)
-                if source is None:
-                    break
-                for page in source():
-                    if not put(("page", page)):
-                        return
-            put(("done", None))
-        except BaseException as error:  # handed to the consumer, which raises it
-            put(("error", error))
-
-    readers = [
-        threading.Thread(target=read, name=f"clevertap-read-{index}", daemon=True)
-        for index in range(max(1, min(streams, len(sources))))
-    ]
-    for reader in readers:
-        reader.start()
-    try:
-        running = len(readers)
-        while running:
-            kind, item = buffer.get()
-            if kind == "page":
-                yield item
-            elif kind == "error":
-                raise item
-            else:
-                running -= 1
-    finally:
-        stop.set()
-        for reader in readers:
-            reader.join(timeout=5)
-
-
 class _Progress:
     """Counts what flows through and logs a line every ``PROGRESS_INTERVAL`` seconds, never per record."""
 
@@ -245,13 +179,17 @@ class _Progress:
         self.bytes = 0
         self.started = time.monotonic()
         self._last = self.started
+        self._lock = threading.Lock()  # streams of several events are counted side by side
 
     def pages(self, pages: Iterable[list[dict[str, Any]]], label: str) -> Pages:
         for page in pages:
-            self.records += len(page)
-            now = time.monotonic()
-            if now - self._last >= PROGRESS_INTERVAL:
-                self._last = now
+            with self._lock:
+                self.records += len(page)
+                now = time.monotonic()
+                due = now - self._last >= PROGRESS_INTERVAL
+                if due:
+                    self._last = now
+            if due:
                 self.log.info(
                     "%s: %s, %d records read, %d files (%.1f MB) written, %.0f records/s",
                     self.what, label, self.records, self.files, self.bytes / 1e6, self.records / (now - self.started),
@@ -259,8 +197,9 @@ class _Progress:
             yield page
 
     def wrote(self, files: Sequence[ExportedFile]) -> None:
-        self.files += len(files)
-        self.bytes += sum(f.bytes for f in files)
+        with self._lock:
+            self.files += len(files)
+            self.bytes += sum(f.bytes for f in files)
 
 
 class ExportRun:
@@ -272,9 +211,9 @@ class ExportRun:
     :param work_dir: local scratch space (spill files, chunks waiting for upload); a temporary
         folder by default.
     :param max_in_flight: finished files waiting for or being uploaded while the next is written.
-    :param concurrent_requests: CleverTap requests an event export may have in flight at once (1 to
-        3, CleverTap's limit per account): with more than one, the window's days are read side by
-        side, one day per request.
+    :param concurrent_requests: CleverTap requests the export may have in flight at once (1 to 3,
+        CleverTap's limit per account, the default): its streams (one per event and day) are read
+        that many at a time, each event's pages written by its own thread.
     :param holder: who writes this run, the same for every try of one task (see
         :class:`~ct_airflow_provider.export.claim.ExportClaim`); a unique name by default.
     :param claim_lease_seconds: a claim on the run not renewed for this long is taken over.
@@ -375,25 +314,34 @@ class ExportRun:
         scratch: Path,
         keep: Callable[[int], bool] | None,
     ) -> None:
-        for event_name in event_names:
-            try:
-                # The source may start the export (and be refused) when called, or on the first page.
-                files = export_event(
-                    progress.pages(self._event_pages(source, event_name), event_name),
-                    event_name=event_name,
-                    naming=self.spec.naming,
-                    export_format=self.spec.export_format,
-                    compression=self.spec.compression,
-                    max_file_bytes=self.spec.max_file_bytes,
-                    sink=sink,
-                    work_dir=scratch / "events",
-                    keep=keep,
-                )
-            except skippable as error:
-                self._skip(event_name, error)
+        def write(group: StreamGroup, pages: Iterator[list[dict[str, Any]]]) -> ExportedFiles:
+            return export_event(
+                progress.pages(pages, group.name),
+                event_name=group.name,
+                naming=self.spec.naming,
+                export_format=self.spec.export_format,
+                compression=self.spec.compression,
+                max_file_bytes=self.spec.max_file_bytes,
+                sink=sink,
+                work_dir=scratch / "events",
+                keep=keep,
+            )
+
+        # app_fields: the device fields that CleverTap's own files carry as deviceInfo.
+        groups = [
+            StreamGroup(
+                name, [self._day_stream(source.iter_event_pages, name, day, True) for day in self._days()]
+            )
+            for name in event_names
+        ]
+        outcomes = read_side_by_side(groups, write, concurrency=self.concurrent_requests, skippable=skippable)
+        for event_name, outcome in zip(event_names, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                # The source may refuse an event when its query starts or on its first page.
+                self._skip(event_name, outcome)
                 continue
-            progress.wrote(files)
-            self.result.files.extend(files)
+            progress.wrote(outcome)
+            self.result.files.extend(outcome)
 
     def profiles(
         self, source: RecordSource, event_names: Sequence[str], *, skippable: tuple[type[Exception], ...] = ()
@@ -406,16 +354,28 @@ class ExportRun:
                 self._begin()
                 unique = ProfileDeduplicator(scratch / "profiles.sqlite")
                 try:
-                    for event_name in event_names:
-                        try:
-                            unique.add_pages(
-                                progress.pages(
-                                    source.iter_profile_pages(event_name, window.first_day, window.last_day),
-                                    event_name,
-                                )
-                            )
-                        except skippable as error:
-                            self._skip(event_name, error)
+                    # One group per event and day: the profiles of each are kept in the streams'
+                    # order, whatever order their pages arrive in (see ProfileDeduplicator).
+                    days = self._days()
+                    groups = [
+                        StreamGroup(name, [self._day_stream(source.iter_profile_pages, name, day)])
+                        for name in event_names
+                        for day in days
+                    ]
+                    ranks = {id(group): rank for rank, group in enumerate(groups)}
+
+                    def collect(group: StreamGroup, pages: Iterator[list[dict[str, Any]]]) -> None:
+                        unique.add_pages(progress.pages(pages, group.name), source_rank=ranks[id(group)])
+
+                    outcomes = read_side_by_side(
+                        groups, collect, concurrency=self.concurrent_requests, skippable=skippable
+                    )
+                    for group, outcome in zip(groups, outcomes, strict=True):
+                        if (
+                            isinstance(outcome, BaseException)
+                            and group.name not in self.result.skipped_events
+                        ):
+                            self._skip(group.name, outcome)
                     self.log.info(
                         "%d profile records read, %d unique profiles to export", unique.seen, len(unique)
                     )
@@ -477,19 +437,17 @@ class ExportRun:
         return self.result
 
     # -- plumbing ----------------------------------------------------------------------------------
-    def _event_pages(self, source: RecordSource, event_name: str) -> Pages:
-        """The event's pages over the window, read ahead, one day per stream when several are allowed."""
-        window = self.spec.window
+    def _days(self) -> list[dt.date]:
+        return list(self.spec.window.days)
 
-        # app_fields: the device fields that CleverTap's own files carry as deviceInfo.
-        def pages_from_to(first: dt.date, last: dt.date) -> Callable[[], Pages]:
-            return lambda: source.iter_event_pages(event_name, first, last, app_fields=True)
-
-        if self.concurrent_requests == 1:
-            sources = [pages_from_to(window.first_day, window.last_day)]
-        else:
-            sources = [pages_from_to(day, day) for day in window.days]
-        return read_ahead(sources, streams=self.concurrent_requests)
+    @staticmethod
+    def _day_stream(
+        read: Callable[..., Pages], event_name: str, day: dt.date, app_fields: bool = False
+    ) -> Callable[[], Pages]:
+        """One stream: the pages of one event on one day, from ``read`` (a page iterator of the source)."""
+        if app_fields:
+            return lambda: read(event_name, day, day, app_fields=True)
+        return lambda: read(event_name, day, day)
 
     def _claim(self) -> ExportClaim:
         self._held_claim = ExportClaim(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,50 +28,68 @@ def profile_key(profile: dict[str, Any]) -> str | None:
 
 
 class ProfileDeduplicator:
-    """A disk-backed set of profiles (SQLite in the export's work folder), first record kept.
+    """A disk-backed set of profiles (SQLite in the export's work folder); thread-safe.
 
-    Memory stays bounded whatever the number of profiles: SQLite pages to disk.
+    Profiles come from several streams read side by side; which record of a profile is kept, and
+    the order of the unique profiles, follow the streams' order (``source_rank``) and each
+    stream's own order, never the order in which their pages happened to arrive. Memory stays
+    bounded whatever the number of profiles: SQLite pages to disk.
 
     :param path: the database file, created fresh.
     """
 
     def __init__(self, path: Path) -> None:
         path.unlink(missing_ok=True)
-        self._db = sqlite3.connect(path)
+        self._db = sqlite3.connect(path, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute("CREATE TABLE profiles (seq INTEGER PRIMARY KEY, key TEXT UNIQUE, record BLOB)")
+        self._db.execute("CREATE TABLE profiles (key TEXT PRIMARY KEY, rank INTEGER, record BLOB)")
+        self._lock = threading.Lock()
         self.seen = 0
         self.without_key = 0
 
-    def add_pages(self, pages: Iterable[list[dict[str, Any]]]) -> None:
-        """Add every profile of every page; a profile already present is not added again."""
-        rows: list[tuple[str, bytes]] = []
+    def add_pages(self, pages: Iterable[list[dict[str, Any]]], source_rank: int = 0) -> None:
+        """Add every profile of every page of one stream; of two records of one profile, the one
+        from the earlier stream (lower ``source_rank``), or earlier in the same stream, is kept.
+
+        :param pages: the stream's pages.
+        :param source_rank: the stream's place among the export's streams.
+        """
+        rows: list[tuple[str, int, bytes]] = []
+        position = source_rank << 32
         for page in pages:
             for profile in page:
-                self.seen += 1
+                position += 1
                 key = profile_key(profile)
                 if key is None:
                     # Nothing identifies it, so it cannot be a duplicate of anything: keep it.
-                    self.without_key += 1
-                    key = f"anonymous:{self.seen}"
-                rows.append((key, orjson.dumps(profile)))
+                    key = f"anonymous:{position}"
+                    with self._lock:
+                        self.without_key += 1
+                rows.append((key, position, orjson.dumps(profile)))
             if len(rows) >= _BATCH:
                 self._flush(rows)
         self._flush(rows)
 
-    def _flush(self, rows: list[tuple[str, bytes]]) -> None:
+    def _flush(self, rows: list[tuple[str, int, bytes]]) -> None:
         if rows:
-            self._db.executemany("INSERT OR IGNORE INTO profiles (key, record) VALUES (?, ?)", rows)
-            self._db.commit()
+            with self._lock:
+                self.seen += len(rows)
+                self._db.executemany(
+                    "INSERT INTO profiles (key, rank, record) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
+                    "SET rank = excluded.rank, record = excluded.record WHERE excluded.rank < profiles.rank",
+                    rows,
+                )
+                self._db.commit()
             rows.clear()
 
     def __len__(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM profiles").fetchone()[0])
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM profiles").fetchone()[0])
 
     def pages(self, size: int = _BATCH) -> Iterator[list[dict[str, Any]]]:
-        """The unique profiles, in the order first seen, a page at a time."""
-        cursor = self._db.execute("SELECT record FROM profiles ORDER BY seq")
+        """The unique profiles, in the streams' order, a page at a time."""
+        cursor = self._db.execute("SELECT record FROM profiles ORDER BY rank")
         while rows := cursor.fetchmany(size):
             yield [orjson.loads(row[0]) for row in rows]
 

@@ -14,7 +14,13 @@ from ct_airflow_provider.config import export_tuning_from_config
 from ct_airflow_provider.export.chunking import DEFAULT_MAX_FILE_BYTES
 from ct_airflow_provider.export.errors import ExportConfigError
 from ct_airflow_provider.export.formats import validate_format
-from ct_airflow_provider.export.job import ExportResult, ExportRun, ExportSpec
+from ct_airflow_provider.export.job import (
+    DEFAULT_CONCURRENT_REQUESTS,
+    ExportResult,
+    ExportRun,
+    ExportSpec,
+    check_concurrent_requests,
+)
 from ct_airflow_provider.export.naming import ExportNaming
 from ct_airflow_provider.export.windows import (
     ExportWindow,
@@ -75,6 +81,13 @@ class _CleverTapToGCSBase(BaseOperator):
         stable across runs and retries and distinct between tasks. (templated)
     :param object_prefix: a folder in the bucket to write under, e.g. ``"clevertap/events/"``. (templated)
     :param work_dir: local scratch folder (default: the system's temporary folder).
+    :param concurrent_requests: CleverTap requests the task keeps in flight, 1 to 3 (default 3,
+        CleverTap's limit per account). The export's streams (one per event and day) are read that
+        many at a time, so CleverTap prepares pages of some while others are written, and a stream
+        told to wait backs off alone. The task takes as many slots of its pool (``pool_slots``,
+        unless given): a pool of 3 slots (``clevertap_api``) keeps a deployment within the limit,
+        however many exports it runs. Each request holds at most one page beyond the ones being
+        written.
     :param kwargs: passed to :class:`~airflow.sdk.BaseOperator` (``task_id``, ``pool``, ``retries``...).
     """
 
@@ -87,8 +100,6 @@ class _CleverTapToGCSBase(BaseOperator):
         "request_id",
         "object_prefix",
     )
-    #: CleverTap requests an export keeps in flight (profiles: one stream; the events operator lets users choose).
-    concurrent_requests = 1
     ui_color = "#e8f0fe"
     ui_fgcolor = "#1a1a1a"
 
@@ -106,8 +117,12 @@ class _CleverTapToGCSBase(BaseOperator):
         request_id: str | None = None,
         object_prefix: str = "",
         work_dir: str | None = None,
+        concurrent_requests: int = DEFAULT_CONCURRENT_REQUESTS,
         **kwargs: Any,
     ) -> None:
+        self.concurrent_requests = check_concurrent_requests(concurrent_requests)
+        # Each request in flight takes a pool slot: a pool of 3 slots then caps the deployment at 3.
+        kwargs.setdefault("pool_slots", concurrent_requests)
         super().__init__(**kwargs)
         self.clevertap_conn_id = clevertap_conn_id
         self.gcs_conn_id = gcs_conn_id

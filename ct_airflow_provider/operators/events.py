@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ct_airflow_provider.export.chunking import DEFAULT_MAX_FILE_BYTES
 from ct_airflow_provider.export.job import (
-    DEFAULT_CONCURRENT_REQUESTS,
     ExportResult,
-    check_concurrent_requests,
 )
+from ct_airflow_provider.export.errors import ExportConfigError
 from ct_airflow_provider.export.reconcile import check_reconcile_mode
 from ct_airflow_provider.hooks.clevertap import EventExportNotAllowedError
 from ct_airflow_provider.operators._base import _CleverTapToGCSBase
@@ -35,12 +35,6 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
 
     :param events: ``None`` for all user events (every event CleverTap lists, minus those that refuse
         export, named once in the log and in the manifest), or the names of the events to export. (templated)
-    :param concurrent_requests: CleverTap requests the task keeps in flight, 1 (default) to 3
-        (CleverTap's limit per account). With more, the window's days are read side by side, so
-        CleverTap prepares one day's next page while another's is written: worth it when CleverTap
-        is slow to answer and the window spans days; each request holds one more page in memory. The
-        task takes as many slots of its pool (``pool_slots``, unless given), so a pool of 3 slots
-        keeps a deployment within the limit.
     :param reconcile: once-only exports compare the records written per event and day with
         CleverTap's own counts before writing the manifest: ``"fail"`` (default) fails the task on a
         difference, naming each event, day and both numbers; ``"warn"`` writes the manifest with
@@ -58,15 +52,11 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
         to_date: str | dt.date | None = None,
         export_format: str = "json",
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-        concurrent_requests: int = DEFAULT_CONCURRENT_REQUESTS,
         reconcile: str = "fail",
         **kwargs: Any,
     ) -> None:
         self.events = events
         self.reconcile = check_reconcile_mode(reconcile)
-        self.concurrent_requests = check_concurrent_requests(concurrent_requests)
-        # Each request in flight takes a pool slot: a pool of 3 slots then caps the deployment at 3.
-        kwargs.setdefault("pool_slots", concurrent_requests)
         super().__init__(
             from_date=from_date,
             to_date=to_date,
@@ -107,7 +97,10 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
         selected = _event_list(self.events)
         skippable: tuple[type[Exception], ...]
         if selected:
-            # Selected events: one that refuses export is an error the user must see.
+            # Selected events: one that refuses export is an error the user must see, and a name
+            # CleverTap does not know is refused before any export query (CleverTap's own answer,
+            # HTTP 400 "Incorrect Usage", would not say which name is wrong).
+            _check_known(selected, clevertap.list_event_names())
             names, skippable = selected, ()
         else:
             names = clevertap.list_event_names()
@@ -120,6 +113,21 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
 
 def _as_date(value: str | dt.date) -> dt.date:
     return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
+
+
+def _check_known(selected: list[str], known: list[str]) -> None:
+    unknown = [name for name in selected if name not in known]
+    if not unknown:
+        return
+    described = []
+    for name in unknown:
+        nearest = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f" (nearest: {', '.join(repr(n) for n in nearest)})" if nearest else ""
+        described.append(f"{name!r}{hint}")
+    raise ExportConfigError(
+        f"CleverTap knows no event named {', '.join(described)}: give the names exactly as CleverTap lists "
+        "them (case and spaces count), or events=None for all user events."
+    )
 
 
 def _event_list(events: list[str] | str | None) -> list[str]:

@@ -296,6 +296,7 @@ def test_refused_inputs_fail_before_any_api_call(stack: GCSTestStack, simulator:
         ({"max_file_bytes": 10}, "too small"),
         ({"concurrent_requests": 4}, "from 1 to 3, CleverTap's limit"),
         ({"concurrent_requests": 0}, "from 1 to 3"),
+        ({"concurrent_requests": "three"}, "concurrent_requests='three': give an integer from 1 to 3"),
         ({"reconcile": "maybe"}, "reconcile='maybe': choose one of 'fail', 'warn', 'off'"),
     ],
 )
@@ -309,7 +310,10 @@ def test_each_request_in_flight_takes_a_pool_slot() -> None:
         default = CleverTapEventsToGCSOperator(task_id="default")
         two = CleverTapEventsToGCSOperator(task_id="two", concurrent_requests=2)
         chosen = CleverTapEventsToGCSOperator(task_id="chosen", concurrent_requests=3, pool_slots=1)
-    assert (default.concurrent_requests, default.pool_slots) == (1, 1)
+        profiles = CleverTapProfilesToGCSOperator(task_id="profiles")
+    # CleverTap's limit per account by default, for events and profiles alike.
+    assert (default.concurrent_requests, default.pool_slots) == (3, 3)
+    assert (profiles.concurrent_requests, profiles.pool_slots) == (3, 3)
     assert (two.concurrent_requests, two.pool_slots) == (2, 2)
     assert chosen.pool_slots == 1  # a user's own choice stands
 
@@ -564,3 +568,20 @@ def test_reconcile_off_asks_no_counts(
     assert state == "success"
     manifest = _manifest(stack)
     assert manifest["reconciled"] is None and manifest["reconciliation"] is None
+
+
+def test_a_selected_event_clevertap_does_not_know_is_refused_naming_it_and_the_nearest_names(
+    stack: GCSTestStack, simulator: SimulatorServer, task_log: Callable[[], str]
+) -> None:
+    day = _yesterday(simulator)
+    before = simulator.stats.snapshot()["requests_served"]
+    state, _ = _run(
+        CleverTapEventsToGCSOperator, "e2e_unknown_event", events=["Charged", "Charge"],
+        from_date=day.isoformat(), to_date=day.isoformat(), retries=3, retry_delay=dt.timedelta(hours=1),
+    )  # fmt: skip
+    assert state == "failed"
+    # One request (the event list), no export query, nothing written.
+    assert simulator.stats.snapshot()["requests_served"] == before + 1
+    assert stack.list_objects(BUCKET) == {}
+    if AIRFLOW_V_3_1_PLUS or not AIRFLOW_V_3_0_PLUS:
+        assert "CleverTap knows no event named 'Charge' (nearest: 'Charged')" in task_log()

@@ -1,0 +1,180 @@
+"""Read many streams of pages side by side and hand each group's pages to its own consumer.
+
+An export reads one stream per event and day (each one CleverTap query, paged by its cursor). Up to
+``concurrency`` streams are read at once, whatever the mix of events and days, so CleverTap prepares
+pages for several of them while the export writes others; each event's pages go to that event's
+writer, which runs in its own thread. A stream waiting on CleverTap ("not ready", 429) only holds
+its own reader. Each stream holds at most one page beyond the ones its event's writer is taking.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+Page = list[dict[str, Any]]
+R = TypeVar("R")
+
+#: Seconds a blocked reader or writer waits before it looks again whether the export stopped.
+_POLL_SECONDS = 0.2
+
+
+class _Stopped(Exception):
+    """The export stopped because another stream or writer failed; never escapes this module."""
+
+
+@dataclass
+class StreamGroup:
+    """The streams of one consumer (the days of one event).
+
+    :param name: the group's name (the event name).
+    :param streams: callables that each start one page iterator (called in a reader thread).
+    """
+
+    name: str
+    streams: Sequence[Callable[[], Iterable[Page]]]
+
+
+@dataclass
+class _GroupState(Generic[R]):
+    group: StreamGroup
+    pages: queue.Queue[tuple[str, Any]] = field(default_factory=lambda: queue.Queue(maxsize=1))
+    remaining: int = 0
+    skipped: BaseException | None = None
+    result: R | None = None
+    error: BaseException | None = None
+    writer: threading.Thread | None = None
+
+
+def read_side_by_side(
+    groups: Sequence[StreamGroup],
+    consume: Callable[[StreamGroup, Iterator[Page]], R],
+    *,
+    concurrency: int,
+    skippable: tuple[type[Exception], ...] = (),
+) -> list[R | Exception]:
+    """Read the streams of ``groups``, ``concurrency`` at a time, and consume each group's pages.
+
+    Streams are started in order (the first group's, then the next group's); a group's consumer is
+    started with its first stream and gets the pages of all its streams, those of one stream in their
+    order. A ``skippable`` error from a stream or a consumer ends that group only: its other streams
+    are not read and its consumer sees the error raised where its next page would have been. Any
+    other error stops every stream and consumer and is raised here.
+
+    :param groups: the groups and their streams.
+    :param consume: called once per group in a thread of its own, with the group's pages; its
+        return value is the group's result.
+    :param concurrency: how many streams are read at once.
+    :param skippable: errors that end one group rather than everything.
+    :returns: per group, in order, the consumer's result or the skippable error that ended it.
+    """
+    states: list[_GroupState[R]] = [_GroupState(group, remaining=len(group.streams)) for group in groups]
+    work = iter([(state, stream) for state in states for stream in state.group.streams])
+    lock = threading.Lock()
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def fail(error: BaseException) -> None:
+        with lock:
+            failures.append(error)
+        stop.set()
+
+    def put(state: _GroupState[R], item: tuple[str, Any]) -> bool:
+        """Queue an item for the group's consumer; False once the export or the group stopped."""
+        while not stop.is_set() and state.error is None:
+            try:
+                state.pages.put(item, timeout=_POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def write(state: _GroupState[R]) -> None:
+        def pages() -> Iterator[Page]:
+            while True:
+                try:
+                    kind, item = state.pages.get(timeout=_POLL_SECONDS)
+                except queue.Empty:
+                    if stop.is_set():
+                        raise _Stopped() from None
+                    continue
+                if kind == "page":
+                    yield item
+                elif kind == "error":
+                    raise item
+                else:
+                    return
+
+        try:
+            state.result = consume(state.group, pages())
+        except _Stopped:
+            pass
+        except skippable as error:
+            state.error = error
+        except BaseException as error:
+            state.error = error
+            fail(error)
+
+    def start_writer(state: _GroupState[R]) -> None:
+        if state.writer is None:
+            state.writer = threading.Thread(target=write, args=(state,), name="ct-export-writer", daemon=True)
+            state.writer.start()
+
+    def read() -> None:
+        while not stop.is_set():
+            with lock:
+                state, stream = next(work, (None, None))
+                if state is None or stream is None:
+                    return
+                start_writer(state)
+            if state.skipped is None and state.error is None:
+                try:
+                    for page in stream():
+                        if not put(state, ("page", page)):
+                            break
+                except skippable as error:
+                    with lock:
+                        first = state.skipped is None
+                        state.skipped = state.skipped or error
+                    if first:
+                        put(state, ("error", error))
+                except BaseException as error:
+                    fail(error)
+                    return
+            with lock:
+                state.remaining -= 1
+                last = state.remaining == 0 and state.skipped is None
+            if last:
+                put(state, ("done", None))
+
+    readers = [
+        threading.Thread(target=read, name=f"clevertap-read-{index}", daemon=True)
+        for index in range(max(1, min(concurrency, sum(len(group.streams) for group in groups))))
+    ]
+    try:
+        for reader in readers:
+            reader.start()
+        # A reader in the middle of a request (or of its retries) is not waited for once the export
+        # stopped: it notices the stop when its request ends, and its page goes nowhere.
+        for reader in readers:
+            while reader.is_alive() and not stop.is_set():
+                reader.join(_POLL_SECONDS)
+        for state in states:
+            if state.writer is None and not stop.is_set():
+                start_writer(state)  # a group without streams: its consumer still runs, on no pages
+                put(state, ("done", None))
+            if state.writer is not None:
+                state.writer.join()
+    except BaseException:
+        stop.set()  # interrupted (the task was killed): the writers abandon their files
+        for state in states:
+            if state.writer is not None:
+                state.writer.join(timeout=30)
+        raise
+    if failures:
+        raise failures[0]
+    # Any error left is a skippable one (the others were raised above).
+    return [state.error if isinstance(state.error, Exception) else state.result for state in states]  # type: ignore[misc]

@@ -1,0 +1,149 @@
+"""Reading streams side by side: every page once, in order per stream, each group to its own writer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ct_airflow_provider.export.streams import StreamGroup, read_side_by_side
+
+Page = list[dict[str, Any]]
+
+
+class Refused(Exception):
+    """What a source raises for a group the export skips (an event CleverTap refuses)."""
+
+
+def _stream(name: str, pages: int, started: list[str] | None = None) -> Callable[[], Iterator[Page]]:
+    def pages_of_stream() -> Iterator[Page]:
+        if started is not None:
+            started.append(name)
+        for index in range(pages):
+            yield [{"stream": name, "page": index}]
+
+    return pages_of_stream
+
+
+def _collect(group: StreamGroup, pages: Iterator[Page]) -> list[dict[str, Any]]:
+    return [page[0] for page in pages]
+
+
+def test_every_page_reaches_its_group_once_and_in_order_within_its_stream() -> None:
+    groups = [
+        StreamGroup(f"event{event}", [_stream(f"e{event}d{day}", pages=day + 1) for day in range(4)])
+        for event in range(3)
+    ]
+    results = read_side_by_side(groups, _collect, concurrency=3)
+    for event, seen in enumerate(results):
+        assert isinstance(seen, list)
+        assert len(seen) == 1 + 2 + 3 + 4
+        for day in range(4):
+            assert [p["page"] for p in seen if p["stream"] == f"e{event}d{day}"] == list(range(day + 1))
+
+
+def test_streams_of_different_events_and_of_one_event_are_read_at_the_same_time() -> None:
+    # Each stream's first page waits until three streams are running: only side-by-side reading passes,
+    # here with two streams of one event and one of another.
+    three_running = threading.Barrier(3, timeout=10)
+
+    def stream(name: str) -> Callable[[], Iterator[Page]]:
+        def pages() -> Iterator[Page]:
+            three_running.wait()
+            yield [{"stream": name, "page": 0}]
+
+        return pages
+
+    groups = [StreamGroup("a", [stream("a1"), stream("a2")]), StreamGroup("b", [stream("b1")])]
+    results = read_side_by_side(groups, _collect, concurrency=3)
+    assert [sorted(p["stream"] for p in seen) for seen in results] == [["a1", "a2"], ["b1"]]  # type: ignore[union-attr]
+
+
+def test_never_more_streams_at_once_than_the_concurrency() -> None:
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def stream() -> Iterator[Page]:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        yield [{"stream": "s", "page": 0}]
+
+    groups = [StreamGroup(f"e{event}", [stream] * 5) for event in range(4)]
+    read_side_by_side(groups, _collect, concurrency=2)
+    assert most[0] == 2
+
+
+def test_one_at_a_time_reads_the_streams_in_order() -> None:
+    started: list[str] = []
+    groups = [
+        StreamGroup("a", [_stream("a1", 2, started), _stream("a2", 1, started)]),
+        StreamGroup("b", [_stream("b1", 1, started)]),
+    ]
+    results = read_side_by_side(groups, _collect, concurrency=1)
+    assert started == ["a1", "a2", "b1"]
+    assert [[p["stream"] for p in seen] for seen in results] == [["a1", "a1", "a2"], ["b1"]]  # type: ignore[union-attr]
+
+
+def test_a_refused_group_is_skipped_and_the_others_are_complete() -> None:
+    def refused() -> Iterator[Page]:
+        raise Refused("not allowed")
+        yield []  # pragma: no cover
+
+    groups = [
+        StreamGroup("a", [_stream("a1", 3), refused, _stream("a3", 30)]),
+        StreamGroup("b", [_stream("b1", 5)]),
+    ]
+    results = read_side_by_side(groups, _collect, concurrency=2, skippable=(Refused,))
+    assert isinstance(results[0], Refused)
+    assert [p["page"] for p in results[1]] == list(range(5))  # type: ignore[union-attr]
+
+
+def test_any_other_error_stops_every_stream_and_writer_and_is_raised() -> None:
+    writers_stopped: list[str] = []
+
+    def failing() -> Iterator[Page]:
+        yield [{"stream": "f", "page": 0}]
+        raise ConnectionError("CleverTap went away")
+
+    def endless() -> Iterator[Page]:
+        while True:
+            yield [{"stream": "endless", "page": 0}]
+
+    def consume(group: StreamGroup, pages: Iterator[Page]) -> None:
+        try:
+            for _ in pages:
+                pass
+        finally:
+            writers_stopped.append(group.name)
+
+    groups = [StreamGroup("endless", [endless]), StreamGroup("failing", [failing])]
+    with pytest.raises(ConnectionError, match="went away"):
+        read_side_by_side(groups, consume, concurrency=2)
+    assert sorted(writers_stopped) == ["endless", "failing"]
+    time.sleep(0.5)  # a reader blocked on its group's queue notices the stop within a poll
+    assert not [
+        t for t in threading.enumerate() if t.name.startswith(("clevertap-read-", "ct-export-writer"))
+    ]
+
+
+def test_a_writer_s_error_stops_the_export_too() -> None:
+    def consume(group: StreamGroup, pages: Iterator[Page]) -> None:
+        next(pages)
+        raise ValueError("a record cannot be written")
+
+    with pytest.raises(ValueError, match="cannot be written"):
+        read_side_by_side([StreamGroup("a", [_stream("a1", 1000)])], consume, concurrency=1)
+
+
+def test_a_group_without_streams_still_gets_its_writer() -> None:
+    results = read_side_by_side(
+        [StreamGroup("empty", []), StreamGroup("b", [_stream("b1", 1)])], _collect, concurrency=3
+    )
+    assert results[0] == []
