@@ -139,11 +139,13 @@ class CleverTapRetryDeadlineError(CleverTapError):
 class _Retryable(Exception):
     """A failure that may succeed on retry; never escapes this module."""
 
-    def __init__(self, reason: str, remedy: str, *, expected: bool = False) -> None:
+    def __init__(self, reason: str, remedy: str, *, expected: bool = False, crowded: bool = False) -> None:
         self.reason = reason
         self.remedy = remedy
         #: Waiting is part of the protocol (data being prepared), not a sign of trouble.
         self.expected = expected
+        #: CleverTap said 429: the account's requests are in use, some maybe by other clients.
+        self.crowded = crowded
         super().__init__(reason)
 
 
@@ -157,17 +159,89 @@ _SERVER_REMEDY = "CleverTap's API is failing on its side; try again later."
 
 # -- concurrency --------------------------------------------------------------------------------
 
-_account_semaphores: dict[str, threading.BoundedSemaphore] = {}
-_account_semaphores_lock = threading.Lock()
+#: Successful requests after which a lowered request budget is raised again by one.
+RAISE_BUDGET_AFTER = 20
 
 
-def _account_semaphore(account_id: str) -> threading.BoundedSemaphore:
-    """The process-wide cap on concurrent requests for one account, shared by every client."""
-    with _account_semaphores_lock:
-        semaphore = _account_semaphores.get(account_id)
-        if semaphore is None:
-            semaphore = _account_semaphores[account_id] = threading.BoundedSemaphore(MAX_CONCURRENT_REQUESTS)
-        return semaphore
+class RequestBudget:
+    """The requests one account may have in flight from this process: at most
+    :data:`MAX_CONCURRENT_REQUESTS`, fewer while CleverTap answers 429.
+
+    A 429 means the account's requests are in use, maybe by other clients (another deployment, a
+    script): the budget then drops by one (down to one request), and rises by one again after
+    :data:`RAISE_BUDGET_AFTER` requests in a row succeed, so the export yields to the others and
+    takes its share back when they are done. A request holds a place only while it is on the wire.
+
+    :param account_id: the account, for the log.
+    :param ceiling: the most requests in flight.
+    """
+
+    def __init__(self, account_id: str, ceiling: int = MAX_CONCURRENT_REQUESTS) -> None:
+        self.account_id = account_id
+        self.ceiling = ceiling
+        #: Requests allowed in flight now.
+        self.limit = ceiling
+        self.in_flight = 0
+        self._served_in_a_row = 0
+        self._changed = threading.Condition()
+
+    def __enter__(self) -> RequestBudget:
+        with self._changed:
+            while self.in_flight >= self.limit:
+                self._changed.wait()
+            self.in_flight += 1
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        with self._changed:
+            self.in_flight -= 1
+            self._changed.notify()
+
+    def reset(self) -> None:
+        """Back to the ceiling, forgetting earlier 429s (for tests that inject them)."""
+        with self._changed:
+            self.limit = self.ceiling
+            self._served_in_a_row = 0
+            self._changed.notify_all()
+
+    def crowded(self) -> None:
+        """CleverTap answered 429: keep one request fewer in flight."""
+        with self._changed:
+            self._served_in_a_row = 0
+            if self.limit > 1:
+                self.limit -= 1
+                log.info(
+                    "CleverTap answered 429 (the account's %d requests are in use, maybe by other clients): "
+                    "this process now keeps at most %d in flight for account %s",
+                    MAX_CONCURRENT_REQUESTS, self.limit, self.account_id,
+                )  # fmt: skip
+
+    def served(self) -> None:
+        """A request succeeded: after enough in a row, take one more place back."""
+        with self._changed:
+            if self.limit >= self.ceiling:
+                return
+            self._served_in_a_row += 1
+            if self._served_in_a_row >= RAISE_BUDGET_AFTER:
+                self._served_in_a_row = 0
+                self.limit += 1
+                self._changed.notify()
+                log.info(
+                    "CleverTap: back to %d requests in flight for account %s", self.limit, self.account_id
+                )
+
+
+_account_budgets: dict[str, RequestBudget] = {}
+_account_budgets_lock = threading.Lock()
+
+
+def account_budget(account_id: str) -> RequestBudget:
+    """The process-wide request budget of one account, shared by every client of it."""
+    with _account_budgets_lock:
+        budget = _account_budgets.get(account_id)
+        if budget is None:
+            budget = _account_budgets[account_id] = RequestBudget(account_id)
+        return budget
 
 
 # -- parsing ------------------------------------------------------------------------------------
@@ -256,8 +330,9 @@ class _Page:
 class CleverTapClient:
     """A small client of CleverTap's read API; thread-safe, no Airflow needed.
 
-    Every request holds one of the account's :data:`MAX_CONCURRENT_REQUESTS` process-wide slots
-    while it is on the wire (not while it waits to retry). Failures that can succeed on retry
+    Every request holds a place of the account's process-wide :class:`RequestBudget` while it is on
+    the wire (not while it waits to retry): at most :data:`MAX_CONCURRENT_REQUESTS`, fewer while
+    CleverTap answers 429. Failures that can succeed on retry
     (429, also inside a 200 body; 5xx; 202 and "still in progress"; connection errors; timeouts;
     bodies cut short) are retried with exponential backoff and full jitter until
     ``max_retry_seconds`` have passed since the request's first attempt.
@@ -311,7 +386,7 @@ class CleverTapClient:
             "Accept-Encoding": "gzip, deflate",
         }
         self._post_headers = {**self._get_headers, "Content-Type": "application/json"}
-        self._semaphore = _account_semaphore(account_id)
+        self._budget = account_budget(account_id)
         self._loads: Callable[[bytes], Any] = _loads_gc_paused if pause_gc_while_parsing else orjson.loads
         # Keep-alive pool, one connection per concurrent slot; urllib3's own retries are off so that
         # only the retry policy below decides (and counts against the deadline).
@@ -493,7 +568,14 @@ class CleverTapClient:
             for attempt in retrying:
                 with attempt:
                     status, data = self._send(method, url, body)
-                    return interpret(status, data)
+                    try:
+                        result = interpret(status, data)
+                    except _Retryable as failure:
+                        if failure.crowded:
+                            self._budget.crowded()
+                        raise
+                    self._budget.served()
+                    return result
         except _Retryable as failure:
             attempts = retrying.statistics.get("attempt_number", 1)
             raise CleverTapRetryDeadlineError(
@@ -505,7 +587,7 @@ class CleverTapClient:
 
     def _send(self, method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
         headers = self._post_headers if body is not None else self._get_headers
-        with self._semaphore:
+        with self._budget:
             try:
                 response = self._http.request(
                     method, url, body=body, headers=headers, redirect=False, preload_content=True
@@ -559,7 +641,7 @@ class CleverTapClient:
         if status == 202:
             raise _Retryable("HTTP 202: the data is not ready yet", _NOT_READY_REMEDY, expected=True)
         if status == 429:
-            raise _Retryable("HTTP 429: too many concurrent requests", _CONCURRENCY_REMEDY)
+            raise _Retryable("HTTP 429: too many concurrent requests", _CONCURRENCY_REMEDY, crowded=True)
         if status in (500, 502, 503, 504):
             raise _Retryable(f"HTTP {status}: server error", _SERVER_REMEDY)
         if status == 401:
@@ -583,7 +665,7 @@ class CleverTapClient:
         error = str(payload.get("error", ""))
         lowered = error.lower()
         if code == 429 or "too many" in lowered:
-            raise _Retryable(f"HTTP {status} carrying code 429 ({error})", _CONCURRENCY_REMEDY)
+            raise _Retryable(f"HTTP {status} carrying code 429 ({error})", _CONCURRENCY_REMEDY, crowded=True)
         if code == 2 or "in progress" in lowered:
             raise _Retryable(
                 f"HTTP {status}: {error or 'request still in progress'}", _NOT_READY_REMEDY, expected=True

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ct_airflow_provider.export.chunking import DEFAULT_MAX_FILE_BYTES
+from ct_airflow_provider.export.errors import ExportConfigError
 from ct_airflow_provider.export.job import (
     ExportResult,
 )
-from ct_airflow_provider.export.errors import ExportConfigError
 from ct_airflow_provider.export.reconcile import check_reconcile_mode
 from ct_airflow_provider.hooks.clevertap import EventExportNotAllowedError
 from ct_airflow_provider.operators._base import _CleverTapToGCSBase

@@ -33,9 +33,16 @@ def gcs_stack() -> Iterator[GCSTestStack]:
 
 @pytest.fixture
 def clevertap_simulator() -> Iterator[SimulatorServer]:
-    """A fresh CleverTap API simulator on a free loopback port, with the default seed."""
+    """A fresh CleverTap API simulator on a free loopback port, with the default seed.
+
+    Afterwards the process's request budget for its account is reset: 429s a test injected do
+    not slow the next test down.
+    """
+    from ct_airflow_provider.hooks.clevertap import account_budget
+
     with run_simulator() as server:
         yield server
+    account_budget(server.account_id).reset()
 
 
 def connect_default_connections(

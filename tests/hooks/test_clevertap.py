@@ -26,6 +26,8 @@ from ct_airflow_provider.hooks.clevertap import (
     CleverTapRequestError,
     CleverTapRetryDeadlineError,
     EventExportNotAllowedError,
+    RequestBudget,
+    account_budget,
 )
 from ct_airflow_provider.testing.simulator import Fault, SimulatorServer
 from ct_airflow_provider.version_compat import AIRFLOW_V_3_0_PLUS
@@ -488,3 +490,48 @@ def test_garbage_collector_state_is_restored_after_parsing_pages(
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_the_request_budget_yields_on_429_and_takes_its_share_back() -> None:
+    budget = RequestBudget("acc")
+    for _ in range(5):
+        budget.crowded()
+    assert budget.limit == 1  # never below one request
+    for _ in range(19):
+        budget.served()
+    assert budget.limit == 1
+    budget.served()
+    assert budget.limit == 2
+    for _ in range(100):
+        budget.served()
+    assert budget.limit == MAX_CONCURRENT_REQUESTS  # never above CleverTap's limit
+
+
+def test_when_other_clients_use_the_account_the_hooks_keep_fewer_requests_in_flight_and_finish(
+    make_hook: MakeHook, clevertap_simulator: SimulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another client holds two of the account's three requests: CleverTap answers 429 beyond one.
+    caplog.set_level(logging.INFO, logger="ct_airflow_provider.hooks.clevertap")
+    clevertap_simulator.stats.concurrency_limit = 1
+    clevertap_simulator.faults.response_delay_seconds = 0.02
+    day = yesterday(clevertap_simulator)
+    events = clevertap_simulator.truth.exportable_event_names()[:3]
+    hook = make_hook(batch_size=40)
+    results: dict[str, list[dict[str, Any]]] = {}
+
+    def drain(event: str) -> None:
+        results[event] = list(hook.iter_events(event, day, day))
+
+    threads = [threading.Thread(target=drain, args=(event,)) for event in events]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for event in events:
+        assert results[event] == list(clevertap_simulator.truth.events(event, day))
+    budget = account_budget(clevertap_simulator.account_id)
+    assert budget.limit < MAX_CONCURRENT_REQUESTS
+    assert "this process now keeps at most 1 in flight" in caplog.text
+    # Having yielded, it is refused only when it probes for its share back (one 429 per probe).
+    served = clevertap_simulator.stats.snapshot()
+    assert served["concurrency_rejections"] <= 2 + served["pages_served"] // 20 + 1
