@@ -713,6 +713,9 @@ class _Handler(BaseHTTPRequestHandler):
         api = self.server.api
         if path == "/_simulator/stats" and method == "GET":
             return _json_answer(200, {**api.stats.snapshot(), "faults_injected": dict(api.faults.injected)})
+        if path == "/_simulator/stats" and method == "DELETE":
+            api.stats.reset()
+            return _json_answer(200, {"status": "success"})
         if path == "/_simulator/faults" and method == "POST":
             try:
                 api.faults.configure(orjson.loads(body or b"{}"))
@@ -723,7 +726,10 @@ class _Handler(BaseHTTPRequestHandler):
             )
         return _json_answer(
             404,
-            {"status": "fail", "error": "control endpoints: GET /_simulator/stats, POST /_simulator/faults"},
+            {
+                "status": "fail",
+                "error": "control endpoints: GET and DELETE /_simulator/stats, POST /_simulator/faults",
+            },
         )
 
     def _send(self, answer: _Answer) -> None:

@@ -439,6 +439,9 @@ def test_faults_can_be_switched_from_another_process(api: Api) -> None:
     assert stats["requests_served"] == 1
     bad = control.request("POST", api.server.url + "/_simulator/faults", body=b'{"no_such_fault": 1}')
     assert bad.status == 400
+    assert control.request("DELETE", api.server.url + "/_simulator/stats").status == 200
+    stats = orjson.loads(control.request("GET", api.server.url + "/_simulator/stats").data)
+    assert (stats["requests_served"], stats["max_concurrent_observed"]) == (0, 0)
 
 
 # -- running it -----------------------------------------------------------------------------------
