@@ -3,8 +3,8 @@
 ``bench_formats.py`` times whole exports (shaping included) on four days of records. This script
 separates what belongs to ``formats/csv.py``:
 
-* ``speed``: ``CsvWriter`` fed the API records as export_event feeds it (it reads records in the
-  API's own layout without shaping them), against the csv module's ``writerow`` of the same rows
+* ``speed``: ``CsvWriter`` fed the shaped file records as export_event feeds it (shaped beforehand,
+  so shaping is not timed), against the csv module's ``writerow`` of the same rows
   already converted to cells (what the writer did before it formatted rows itself), alternating in
   one process so that machine noise hits both;
 * ``memory``: a whole CSV export (local folder) of N records spread over D days, in a fresh
@@ -47,10 +47,11 @@ from ct_airflow_provider.export.tuning import export_tuning
 NAMING = ExportNaming(request_id="1717200000", run_timestamp=1717243200, database_id=4)
 
 
-def _api_pages(count: int) -> list[list[tuple[int, dict[str, Any]]]]:
+def _file_pages(count: int) -> list[list[tuple[int, dict[str, Any]]]]:
     pools = _records.day_pools(_records.record_pool())
     return [
-        [(record["ts"] // 1_000_000, record) for record in page] for page in _records.api_pages(count, pools)
+        [(record["ts"] // 1_000_000, shape_event(record)) for record in page]
+        for page in _records.api_pages(count, pools)
     ]
 
 
@@ -72,11 +73,7 @@ def _time_writer(
     seconds = time.perf_counter() - started
     # The same rows as csv.writer would be given them: values in column order, converted to cells.
     plan = writer._plan
-    rows = [
-        [cell_text(value) for value in plan.row(shape_event(record))]
-        for page in pages[:20]
-        for _, record in page
-    ]
+    rows = [[cell_text(value) for value in plan.row(record)] for page in pages[:20] for _, record in page]
     return seconds, rows
 
 
@@ -88,7 +85,7 @@ def _time_csv_module(rows: list[list[Any]]) -> float:
 
 
 def speed(count: int, rounds: int) -> None:
-    pages = _api_pages(count)
+    pages = _file_pages(count)
     folder = Path(tempfile.mkdtemp(prefix="bench-csv-"))
     try:
         for _ in range(rounds):

@@ -17,19 +17,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from ct_airflow_provider.export.chunking import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_MAX_OPEN_DAYS,
+    DayFiles,
     Delivery,
-    StreamWriter,
 )
 from ct_airflow_provider.export.errors import ExportConfigError, ExportDataError, ExportError
 from ct_airflow_provider.export.files import DEFAULT_GZIP_LEVEL, ExportedFile
-from ct_airflow_provider.export.formats import DEFAULT_PARQUET_CODEC, PARQUET_CODECS, validate_format
-from ct_airflow_provider.export.formats import json as json_format
+from ct_airflow_provider.export.formats import (
+    DEFAULT_PARQUET_CODEC,
+    PARQUET_CODECS,
+    FormatWriter,
+    validate_format,
+)
 from ct_airflow_provider.export.formats.csv import CsvWriter
+from ct_airflow_provider.export.formats.json import JsonEncoder
 from ct_airflow_provider.export.formats.xml import XmlEncoder
 from ct_airflow_provider.export.naming import PROFILES_NAME, ExportNaming, sanitize_event_name
 from ct_airflow_provider.export.records import days_of_page, describe_record, shape_event
@@ -68,18 +73,6 @@ class ExportedFiles(list[ExportedFile]):
     def bytes_written(self) -> int:
         """Bytes across all files."""
         return sum(file.bytes for file in self)
-
-
-class _Writer(Protocol):
-    #: Whether event records reach ``add`` as the API sends them (the writer shapes them itself,
-    #: faster than through shaped copies) rather than shaped.
-    shapes_records: bool
-
-    def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None: ...
-
-    def finish(self) -> None: ...
-
-    def abort(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -143,20 +136,11 @@ def _writer(
     title: str,
     event_name: str | None,
     max_open_days: int = DEFAULT_MAX_OPEN_DAYS,
-) -> _Writer:
-    # Text formats shape event records as they encode them: a call less per record.
-    events = event_name is not None
+) -> FormatWriter:
     if settings.export_format == "json":
-        encode = json_format.encode_event if events else json_format.encode_line
-        return StreamWriter(
-            delivery, json_format.title_line(title), b"", encode, max_open_days, shapes_records=events
-        )
+        return DayFiles(delivery, JsonEncoder(title), max_open_days)
     if settings.export_format == "xml":
-        encoder = XmlEncoder(event_name)
-        encode = encoder.encode_event if events else encoder.encode
-        return StreamWriter(
-            delivery, encoder.header, encoder.footer, encode, max_open_days, shapes_records=events
-        )
+        return DayFiles(delivery, XmlEncoder(event_name), max_open_days)
     if settings.export_format == "csv":
         return CsvWriter(delivery, spill_dir, event_name)
     # pyarrow is imported only for Parquet exports: it is the largest import of the package.
@@ -165,7 +149,9 @@ def _writer(
     return ParquetWriter(delivery, spill_dir, event_name, settings.parquet_codec)
 
 
-def _run(writer: _Writer, pages: Iterable[Iterable[tuple[int, dict[str, Any]]]], delivery: Delivery) -> None:
+def _run(
+    writer: FormatWriter, pages: Iterable[Iterable[tuple[int, dict[str, Any]]]], delivery: Delivery
+) -> None:
     try:
         for records in pages:
             writer.add(records)
@@ -220,7 +206,7 @@ def export_event(
         raise ExportConfigError(f"max_open_days must be an integer of at least 1, got {max_open_days!r}.")
     sanitize_event_name(event_name)
     if settings.export_format == "json":
-        json_format.title_line(event_name)
+        JsonEncoder(event_name)  # an event name JSON cannot hold fails before any page is read
     # Fail now rather than at the first file if the names would be too long.
     naming.event_object_name(event_name, date(2000, 1, 1), 0, "json.gz")
     delivery = Delivery(
@@ -242,7 +228,7 @@ def export_event(
         counts[0] += len(page)
         days, records = days_of_page(page, keep)
         counts[1] += len(records)
-        return zip(days, records if shaped_by_writer else map(shape_event, records), strict=True)
+        return zip(days, map(shape_event, records), strict=True)
 
     with _spill_area(settings.work_dir) as spill_dir:
         try:
@@ -250,7 +236,6 @@ def export_event(
         except BaseException:
             delivery.worker.close()
             raise
-        shaped_by_writer = writer.shapes_records
         _run(writer, map(prepared, pages), delivery)
     return _result(event_name, delivery, counts[0], counts[1])
 

@@ -21,17 +21,12 @@ import orjson
 
 from ct_airflow_provider.export.chunking import DayFiles, Delivery
 from ct_airflow_provider.export.formats.json import json_text
-from ct_airflow_provider.export.records import DEVICE_FIELDS, day_of, shape_event
+from ct_airflow_provider.export.records import day_of
 
 _TOP = 0
 _CONST = 1
 _SECTION = 2
 _PLAIN = frozenset({str, int, float, type(None)})
-# Where each object-valued field of a file record is in an API record of the API's own layout
-# (deviceInfo: in the profile, see _GatherPlan.api_row); fields not listed are absent from it.
-_API_SOURCE = {"profile": "profile", "eventProps": "event_props", "sessionProps": "session_props"}
-# A dictionary key that no record holds (records parsed from JSON have text keys only).
-_NO_KEY = object()
 
 #: Formatted rows (all days together) kept in memory before they are appended to the spill files.
 #: A total rather than a per-day limit, so that an export over many days holds no more than one
@@ -145,12 +140,16 @@ def format_row(values: Sequence[Any]) -> str:
 
 
 class CsvWriter:
-    """Spills rows per day while learning the columns, then writes each day's files.
+    """Spills rows per day while learning the columns, then writes each day's files through DayFiles.
+
+    A :class:`~ct_airflow_provider.export.formats.FormatWriter` that is its own RecordEncoder.
 
     :param delivery: where finished files go.
     :param spill_dir: a private directory for the spill files.
     :param event_name: the event name for the ``eventName`` column, ``None`` for profile exports.
     """
+
+    footer = b""
 
     def __init__(self, delivery: Delivery, spill_dir: Path, event_name: str | None) -> None:
         self.delivery = delivery
@@ -200,54 +199,32 @@ class CsvWriter:
         self._plan = _GatherPlan(self._blocks, self._event_name, self._section_keys)
         self._format_line = _line_formatter(self._columns)
 
-    #: Event records arrive as the API sends them (see :meth:`add`), not shaped.
-    shapes_records = True
+    def encode(self, record: dict[str, Any]) -> bytes:
+        """Return one file record as a row of the columns known so far (adding its new ones first).
+
+        :param record: a file record.
+        """
+        section_keys = self._section_keys
+        for key, value in record.items():
+            if type(value) is dict:
+                known = section_keys.get(key)
+                if known is not None and known.issuperset(value):
+                    continue
+            elif key in self._top_keys:
+                continue
+            self._grow(record)  # a key without a column (rare)
+            break
+        return (self._format_line(self._plan.row(record)) + "\r\n").encode()
 
     def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Format and spill one page of records.
 
-        :param records: ``(yyyymmdd, record)`` pairs: API event records for an event export
-            (shaped here), profile records for a profile export.
+        :param records: ``(yyyymmdd, file record)`` pairs.
         """
-        section_keys = self._section_keys
-        top_keys = self._top_keys
         pending = self._pending
-        plan, format_line = self._plan, self._format_line
-        events = self._event_name is not None
+        encode = self.encode
         for day_number, record in records:
-            # The API's own layout is read as it is: shaping it (a new profile, deviceInfo and
-            # record per event) would cost a tenth of this writer's time.
-            if (
-                events
-                and len(record) == 4
-                and type(profile := record.get("profile")) is dict
-                and type(event_props := record.get("event_props")) is dict
-                and type(session_props := record.get("session_props")) is dict
-                and "ts" in record
-            ):
-                if not (
-                    plan.api_profile_keys.issuperset(profile)
-                    and plan.api_event_keys.issuperset(event_props)
-                    and plan.api_session_keys.issuperset(session_props)
-                ):
-                    self._grow(shape_event(record))  # a key without a column (rare)
-                    plan, format_line = self._plan, self._format_line
-                values = plan.api_row(record)
-            else:
-                if events:
-                    record = shape_event(record)
-                for key, value in record.items():
-                    if type(value) is dict:
-                        known = section_keys.get(key)
-                        if known is not None and known.issuperset(value):
-                            continue
-                    elif key in top_keys:
-                        continue
-                    self._grow(record)  # a key without a column (rare)
-                    plan, format_line = self._plan, self._format_line
-                    break
-                values = plan.row(record)
-            data = (format_line(values) + "\r\n").encode()
+            data = encode(record)
             rows = pending.get(day_number)
             if rows is None:
                 day_of(day_number)  # fail early on a ts that is not a calendar day
@@ -271,8 +248,9 @@ class CsvWriter:
                 rows.clear()
         self._pending_bytes = 0
 
-    def header(self) -> list[str]:
-        """The column names, in order."""
+    @property
+    def header(self) -> bytes:
+        """The header row: the column names, in order."""
         names: list[str] = []
         for kind, name, keys in self._blocks:
             if kind == _SECTION:
@@ -281,14 +259,14 @@ class CsvWriter:
                 names.extend(keys)
             else:
                 names.append("eventName")
-        return names
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\r\n").writerow(names)
+        return buffer.getvalue().encode("utf-8")
 
     def finish(self) -> None:
         """Write every day's files, in day order, from the spilled rows."""
         self._flush_all()
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\r\n").writerow(self.header())
-        files = DayFiles(self.delivery, buffer.getvalue().encode("utf-8"), b"", max_open=1)
+        files = DayFiles(self.delivery, self, max_open=1)
         total = self._columns
         try:
             for day_number in sorted(self._pending):
@@ -331,10 +309,6 @@ class _GatherPlan:
     """
 
     __slots__ = (
-        "api_event_keys",
-        "api_profile_keys",
-        "api_sections",
-        "api_session_keys",
         "arrange",
         "const",
         "sections",
@@ -355,28 +329,6 @@ class _GatherPlan:
         self.top_keys = tuple(top_keys)
         self.const = event_name
         self.sections = [(name, tuple(keys), (None,) * len(keys)) for name, keys in section_keys.items()]
-        # The same columns read from an API record in the API's own layout (see api_row).
-        device_fields = frozenset(DEVICE_FIELDS)
-        device_keys = section_keys.get("deviceInfo", [])
-        self.api_profile_keys = frozenset(section_keys.get("profile", [])) | device_fields.intersection(
-            device_keys
-        )
-        self.api_event_keys = frozenset(section_keys.get("eventProps", []))
-        self.api_session_keys = frozenset(section_keys.get("sessionProps", []))
-        self.api_sections: list[tuple[str | None, tuple[Any, ...], tuple[None, ...]]] = []
-        for name, section_columns, nones in self.sections:
-            if name == "deviceInfo":
-                # Device fields come from the profile; other deviceInfo keys (from a top-level
-                # deviceInfo, which this layout has not) stay empty: a key no dict holds.
-                self.api_sections.append(
-                    (
-                        "profile",
-                        tuple(key if key in device_fields else _NO_KEY for key in section_columns),
-                        nones,
-                    )
-                )
-            else:
-                self.api_sections.append((_API_SOURCE.get(name), section_columns, nones))
         # A key that holds an object in some records and a scalar in others has both a section
         # and a top-level column; its top-level cell is empty in the records where it is an object.
         self.top_may_hold_objects = not set(object_keys).isdisjoint(top_keys)
@@ -404,26 +356,12 @@ class _GatherPlan:
 
         :param record: a file record whose keys all have columns.
         """
-        return self._gather(record, self.sections)
-
-    def api_row(self, record: dict[str, Any]) -> Sequence[Any]:
-        """:meth:`row` of the file record an API record becomes, read from the API record itself.
-
-        :param record: an API event record of exactly ``profile``, ``ts``, ``event_props`` and
-            ``session_props``, the three of them objects, whose keys all have columns (checked
-            against :attr:`api_profile_keys` and the like).
-        """
-        return self._gather(record, self.api_sections)
-
-    def _gather(
-        self, record: dict[str, Any], sections: Sequence[tuple[Any, tuple[Any, ...], tuple[None, ...]]]
-    ) -> Sequence[Any]:
         values = list(map(record.get, self.top_keys))
         if self.top_may_hold_objects:
             values = [None if type(value) is dict else value for value in values]
         if self.const is not None:
             values.append(self.const)
-        for name, keys, nones in sections:
+        for name, keys, nones in self.sections:
             section = record.get(name)
             if type(section) is dict:
                 values += map(section.get, keys)

@@ -12,8 +12,6 @@ from typing import Any
 
 import orjson
 
-from ct_airflow_provider.export.records import shape_event
-
 _DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 _FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _VALID_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
@@ -51,7 +49,7 @@ def replace_forbidden(text: str) -> str:
 
 
 class XmlEncoder:
-    """Turns file records into ``<Event>`` (or ``<Profile>``) text.
+    """Turns file records into ``<Event>`` (or ``<Profile>``) text: the RecordEncoder of XML.
 
     :param event_name: the event name written in each ``<eventName>``; ``None`` for profiles.
     """
@@ -81,13 +79,6 @@ class XmlEncoder:
                 self._tags.clear()
             self._tags[key] = tag
         return tag
-
-    def encode_event(self, record: dict[str, Any]) -> bytes:
-        """Return the ``<Event>`` of an API event record: :meth:`encode` of its shaped record.
-
-        :param record: an API event record (see :func:`~ct_airflow_provider.export.records.shape_event`).
-        """
-        return self.encode(shape_event(record))
 
     def encode(self, record: dict[str, Any]) -> bytes:
         """Return one record as UTF-8 XML text (an ``<Event>`` or ``<Profile>`` element and a newline).
