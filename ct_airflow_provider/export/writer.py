@@ -1,11 +1,12 @@
 """The entry points: a stream of API pages in, size-bounded export files handed to a sink out.
 
 :func:`export_event` writes the records of one event; :func:`export_profiles` writes profile
-records. Both read the pages once, shape each record (:mod:`~ct_airflow_provider.export.records`),
-split records by the day of their ``ts`` and write each day's files in the chosen format, handing
-every finished file to the sink while the next one is written. Memory stays bounded whatever the
-number of records: JSON and XML stream straight into files; CSV and Parquet, which need every
-column (and type) before the first file, spill records to per-day files in ``work_dir`` first.
+records. Both read the pages once, shape each record (:mod:`~ct_airflow_provider.export.records`,
+the one place of the shaping rules) and hand it with its day to the format's
+:class:`~ct_airflow_provider.export.formats.FormatWriter`, which hands every finished file to the
+sink while the next one is written. Memory stays bounded whatever the number of records: JSON and
+XML stream straight into files; CSV and Parquet, which need every column (and type) before the
+first file, spill records to per-day files in ``work_dir`` first.
 """
 
 from __future__ import annotations
