@@ -144,7 +144,7 @@ def split_device_fields(profile: dict[str, Any]) -> tuple[dict[str, Any], dict[s
     rest = profile.copy()
     # Every device field popped in C (an absent one gives _ABSENT): no Python step per field, which
     # matters here since this runs once per event record.
-    device = dict(zip(DEVICE_FIELDS, map(rest.pop, DEVICE_FIELDS, _ABSENT_EACH)))
+    device = dict(zip(DEVICE_FIELDS, map(rest.pop, DEVICE_FIELDS, _ABSENT_EACH), strict=True))
     removed = len(profile) - len(rest)
     if removed == len(DEVICE_FIELDS):
         return device, rest
