@@ -146,7 +146,9 @@ class DayFiles:
     :param max_open: how many files may be open together.
     """
 
-    def __init__(self, delivery: Delivery, encoder: RecordEncoder, max_open: int = DEFAULT_MAX_OPEN_DAYS):
+    def __init__(
+        self, delivery: Delivery, encoder: RecordEncoder, max_open: int = DEFAULT_MAX_OPEN_DAYS
+    ) -> None:
         self.delivery = delivery
         self.header = encoder.header
         self.footer = encoder.footer
