@@ -1,8 +1,9 @@
 """CSV: one record per row under a header of flattened dot paths, the same header in every file.
 
-Rows are spilled to per-day files, already formatted, until every column is known. They are
-formatted here rather than by ``csv.writer``, whose ``writerow`` was half of this writer's time,
-byte for byte as ``csv.writer`` writes them (minimal quoting, CRLF); the rare rows it treats
+Rows are spilled to per-day files, already formatted, until every column is known, then written
+through the rotation layer of every text format (:class:`~ct_airflow_provider.export.chunking.DayFiles`).
+They are formatted here rather than by ``csv.writer``, whose ``writerow`` was half of this writer's
+time, byte for byte as ``csv.writer`` writes them (minimal quoting, CRLF); the rare rows it treats
 specially are handed to it. Columns, cells and quoting: docs/export-formats.md, "CSV".
 """
 
