@@ -38,7 +38,7 @@ from ct_airflow_provider.export.formats.csv import CsvWriter
 from ct_airflow_provider.export.formats.json import JsonEncoder
 from ct_airflow_provider.export.formats.xml import XmlEncoder
 from ct_airflow_provider.export.naming import PROFILES_NAME, ExportNaming, sanitize_event_name
-from ct_airflow_provider.export.records import days_of_page, describe_record, shape_event
+from ct_airflow_provider.export.records import days_of_page, describe_record, shape_event, shape_for_columns
 from ct_airflow_provider.export.sinks import Sink
 
 #: Smallest ``max_file_bytes`` accepted: below it no file could hold a record.
@@ -220,6 +220,8 @@ def export_event(
         settings.work_dir,
     )
     counts = [0, 0]  # received, kept
+    # CSV reads its columns from records in the API's own layout: no shaped copy of those.
+    shape = shape_for_columns if settings.export_format == "csv" else shape_event
 
     def prepared(page: list[dict[str, Any]]) -> Iterable[tuple[int, dict[str, Any]]]:
         # Checked a page at a time (C-level passes over the page, no generator per record); one
@@ -229,7 +231,7 @@ def export_event(
         counts[0] += len(page)
         days, records = days_of_page(page, keep)
         counts[1] += len(records)
-        return zip(days, map(shape_event, records), strict=True)
+        return zip(days, map(shape, records), strict=True)
 
     with _spill_area(settings.work_dir) as spill_dir:
         try:

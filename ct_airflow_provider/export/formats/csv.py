@@ -22,12 +22,14 @@ import orjson
 
 from ct_airflow_provider.export.chunking import DayFiles, Delivery
 from ct_airflow_provider.export.formats.json import json_text
-from ct_airflow_provider.export.records import day_of
+from ct_airflow_provider.export.records import API_LAYOUT_SOURCES, DEVICE_FIELDS, day_of, shape_event
 
 _TOP = 0
 _CONST = 1
 _SECTION = 2
 _PLAIN = frozenset({str, int, float, type(None)})
+# A dictionary key that no record holds (records parsed from JSON have text keys only).
+_NO_KEY = object()
 
 #: Formatted rows (all days together) kept in memory before they are appended to the spill files.
 #: A total rather than a per-day limit, so that an export over many days holds no more than one
@@ -220,12 +222,28 @@ class CsvWriter:
     def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Format and spill one page of records.
 
-        :param records: ``(yyyymmdd, file record)`` pairs.
+        :param records: ``(yyyymmdd, record)`` pairs: file records, or for an event export API
+            records in the API's own layout as :func:`~ct_airflow_provider.export.records.shape_for_columns`
+            passes them.
         """
         pending = self._pending
         encode = self.encode
+        events = self._event_name is not None
         for day_number, record in records:
-            data = encode(record)
+            if events and "event_props" in record:
+                # The API's own layout, its file fields read where the API keeps them: a shaped copy
+                # (a new profile, deviceInfo and record per event) would cost a tenth of this writer's time.
+                plan = self._plan
+                if not (
+                    plan.api_profile_keys.issuperset(record["profile"])
+                    and plan.api_event_keys.issuperset(record["event_props"])
+                    and plan.api_session_keys.issuperset(record["session_props"])
+                ):
+                    self._grow(shape_event(record))  # a key without a column (rare)
+                    plan = self._plan
+                data = (self._format_line(plan.api_row(record)) + "\r\n").encode()
+            else:
+                data = encode(record)
             rows = pending.get(day_number)
             if rows is None:
                 day_of(day_number)  # fail early on a ts that is not a calendar day
@@ -310,6 +328,10 @@ class _GatherPlan:
     """
 
     __slots__ = (
+        "api_event_keys",
+        "api_profile_keys",
+        "api_sections",
+        "api_session_keys",
         "arrange",
         "const",
         "sections",
@@ -330,6 +352,22 @@ class _GatherPlan:
         self.top_keys = tuple(top_keys)
         self.const = event_name
         self.sections = [(name, tuple(keys), (None,) * len(keys)) for name, keys in section_keys.items()]
+        # The same columns read from an API record in the API's own layout (see api_row).
+        device_fields = frozenset(DEVICE_FIELDS)
+        device_keys = section_keys.get("deviceInfo", [])
+        self.api_profile_keys = frozenset(section_keys.get("profile", [])) | device_fields.intersection(
+            device_keys
+        )
+        self.api_event_keys = frozenset(section_keys.get("eventProps", []))
+        self.api_session_keys = frozenset(section_keys.get("sessionProps", []))
+        self.api_sections: list[tuple[str | None, tuple[Any, ...], tuple[None, ...]]] = []
+        for name, section_columns, nones in self.sections:
+            columns: tuple[Any, ...] = section_columns
+            if name == "deviceInfo":
+                # Only the profile's device fields are there; other deviceInfo keys (from a top-level
+                # deviceInfo, which this layout has not) stay empty: a key no dict holds.
+                columns = tuple(key if key in device_fields else _NO_KEY for key in section_columns)
+            self.api_sections.append((API_LAYOUT_SOURCES.get(name), columns, nones))
         # A key that holds an object in some records and a scalar in others has both a section
         # and a top-level column; its top-level cell is empty in the records where it is an object.
         self.top_may_hold_objects = not set(object_keys).isdisjoint(top_keys)
@@ -357,12 +395,26 @@ class _GatherPlan:
 
         :param record: a file record whose keys all have columns.
         """
+        return self._gather(record, self.sections)
+
+    def api_row(self, record: dict[str, Any]) -> Sequence[Any]:
+        """:meth:`row` of the file record an API record becomes, read from the API record itself.
+
+        :param record: an API event record of exactly ``profile``, ``ts``, ``event_props`` and
+            ``session_props``, the three of them objects, whose keys all have columns (checked
+            against :attr:`api_profile_keys` and the like).
+        """
+        return self._gather(record, self.api_sections)
+
+    def _gather(
+        self, record: dict[str, Any], sections: Sequence[tuple[Any, tuple[Any, ...], tuple[None, ...]]]
+    ) -> Sequence[Any]:
         values = list(map(record.get, self.top_keys))
         if self.top_may_hold_objects:
             values = [None if type(value) is dict else value for value in values]
         if self.const is not None:
             values.append(self.const)
-        for name, keys, nones in self.sections:
+        for name, keys, nones in sections:
             section = record.get(name)
             if type(section) is dict:
                 values += map(section.get, keys)
