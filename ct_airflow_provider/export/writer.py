@@ -14,7 +14,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -130,38 +129,60 @@ def _check_settings(
     )
 
 
-def _writer(
+def _write(
     settings: _Settings,
-    delivery: Delivery,
-    spill_dir: Path,
-    title: str,
+    naming: ExportNaming,
+    sink: Sink,
+    pages: Iterable[Iterable[tuple[int, dict[str, Any]]]],
     event_name: str | None,
     max_open_days: int = DEFAULT_MAX_OPEN_DAYS,
-) -> FormatWriter:
-    if settings.export_format == "json":
-        return DayFiles(delivery, JsonEncoder(title), max_open_days)
-    if settings.export_format == "xml":
-        return DayFiles(delivery, XmlEncoder(event_name), max_open_days)
-    if settings.export_format == "csv":
-        return CsvWriter(delivery, spill_dir, event_name)
-    # pyarrow is imported only for Parquet exports: it is the largest import of the package.
-    from ct_airflow_provider.export.formats.parquet import ParquetWriter
+) -> list[ExportedFile]:
+    """Write every page with the format's writer; return the files handed to the sink.
 
-    return ParquetWriter(delivery, spill_dir, event_name, settings.parquet_codec)
-
-
-def _run(
-    writer: FormatWriter, pages: Iterable[Iterable[tuple[int, dict[str, Any]]]], delivery: Delivery
-) -> None:
+    :param settings: the checked settings.
+    :param naming: names the files.
+    :param sink: receives each finished file.
+    :param pages: pages of ``(yyyymmdd, record)`` pairs.
+    :param event_name: the event name, ``None`` for a profile export.
+    :param max_open_days: how many days' files JSON and XML may keep open at once.
+    """
+    title = PROFILES_NAME if event_name is None else event_name
+    # A private directory for the spill files of CSV and Parquet, removed whatever happens.
+    spill_dir = Path(tempfile.mkdtemp(prefix=".ct-spill-", dir=settings.work_dir))
+    delivery = Delivery(
+        naming,
+        title,
+        settings.export_format,
+        settings.gzip_level,
+        settings.max_file_bytes,
+        sink,
+        settings.work_dir,
+        profiles=event_name is None,
+    )
     try:
-        for records in pages:
-            writer.add(records)
-        writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
+        writer: FormatWriter
+        if settings.export_format == "json":
+            writer = DayFiles(delivery, JsonEncoder(title), max_open_days)
+        elif settings.export_format == "xml":
+            writer = DayFiles(delivery, XmlEncoder(event_name), max_open_days)
+        elif settings.export_format == "csv":
+            writer = CsvWriter(delivery, spill_dir, event_name)
+        else:
+            # pyarrow is imported only for Parquet exports: it is the largest import of the package.
+            from ct_airflow_provider.export.formats.parquet import ParquetWriter
+
+            writer = ParquetWriter(delivery, spill_dir, event_name, settings.parquet_codec)
+        try:
+            for records in pages:
+                writer.add(records)
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
     finally:
         delivery.worker.close()
+        shutil.rmtree(spill_dir, ignore_errors=True)
+    return delivery.files
 
 
 def export_event(
@@ -210,15 +231,6 @@ def export_event(
         JsonEncoder(event_name)  # an event name JSON cannot hold fails before any page is read
     # Fail now rather than at the first file if the names would be too long.
     naming.event_object_name(event_name, date(2000, 1, 1), 0, "json.gz")
-    delivery = Delivery(
-        naming,
-        event_name,
-        settings.export_format,
-        settings.gzip_level,
-        max_file_bytes,
-        sink,
-        settings.work_dir,
-    )
     counts = [0, 0]  # received, kept
     # CSV reads its columns from records in the API's own layout: no shaped copy of those.
     shape = shape_for_columns if settings.export_format == "csv" else shape_event
@@ -233,14 +245,8 @@ def export_event(
         counts[1] += len(records)
         return zip(days, map(shape, records), strict=True)
 
-    with _spill_area(settings.work_dir) as spill_dir:
-        try:
-            writer = _writer(settings, delivery, spill_dir, event_name, event_name, max_open_days)
-        except BaseException:
-            delivery.worker.close()
-            raise
-        _run(writer, map(prepared, pages), delivery)
-    return _result(event_name, delivery, counts[0], counts[1])
+    files = _write(settings, naming, sink, map(prepared, pages), event_name, max_open_days)
+    return _result(event_name, files, counts[0], counts[1])
 
 
 def export_profiles(
@@ -281,16 +287,6 @@ def export_profiles(
     if not isinstance(day, date):
         raise ExportConfigError(f"day must be a datetime.date (the export window's last day), got {day!r}.")
     day_number = day.year * 10000 + day.month * 100 + day.day
-    delivery = Delivery(
-        naming,
-        PROFILES_NAME,
-        settings.export_format,
-        settings.gzip_level,
-        max_file_bytes,
-        sink,
-        settings.work_dir,
-        profiles=True,
-    )
     counts = [0]
 
     def prepared(page: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -302,31 +298,15 @@ def export_profiles(
             counts[0] += 1
             yield day_number, record
 
-    with _spill_area(settings.work_dir) as spill_dir:
-        try:
-            writer = _writer(settings, delivery, spill_dir, PROFILES_NAME, None)
-        except BaseException:
-            delivery.worker.close()
-            raise
-        _run(writer, map(prepared, pages), delivery)
-    return _result(PROFILES_NAME, delivery, counts[0], counts[0])
+    files = _write(settings, naming, sink, map(prepared, pages), None)
+    return _result(PROFILES_NAME, files, counts[0], counts[0])
 
 
-def _result(event_name: str, delivery: Delivery, received: int, kept: int) -> ExportedFiles:
-    result = ExportedFiles(delivery.files, event_name, received, kept)
+def _result(event_name: str, files: list[ExportedFile], received: int, kept: int) -> ExportedFiles:
+    result = ExportedFiles(files, event_name, received, kept)
     if result.records_written != kept:
         raise ExportError(
             f"Export of {event_name!r} kept {kept} records but its files hold {result.records_written}; "
             "this is a bug: please report it with the event's record count."
         )
     return result
-
-
-@contextmanager
-def _spill_area(work_dir: Path) -> Iterator[Path]:
-    """A private directory under the work directory, removed afterwards whatever happens."""
-    path = Path(tempfile.mkdtemp(prefix=".ct-spill-", dir=work_dir))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)

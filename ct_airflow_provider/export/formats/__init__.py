@@ -47,39 +47,29 @@ def validate_format(export_format: str, compression: str | None) -> tuple[str, s
 
 
 class RecordEncoder(Protocol):
-    """How a format starts a file, encodes one file record, and ends a file (JSON, XML, CSV)."""
+    """How a format starts a file (:attr:`header`; for CSV known once every column is), encodes one
+    file record (:mod:`~ct_airflow_provider.export.records`), and ends a file (:attr:`footer`)."""
 
     @property
-    def header(self) -> bytes:
-        """The bytes every file starts with (for CSV: known once every column is)."""
+    def header(self) -> bytes: ...
 
     @property
-    def footer(self) -> bytes:
-        """The bytes every file ends with."""
+    def footer(self) -> bytes: ...
 
-    def encode(self, record: dict[str, Any]) -> bytes:
-        """Return one file record (:mod:`~ct_airflow_provider.export.records`) as the file holds it.
-
-        :param record: a shaped file record.
-        """
+    def encode(self, record: dict[str, Any]) -> bytes: ...
 
 
 class FormatWriter(Protocol):
-    """The writer of one export: pages of shaped file records in, finished files to the delivery out.
+    """The writer of one export: pages of ``(yyyymmdd, record)`` in (:meth:`add`), every file handed
+    to the delivery by :meth:`finish`, unfinished ones deleted by :meth:`abort` after a failure.
 
     Formats that know their layout up front (JSON, XML) stream records into files as they come;
     those that need every column before the first file (CSV, Parquet) spill records and write
     every file in :meth:`finish`.
     """
 
-    def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
-        """Take one page of records.
+    def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None: ...
 
-        :param records: ``(yyyymmdd, file record)`` pairs.
-        """
+    def finish(self) -> None: ...
 
-    def finish(self) -> None:
-        """Write what is left and hand every file to the delivery."""
-
-    def abort(self) -> None:
-        """Delete every unfinished file (after a failure)."""
+    def abort(self) -> None: ...

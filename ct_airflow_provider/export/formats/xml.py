@@ -59,16 +59,9 @@ class XmlEncoder:
         self.root = "Profiles" if self.profiles else "Events"
         self._event_name = replace_forbidden(escape_text(event_name)) if event_name is not None else ""
         self._tags: dict[str, _Tag | None] = {}
-
-    @property
-    def header(self) -> bytes:
-        """The bytes each file starts with."""
-        return f"{_DECLARATION}<{self.root}>\n".encode()
-
-    @property
-    def footer(self) -> bytes:
-        """The bytes each file ends with."""
-        return f"</{self.root}>\n".encode()
+        #: The bytes each file starts and ends with.
+        self.header = f"{_DECLARATION}<{self.root}>\n".encode()
+        self.footer = f"</{self.root}>\n".encode()
 
     def _tag(self, key: str) -> _Tag | None:
         tag = self._tags.get(key, _VALUE_TAG)
