@@ -1,19 +1,17 @@
 """Parquet: one schema for every file of an event in one export, each file within ``max_file_bytes``.
 
-Types are learned over every record before the first file is written: records are spilled to
-per-day files meanwhile, pyarrow's JSON reader infers each spilled block in helper threads, and
-Python decides the blocks pyarrow cannot; a key whose values disagree becomes a column of JSON text.
-Columns, type rules, how the size limit is kept: docs/export-formats.md, "Parquet".
+Records are spilled to per-day files of JSON lines, in blocks that pyarrow's JSON reader reads in
+helper threads, inferring their types; the blocks' types are merged into the export's schema, and
+the files are made from the tables read, cast to it. Python decides only what the reader cannot: a
+key whose values differ in kind (such values become JSON text) and integers a double or int64 does
+not hold. Columns, type rules and how the size limit is kept: docs/export-formats.md, "Parquet".
 """
 
 from __future__ import annotations
 
-import bisect
-import os
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -26,466 +24,329 @@ import pyarrow.parquet as pq
 
 from ct_airflow_provider.export.chunking import Delivery, too_small_error
 from ct_airflow_provider.export.errors import ExportConfigError, ExportDataError
-from ct_airflow_provider.export.files import FileDigest, digest_of_path
+from ct_airflow_provider.export.files import digest_of_path
 from ct_airflow_provider.export.formats import PARQUET_CODECS
-from ct_airflow_provider.export.formats.json import careful_line, decoder, json_text
+from ct_airflow_provider.export.formats.json import careful_line, decoder, encode_line, json_text
 from ct_airflow_provider.export.records import day_of
 
 JSON_ENCODING_METADATA = {b"ct_airflow_provider.encoding": b"json"}
 
-_NULL, _BOOL, _INT, _FLOAT, _STR, _LIST, _OBJECT, _OTHER = (1 << bit for bit in range(8))
-_KIND_BITS: dict[type, int] = {
-    type(None): _NULL,
-    bool: _BOOL,
-    int: _INT,
-    float: _FLOAT,
-    str: _STR,
-    list: _LIST,
-    dict: _OBJECT,
-}
+# The learned types are Arrow types, plus two that pyarrow's reader never infers: values kept as
+# JSON text, and integers some of which a double does not hold exactly (they must not become doubles).
+_JSON = pa.large_string()
+_BIG_INT = pa.uint64()
 _EXACT_DOUBLE = 2**53
-# Leaf types pyarrow's JSON reader infers, as the kind of value they stand for. Strings that look
-# like times are inferred as timestamps: they are text all the same (the files are read with an
-# explicit schema, where they are strings).
-_ARROW_KINDS: dict[int, int] = {
-    pa.null().id: _NULL,
-    pa.bool_().id: _BOOL,
-    pa.float64().id: _FLOAT,
-    pa.string().id: _STR,
-    pa.timestamp("s").id: _STR,
-}
-# A key's place in the records: its key at each depth, ``None`` for "an item of a list".
-_Path = tuple[str | None, ...]
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_MAX_SIGNATURES = 512
-_FLAT_KINDS = frozenset({str, float, bool, type(None)})
-# A remembered shape with no integers, objects or lists: a repeat needs no further look.
-_NOTHING_TO_DO: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = ((), (), ())
-# Each day's spilled lines are handed to pyarrow's JSON reader for type inference in blocks of about
-# this size: large enough that the reader's per-call cost vanishes, small enough to keep few in memory.
-_INFER_BLOCK_BYTES = 4 << 20
-# Lines waiting in the days' buffers, all days together: beyond it, the fullest day's block goes early
-# (an export of many interleaved days makes smaller blocks instead of more memory).
-_MAX_BUFFERED_BYTES = 16 << 20
-# Blocks handed over but not yet looked at; the writer waits for the oldest beyond this.
-_MAX_PENDING_BLOCKS = 2
+_PYTHON_TYPES = {
+    type(None): pa.null(),
+    bool: pa.bool_(),
+    int: pa.int64(),
+    float: pa.float64(),
+    str: pa.string(),
+}
+_EVENT_ORDER = ("ts", "profile", "deviceInfo", "eventProps", "sessionProps")
 
-# Row groups are read from the spill in blocks of at most this many bytes of JSON lines: 8 MB made
-# no faster and peaked 20 MB higher (a block is converted while the one before it is written).
+# Each day's lines go to pyarrow in blocks of about this size: large enough that the reader's
+# per-call cost vanishes, small enough to keep few in memory. A block makes one or more row groups.
 _BLOCK_BYTES = 4 << 20
-# Compressed bytes per byte of JSON assumed before any row group was measured.
+# Lines waiting in the days' buffers, all days together: beyond it the fullest days' blocks go early.
+_MAX_BUFFERED_BYTES = 16 << 20
+# Blocks handed to the reader and not yet learned from; the export waits for the oldest beyond this.
+_MAX_PENDING_BLOCKS = 2
+# Compressed bytes per byte of JSON assumed before a row group was measured, and the margin on it.
 _INITIAL_RATIO = 1.0
 _RATIO_MARGIN = 1.25
-# Days whose files are written side by side.
-_DAYS_AT_ONCE = 2
 
 
-class _Node:
-    """What one key (at one path) held across the export's records: value kinds and sub-keys."""
+# Types -------------------------------------------------------------------------------------------
 
-    __slots__ = ("fields", "inexact_in_double", "item", "kinds", "outside_int64", "signatures")
 
-    def __init__(self) -> None:
-        self.kinds = 0
-        self.fields: dict[str, _Node] | None = None
-        self.item: _Node | None = None
-        self.inexact_in_double = False
-        self.outside_int64 = False
-        self.signatures: dict[tuple[Any, ...], tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {}
+def _merge(a: pa.DataType, b: pa.DataType) -> pa.DataType:
+    """The learned type of values of types ``a`` and ``b``: JSON text when no column type holds both.
 
-    def merge(self, value: Any) -> None:
-        kind = type(value)
+    Written out rather than ``pa.unify_schemas(promote_options="permissive")``, which raises on
+    the conflicts that must become JSON text, and makes doubles of integers a double cannot hold.
+    """
+    if a == b or b == pa.null():
+        return a
+    if a == pa.null():
+        return b
+    if pa.types.is_struct(a) and pa.types.is_struct(b):
+        fields = {field.name: field.type for field in a}
+        for field in b:
+            known = fields.get(field.name)
+            fields[field.name] = field.type if known is None else _merge(known, field.type)
+        return pa.struct(list(fields.items()))
+    if pa.types.is_list(a) and pa.types.is_list(b):
+        return pa.list_(_merge(a.value_type, b.value_type))
+    if {a, b} == {pa.int64(), pa.float64()}:
+        return pa.float64()
+    if {a, b} == {pa.int64(), _BIG_INT}:
+        return _BIG_INT
+    return _JSON
+
+
+def _inferred(arrow_type: pa.DataType, column: pa.ChunkedArray) -> pa.DataType | None:
+    """The learned type of a column pyarrow's reader inferred, or ``None`` if the reader may have lost it.
+
+    The reader reads integers beyond int64, and integers among floats, as doubles: a double of
+    magnitude 2**53 or more may have been an integer a double does not hold, so Python decides.
+    Text that looks like a time is inferred as a timestamp; it is text all the same.
+    """
+    if pa.types.is_struct(arrow_type):
+        fields = []
+        for index, field in enumerate(arrow_type):
+            learned = _inferred(field.type, pc.struct_field(column, [index]))
+            if learned is None:
+                return None
+            fields.append((field.name, learned))
+        return pa.struct(fields)
+    if pa.types.is_list(arrow_type):
+        item = _inferred(arrow_type.value_type, pc.list_flatten(column))
+        return None if item is None else pa.list_(item)
+    if pa.types.is_timestamp(arrow_type):
+        return pa.string()
+    if arrow_type in (pa.int64(), pa.float64()):
+        bounds = pc.min_max(column)
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        if low is None:  # nothing but nulls
+            return arrow_type
+        if arrow_type == pa.float64():
+            return arrow_type if low > -_EXACT_DOUBLE and high < _EXACT_DOUBLE else None
+        return arrow_type if low >= -_EXACT_DOUBLE and high <= _EXACT_DOUBLE else _BIG_INT
+    return arrow_type if arrow_type in (pa.null(), pa.bool_(), pa.string()) else None
+
+
+def _shape(value: Any) -> Any:
+    """A hashable summary of a value's type (records mostly repeat a few), for :func:`_shape_type`."""
+    kind = type(value)
+    if kind is dict:
+        return dict, tuple([(key, _shape(item)) for key, item in value.items()])
+    if kind is list:
+        return list, tuple(dict.fromkeys(map(_shape, value)))
+    if kind is int and not -_EXACT_DOUBLE <= value <= _EXACT_DOUBLE:
+        return _BIG_INT if _INT64_MIN <= value <= _INT64_MAX else _JSON
+    return kind
+
+
+def _shape_type(shape: Any) -> pa.DataType:
+    """The learned type of a value of this shape (see :func:`_shape`)."""
+    if type(shape) is tuple:
+        kind, parts = shape
         if kind is dict:
-            self.kinds |= _OBJECT
-            self.merge_object(value)
-        elif kind is list:
-            self.kinds |= _LIST
-            self.merge_list(value)
-        elif kind is int:
-            self.kinds |= _INT
-            if not -_EXACT_DOUBLE <= value <= _EXACT_DOUBLE:
-                self.big_int(value)
-        else:
-            self.kinds |= _KIND_BITS.get(kind, _OTHER)
-
-    def big_int(self, value: int) -> None:
-        self.inexact_in_double = True
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            self.outside_int64 = True
-
-    def merge_object(self, obj: dict[str, Any]) -> None:
-        # Records mostly repeat a few shapes (same keys, same value types): remember each shape so
-        # that a repeat only needs the checks that depend on values (big integers, nested values).
-        signature = (*obj, *map(type, obj.values()))
-        known = self.signatures.get(signature)
-        fields = self.fields
-        if known is None:
-            if fields is None:
-                fields = self.fields = {}
-            for key, value in obj.items():
-                node = fields.get(key)
-                if node is None:
-                    node = fields[key] = _Node()
-                node.merge(value)
-            if len(self.signatures) >= _MAX_SIGNATURES:
-                self.signatures.clear()
-            plan = (
-                tuple(key for key, value in obj.items() if type(value) is int),
-                tuple(key for key, value in obj.items() if type(value) is dict),
-                tuple(key for key, value in obj.items() if type(value) is list),
-            )
-            self.signatures[signature] = plan if any(plan) else _NOTHING_TO_DO
-            return
-        if known is _NOTHING_TO_DO:
-            return
-        assert fields is not None
-        int_keys, dict_keys, list_keys = known
-        for key in int_keys:
-            value = obj[key]
-            if value > _EXACT_DOUBLE or value < -_EXACT_DOUBLE:
-                fields[key].big_int(value)
-        for key in dict_keys:
-            fields[key].merge_object(obj[key])
-        for key in list_keys:
-            fields[key].merge_list(obj[key])
-
-    def merge_list(self, items: list[Any]) -> None:
-        item = self.item
-        if item is None:
-            item = self.item = _Node()
-        kinds = set(map(type, items))
-        if kinds <= _FLAT_KINDS:
-            for kind in kinds:
-                item.kinds |= _KIND_BITS[kind]
-            return
-        for value in items:
-            item.merge(value)
-
-    def merge_arrow(self, arrow_type: pa.DataType, path: _Path, big_ints: frozenset[_Path]) -> None:
-        """Merge what pyarrow inferred for this key over a block of records (see :func:`_infer_block`).
-
-        The result is what :meth:`merge` would have learned from the same records: the kinds seen,
-        and for integers whether one is beyond what a double holds exactly (``big_ints``).
-
-        :param arrow_type: the inferred type, one that :func:`_check_inferred` accepted.
-        :param path: the keys leading here, ``None`` standing for "an item of a list".
-        :param big_ints: the paths of integer columns holding a value beyond +-2**53.
-        """
-        if pa.types.is_struct(arrow_type):
-            self.kinds |= _OBJECT
-            fields = self.fields
-            if fields is None:
-                fields = self.fields = {}
-            for field in arrow_type:
-                node = fields.get(field.name)
-                if node is None:
-                    node = fields[field.name] = _Node()
-                node.merge_arrow(field.type, (*path, field.name), big_ints)
-        elif pa.types.is_list(arrow_type):
-            self.kinds |= _LIST
-            if self.item is None:
-                self.item = _Node()
-            self.item.merge_arrow(arrow_type.value_type, (*path, None), big_ints)
-        elif pa.types.is_int64(arrow_type):
-            self.kinds |= _INT
-            if path in big_ints:
-                # Within int64 (the reader turns larger integers into doubles, which are refused).
-                self.inexact_in_double = True
-        else:
-            self.kinds |= _ARROW_KINDS[arrow_type.id]
-
-    def is_json(self, final: bool) -> bool:
-        """Whether values are stored as JSON text; ``final`` once every record was seen.
-
-        Before the end the answer only ever turns from no to yes as records arrive (so values
-        can be encoded as the spill is written); the one exception, a key seen only with empty
-        objects, is settled at the end.
-        """
-        kinds = self.kinds & ~_NULL
-        if kinds in (0, _BOOL, _STR):
-            return False
-        if kinds == _INT:
-            return self.outside_int64
-        if kinds in (_FLOAT, _INT | _FLOAT):
-            return self.inexact_in_double
-        if kinds == _LIST:
-            return self.item is not None and (self.item.is_json(final) or self.item.holds_json(final))
-        if kinds == _OBJECT:
-            return final and not self.fields
-        return True
-
-    def holds_json(self, final: bool) -> bool:
-        """Whether some value inside (a struct field, at any depth) is stored as JSON text."""
-        if self.kinds & ~_NULL != _OBJECT or not self.fields:
-            return False
-        return any(child.is_json(final) or child.holds_json(final) for child in self.fields.values())
-
-    def json_paths(self, final: bool) -> dict[str, Any]:
-        """The keys below this object whose values are JSON text (``True``) or hold some (a subtree)."""
-        paths: dict[str, Any] = {}
-        for key, child in (self.fields or {}).items():
-            if child.is_json(final):
-                paths[key] = True
-            elif child.holds_json(final):
-                paths[key] = child.json_paths(final)
-        return paths
-
-    def arrow_type(self) -> tuple[pa.DataType, bool]:
-        """The column type for this node, and whether values are stored as JSON text."""
-        if self.is_json(final=True):
-            return pa.string(), True
-        kinds = self.kinds & ~_NULL
-        if kinds == _BOOL:
-            return pa.bool_(), False
-        if kinds == _INT:
-            return pa.int64(), False
-        if kinds in (_FLOAT, _INT | _FLOAT):
-            return pa.float64(), False
-        if kinds == _LIST and self.item is not None:
-            return pa.list_(self.item.arrow_type()[0]), False
-        if kinds == _OBJECT and self.fields:
-            return pa.struct([field_of(key, node) for key, node in self.fields.items()]), False
-        return pa.string(), False
+            return pa.struct([(key, _shape_type(item)) for key, item in parts])
+        item = pa.null()
+        for part in parts:
+            item = _merge(item, _shape_type(part))
+        return pa.list_(item)
+    if isinstance(shape, pa.DataType):
+        return shape
+    return _PYTHON_TYPES.get(shape, _JSON)
 
 
-def field_of(name: str, node: _Node) -> pa.Field:
-    """The Arrow field of a key, marked when its values are JSON text."""
-    arrow_type, as_json = node.arrow_type()
-    return pa.field(name, arrow_type, nullable=True, metadata=JSON_ENCODING_METADATA if as_json else None)
+def _python_type(records: Iterable[dict[str, Any]]) -> pa.DataType:
+    """The learned type of records the reader could not tell, looked at in Python."""
+    learned = pa.struct([])
+    for shape in dict.fromkeys(map(_shape, records)):
+        learned = _merge(learned, _shape_type(shape))
+    return learned
 
+
+def _column_type(learned: pa.DataType, final: bool) -> pa.DataType | None:
+    """The column type of a learned type, ``None`` for JSON text.
+
+    :param learned: the learned type.
+    :param final: whether every record was seen: a key holding only empty objects so far is
+        JSON text only then (a later record may give it keys).
+    """
+    if learned == _JSON:
+        return None
+    if learned == _BIG_INT:
+        return pa.int64()
+    if learned == pa.null():
+        return pa.string()
+    if pa.types.is_struct(learned):
+        if learned.num_fields == 0:
+            return None if final else learned
+        return pa.struct([_field(field.name, field.type, final) for field in learned])
+    if pa.types.is_list(learned):
+        item = _column_type(learned.value_type, final)
+        # A list holding JSON text is JSON text itself: its items are never encoded one by one.
+        return None if item is None or _json_paths(item) else pa.list_(item)
+    return learned
+
+
+def _field(name: str, learned: pa.DataType, final: bool) -> pa.Field:
+    """The field of a key of a learned type, marked in its metadata when its values are JSON text."""
+    arrow_type = _column_type(learned, final)
+    if arrow_type is None:
+        return pa.field(name, pa.string(), metadata=JSON_ENCODING_METADATA)
+    return pa.field(name, arrow_type)
+
+
+def _json_paths(arrow_type: pa.DataType) -> dict[str, Any]:
+    """The keys of a column type's structs whose values are JSON text (``True``) or hold some (a dict)."""
+    paths: dict[str, Any] = {}
+    if pa.types.is_struct(arrow_type):
+        for field in arrow_type:
+            inner = _json_paths(field.type)
+            if field.metadata == JSON_ENCODING_METADATA or inner:
+                paths[field.name] = inner or True
+    return paths
+
+
+# JSON text ---------------------------------------------------------------------------------------
 
 _Encoder = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def json_text_encoder(paths: dict[str, Any]) -> _Encoder:
-    """A function returning a record with the values at ``paths`` as JSON text.
+    """A function returning a record with the values at ``paths`` as JSON text (copied where changed).
 
-    The record is copied where changed, never modified. The function is built once per set of
-    paths, with one step per key, because it runs for every record (a generic walk of ``paths``
-    cost about 1.7 µs a record, as much as serializing it).
+    Built once per set of paths, one closure per key, because it runs for every record.
 
-    :param paths: keys whose values become JSON text (``True``) or hold such keys (a subtree).
+    :param paths: keys whose values become JSON text (``True``) or hold such keys (a dict).
     """
-    steps = [(key, None if sub is True else json_text_encoder(sub)) for key, sub in paths.items()]
-    if len(steps) == 1:  # the usual case: one mixed key, found down one path
-        key, inner = steps[0]
-        if inner is None:
+    steps = [(key, None if inner is True else json_text_encoder(inner)) for key, inner in paths.items()]
 
-            def encode_value(obj: dict[str, Any]) -> dict[str, Any]:
-                value = obj.get(key)
-                if value is None:
-                    return obj
-                copy = obj.copy()
-                copy[key] = json_text(value)
-                return copy
-
-            return encode_value
-
-        def encode_inside(obj: dict[str, Any]) -> dict[str, Any]:
-            value = obj.get(key)
-            if type(value) is not dict:
-                return obj
-            new = inner(value)
-            if new is value:
-                return obj
-            copy = obj.copy()
-            copy[key] = new
-            return copy
-
-        return encode_inside
-
-    def encode_keys(obj: dict[str, Any]) -> dict[str, Any]:
+    def encode(obj: dict[str, Any]) -> dict[str, Any]:
         copy = None
         for key, inner in steps:
             value = obj.get(key)
-            if value is None:
+            if value is None or (inner is not None and type(value) is not dict):
                 continue
-            if inner is None:
-                new: Any = json_text(value)
-            elif type(value) is dict:
-                new = inner(value)
-                if new is value:
-                    continue
-            else:
-                continue
-            if copy is None:
-                copy = obj.copy()
-            copy[key] = new
+            new = json_text(value) if inner is None else inner(value)
+            if new is not value:
+                if copy is None:
+                    copy = obj.copy()
+                copy[key] = new
         return obj if copy is None else copy
 
-    return encode_keys
+    return encode
 
 
 def _decoded(obj: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
     """The inverse of :func:`json_text_encoder` (modifies ``obj``, a record read back from the spill)."""
-    for key, sub in paths.items():
+    for key, inner in paths.items():
         value = obj.get(key)
-        if value is None:
-            continue
-        if sub is True:
-            # Parsed carefully (integers of any size exact); these values are rare.
-            obj[key] = decoder(True)(value)
+        if value is not None and inner is True:
+            obj[key] = decoder(True)(value)  # integers of any size exact; such values are rare
         elif type(value) is dict:
-            _decoded(value, sub)
+            _decoded(value, inner)
     return obj
 
 
-_Inferred = tuple[pa.Schema, frozenset[_Path]]
+# The spill ---------------------------------------------------------------------------------------
 
 
-def _infer_block(data: bytearray, table_path: Path) -> _Inferred | None:
-    """The schema pyarrow infers for a block of spilled JSON lines, or ``None`` where it cannot tell.
+class _Block:
+    """Whole lines of a day's spill, read by pyarrow in one go.
 
-    Runs in a helper thread: the JSON reader works in C++ without the GIL, so the types are
-    learned on the second core while the export thread shapes and spills the next records. The
-    reader refuses a key whose values differ in kind (text in one record, a number in another);
-    it also reads integers beyond int64 as doubles and integers among floats as doubles, which
-    would hide an integer a double cannot hold exactly. For such blocks (``None``) the records
-    are looked at in Python instead (:meth:`_Node.merge`), which tells every case apart.
+    :param start: offset of its first line in the day's spill file.
+    :param end: offset just after its last line.
+    :param paths: the JSON text paths its lines were spilled with.
+    :param careful: whether a line holds an integer beyond 64 bits (never given to the reader).
+    """
 
-    The table read is kept at ``table_path`` (Arrow IPC): when its types turn out to fit the
-    export's schema, the files are made from it without reading the JSON lines a second time.
+    __slots__ = ("careful", "end", "paths", "start", "table_path")
 
-    :param data: whole JSON lines, one record each.
-    :param table_path: where to keep the table read.
-    :return: the inferred schema and the paths of integer columns holding a value beyond
-        +-2**53, or ``None``. The table is kept only when pyarrow made it valid.
+    def __init__(self, start: int, end: int, paths: dict[str, Any], careful: bool) -> None:
+        self.start, self.end, self.paths, self.careful = start, end, paths, careful
+        #: Where the reader's table of the lines is kept (Arrow IPC), once read and valid.
+        self.table_path: Path | None = None
+
+
+class _DaySpill:
+    """One day's spilled lines: a file, the lines not yet in it, and its blocks."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.buffer = bytearray()
+        self.careful = False
+        self.size = 0
+        self.blocks: list[_Block] = []
+
+
+def _read_block(data: bytearray, table_path: Path) -> pa.DataType | None:
+    """Read a block of JSON lines with pyarrow (in a helper thread): its learned type, ``None`` if untold.
+
+    The reader works in C++ without the GIL, beside the export thread. It refuses a key whose
+    values differ in kind; :func:`_inferred` refuses what it may have misread. The table is kept at
+    ``table_path`` to become row groups later, unless pyarrow made it invalid (pyarrow 26 drops the
+    null that starts a list).
     """
     options = pa_json.ReadOptions(block_size=len(data) + 1, use_threads=False)
     try:
         table = pa_json.read_json(pa.BufferReader(data), read_options=options)
     except pa.ArrowInvalid:
         return None
-    big_ints: set[_Path] = set()
+    fields = []
     for field, column in zip(table.schema, table.columns, strict=True):
-        for chunk in column.chunks:
-            if not _check_inferred(field.type, chunk, (field.name,), big_ints):
-                return None
+        learned = _inferred(field.type, column)
+        if learned is None:
+            return None
+        fields.append((field.name, learned))
     try:
-        # pyarrow 26's reader, inferring, drops the null that starts a list ([null, 1]) and makes
-        # an invalid array; its types are right, its table is not kept.
         table.validate(full=True)
     except pa.ArrowInvalid:
-        return table.schema, frozenset(big_ints)
+        return pa.struct(fields)
     with pa.OSFile(str(table_path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as ipc:
         ipc.write_table(table)
-    return table.schema, frozenset(big_ints)
+    return pa.struct(fields)
 
 
-def _check_inferred(arrow_type: pa.DataType, array: pa.Array, path: _Path, big_ints: set[_Path]) -> bool:
-    """Whether an inferred column says all :meth:`_Node.merge` would learn; collects ``big_ints``.
+def _casts_exactly(source: pa.DataType, target: pa.DataType, in_list: bool = False) -> bool:
+    """Whether a column read as ``source`` becomes by a cast what reading it as ``target`` gives.
 
-    A double column with a value of magnitude 2**53 or more may have been an integer a double
-    does not hold exactly (or one beyond int64): the answer is then no, as for a type the
-    reader is not known to infer.
+    Nulls (but items of a list: pyarrow 26 casts a list of nulls into an invalid array), integers
+    to doubles (chosen only where every integer is exact in one), structs and lists when their
+    fields and items do. Anything else (text pyarrow took for timestamps) is read again.
     """
-    if pa.types.is_struct(arrow_type):
-        return all(
-            _check_inferred(field.type, array.field(index), (*path, field.name), big_ints)
-            for index, field in enumerate(arrow_type)
-        )
-    if pa.types.is_list(arrow_type):
-        return _check_inferred(arrow_type.value_type, array.flatten(), (*path, None), big_ints)
-    if pa.types.is_int64(arrow_type) or pa.types.is_float64(arrow_type):
-        bounds = pc.min_max(array)
-        if not bounds["min"].is_valid:  # nothing but nulls
-            return True
-        low, high = bounds["min"].as_py(), bounds["max"].as_py()
-        if pa.types.is_float64(arrow_type):
-            return bool(low > -_EXACT_DOUBLE and high < _EXACT_DOUBLE)
-        if low < -_EXACT_DOUBLE or high > _EXACT_DOUBLE:
-            big_ints.add(path)
+    if source == target:
         return True
-    return arrow_type.id in _ARROW_KINDS
+    if pa.types.is_null(source):
+        return not in_list
+    if pa.types.is_int64(source):
+        return bool(pa.types.is_float64(target))
+    if pa.types.is_struct(source) and pa.types.is_struct(target):
+        names = {field.name: field.type for field in target}
+        return all(
+            field.name in names and _casts_exactly(field.type, names[field.name], in_list) for field in source
+        )
+    if pa.types.is_list(source) and pa.types.is_list(target):
+        return _casts_exactly(source.value_type, target.value_type, True)
+    return False
 
 
-class _Block:
-    """A run of whole lines of a day's spill, read by pyarrow in one go; its table may be reused.
+def _block_table(table_path: Path, raw_schema: pa.Schema) -> pa.Table | None:
+    """The table the reader read for a block, cast to the export's schema, if that gives the same values.
 
-    :param start: offset of its first line in the day's spill file.
-    :param end: offset just after its last line.
-    :param table_path: where pyarrow's table of these lines is kept, once read and checked.
+    :param table_path: where :func:`_read_block` kept it.
+    :param raw_schema: the export's schema (``ts`` as an integer).
     """
-
-    __slots__ = ("end", "start", "table_path")
-
-    def __init__(self, start: int, end: int) -> None:
-        self.start = start
-        self.end = end
-        self.table_path: Path | None = None
-
-
-class _PendingBlock:
-    """A block of spilled lines whose inferred schema is awaited, kept for a look in Python."""
-
-    __slots__ = ("block", "careful", "data", "inferred", "table_path")
-
-    def __init__(
-        self,
-        block: _Block,
-        data: bytearray,
-        careful: bool,
-        inferred: Future[_Inferred | None] | None,
-        table_path: Path,
-    ) -> None:
-        self.block = block
-        self.data = data
-        self.careful = careful
-        self.inferred = inferred
-        self.table_path = table_path
+    table = pa.ipc.open_file(pa.memory_map(str(table_path))).read_all()
+    targets = {field.name: field.type for field in raw_schema}
+    if not all(
+        field.name in targets and _casts_exactly(field.type, targets[field.name]) for field in table.schema
+    ):
+        return None
+    if not targets:  # records with no keys at all: the rows, without columns
+        return table.select([])
+    columns = []
+    for name, arrow_type in targets.items():
+        index = table.schema.get_field_index(name)
+        columns.append(
+            table.column(index).cast(arrow_type) if index >= 0 else pa.nulls(table.num_rows, arrow_type)
+        )
+    result = pa.Table.from_arrays(columns, schema=raw_schema)
+    try:
+        result.validate()  # cheap; a cast gone wrong is read from the JSON instead
+    except pa.ArrowInvalid:
+        return None
+    return result
 
 
-class _DaySpill:
-    """The spilled JSON lines of one day: a file, the lines not yet in it, and its blocks.
-
-    Lines wait in ``buffer`` until a block's worth is there; the block is then appended to the
-    file and handed to type inference. ``blocks`` cover the file from ``reparse_until`` on; lines
-    before it (rewritten when a key turned to JSON text) are read from the JSON when the files are
-    written.
-    """
-
-    __slots__ = (
-        "blocks",
-        "buffer",
-        "buffer_careful",
-        "careful",
-        "longest",
-        "path",
-        "reparse_until",
-        "size",
-    )
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.buffer = bytearray()
-        self.buffer_careful = False
-        self.longest = 0
-        self.careful = False
-        self.size = 0
-        self.blocks: list[_Block] = []
-        self.reparse_until = 0
-
-    def remove(self) -> None:
-        """Delete the spill file and the tables kept for its blocks (the day's files are written)."""
-        self.path.unlink(missing_ok=True)
-        for block in self.blocks:
-            if block.table_path is not None:
-                block.table_path.unlink(missing_ok=True)
-
-    def take_block(self) -> tuple[_Block, bytearray, bool] | None:
-        """Append the waiting lines to the file as a new block: ``(block, its lines, careful)``."""
-        data = self.buffer
-        if not data:
-            return None
-        with open(self.path, "ab") as handle:
-            handle.write(data)
-        block = _Block(self.size, self.size + len(data))
-        self.blocks.append(block)
-        careful = self.buffer_careful
-        self.size = block.end
-        self.buffer = bytearray()
-        self.buffer_careful = False
-        return block, data, careful
+# The writer --------------------------------------------------------------------------------------
 
 
 class ParquetWriter:
@@ -497,6 +358,9 @@ class ParquetWriter:
     :param codec: the compression codec inside the files.
     """
 
+    #: Event records arrive shaped (see :func:`~ct_airflow_provider.export.records.shape_event`).
+    shapes_records = False
+
     def __init__(self, delivery: Delivery, spill_dir: Path, event_name: str | None, codec: str) -> None:
         if codec not in PARQUET_CODECS:
             raise ExportConfigError(
@@ -506,20 +370,17 @@ class ParquetWriter:
         self.spill_dir = spill_dir
         self.event_name = event_name
         self.codec = codec
-        self._root = _Node()
         self._days: dict[int, _DaySpill] = {}
-        self._encoded_paths: dict[str, Any] = {}
-        self._encode: _Encoder | None = None  # json_text_encoder(self._encoded_paths), if any
-        self._pending: deque[_PendingBlock] = deque()
+        self._learned = pa.struct([])
+        self._learned_blocks = 0
+        self._paths: dict[str, Any] = {}  # JSON text paths the spill is written with
+        self._encode: _Encoder | None = None
+        self._pending: deque[tuple[_Block, bytearray, Future[pa.DataType | None] | None]] = deque()
         self._inference: ThreadPoolExecutor | None = None
         self._tables = 0
-        #: Records read again from their JSON lines when the files were written, because the table
-        #: pyarrow read while learning types could not be used (a key turned to JSON text later,
-        #: a block pyarrow could not tell, ...). Most exports read every record once.
+        #: Records read again from their JSON lines to write the files, since the table read while
+        #: learning types could not serve (a key turned to JSON text later, ...). Mostly none.
         self.records_read_twice = 0
-
-    #: Event records arrive shaped (see :func:`~ct_airflow_provider.export.records.shape_event`).
-    shapes_records = False
 
     def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Spill one page of records, and learn their types.
@@ -527,249 +388,271 @@ class ParquetWriter:
         :param records: ``(yyyymmdd, file record)`` pairs.
         """
         days = self._days
-        dumps = orjson.dumps
-        option = orjson.OPT_APPEND_NEWLINE
+        dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE
         encode = self._encode
         for day_number, record in records:
             spill = days.get(day_number)
             if spill is None:
-                day_of(day_number)
+                day_of(day_number)  # refuses what is not a calendar day
                 spill = days[day_number] = _DaySpill(self.spill_dir / f"{day_number}.jsonl")
             if encode is not None:
                 record = encode(record)
             try:
                 line = dumps(record, option=option)
-            except TypeError:
+            except TypeError:  # an integer beyond 64 bits
                 line = careful_line(record)
                 spill.careful = True
-                spill.buffer_careful = True
-            buffer = spill.buffer
-            buffer += line
-            if len(line) > spill.longest:
-                spill.longest = len(line)
-            if len(buffer) >= _INFER_BLOCK_BYTES:
-                self._submit_block(spill)
-        buffered = sorted(days.values(), key=lambda spill: len(spill.buffer), reverse=True)
-        total = sum(len(spill.buffer) for spill in buffered)
-        for spill in buffered:
+            spill.buffer += line
+            if len(spill.buffer) >= _BLOCK_BYTES:
+                self._spill(spill)
+                encode = self._encode
+        total = sum(len(spill.buffer) for spill in days.values())
+        for spill in sorted(days.values(), key=lambda spill: len(spill.buffer), reverse=True):
             if total <= _MAX_BUFFERED_BYTES:
                 break
             total -= len(spill.buffer)
-            self._submit_block(spill)
-        self._learn(wait=False)
-        self._encode_spill(self._root.json_paths(final=False))
+            self._spill(spill)
 
-    # Learning the types ----------------------------------------------------------------------
+    def _spill(self, spill: _DaySpill) -> None:
+        """Hand a day's waiting lines to the reader; learn from finished blocks."""
+        self._submit(spill)
+        # The first block is waited for: it shows most keys of mixed kinds, which the blocks
+        # after it then hold as JSON text, so that the reader can tell them.
+        self._learn(keep=_MAX_PENDING_BLOCKS if self._learned_blocks else 0)
+        paths = _json_paths(pa.struct([_field(f.name, f.type, final=False) for f in self._learned]))
+        if paths != self._paths:
+            for day in self._days.values():  # their waiting lines hold the values as they were
+                self._submit(day)
+            self._paths = paths
+            self._encode = json_text_encoder(paths)
 
-    def _submit_block(self, spill: _DaySpill) -> None:
-        """Write a day's waiting lines to its spill file, and hand them to type inference."""
-        taken = spill.take_block()
-        if taken is None:
+    def _submit(self, spill: _DaySpill) -> None:
+        """Append a day's waiting lines to its spill file as a block, and hand it to the reader."""
+        data = spill.buffer
+        if not data:
             return
-        block, data, careful = taken
-        self._tables += 1
-        table_path = self.spill_dir / f"block-{self._tables}.arrow"
-        inferred: Future[_Inferred | None] | None = None
-        if not careful:  # such lines hold values pyarrow reads wrong (integers beyond 64 bits)
+        with open(spill.path, "ab") as handle:
+            handle.write(data)
+        block = _Block(spill.size, spill.size + len(data), self._paths, spill.careful)
+        spill.blocks.append(block)
+        spill.size, spill.buffer, spill.careful = block.end, bytearray(), False
+        future = None
+        if not block.careful:  # the reader would take such integers for doubles
             if self._inference is None:
                 self._inference = ThreadPoolExecutor(max_workers=2, thread_name_prefix="parquet-types")
-            inferred = self._inference.submit(_infer_block, data, table_path)
-        self._pending.append(_PendingBlock(block, data, careful, inferred, table_path))
-        if len(self._pending) > _MAX_PENDING_BLOCKS:
-            self._learn(wait=True, keep=_MAX_PENDING_BLOCKS)
+            self._tables += 1
+            block.table_path = self.spill_dir / f"block-{self._tables}.arrow"
+            future = self._inference.submit(_read_block, data, block.table_path)
+        self._pending.append((block, data, future))
 
-    def _learn(self, wait: bool, keep: int = 0) -> None:
-        """Merge the types of finished blocks into the schema, oldest first (so keys keep their order).
+    def _learn(self, keep: int) -> None:
+        """Merge the types of finished blocks, oldest first (keys keep their order).
 
-        :param wait: wait for blocks still being inferred, until at most ``keep`` are pending.
-        :param keep: how many pending blocks may stay when waiting.
+        :param keep: how many blocks may stay pending (the oldest are waited for beyond it).
         """
-        pending = self._pending
-        while pending:
-            oldest = pending[0]
-            inferred = oldest.inferred
-            if inferred is not None and not inferred.done() and not (wait and len(pending) > keep):
+        while self._pending:
+            block, data, future = self._pending[0]
+            if future is not None and not future.done() and len(self._pending) <= keep:
                 return
-            pending.popleft()
-            result = inferred.result() if inferred is not None else None
-            if result is None:
-                self._merge_lines(oldest.data, oldest.careful)
-            else:
-                schema, big_ints = result
-                self._root.merge_arrow(pa.struct(list(schema)), (), big_ints)
-                if oldest.table_path.exists():  # kept only when pyarrow made it valid
-                    oldest.block.table_path = oldest.table_path
-
-    def _merge_lines(self, data: bytearray, careful: bool) -> None:
-        """Learn the types of a block's records in Python, one record at a time."""
-        loads = decoder(careful)
-        merge = self._root.merge_object
-        for line in data.splitlines():
-            merge(loads(line))
-
-    def _encode_spill(self, paths: dict[str, Any]) -> None:
-        """Make every spilled record hold the values at ``paths`` as JSON text.
-
-        The Arrow JSON reader that turns the spill into Parquet needs one type per field, so a key
-        found to hold values of several types has its values stored as JSON text from then on, and
-        what was spilled before is rewritten once. Keys turn mixed early in an export (the first
-        pages show most shapes), so this costs little; it happens once per such key.
-        """
-        if paths == self._encoded_paths:
-            return
-        old = self._encoded_paths
-        encode = json_text_encoder(paths)
-        for spill in self._days.values():
-            # The waiting lines are learned from as they are (their kinds are what made a key
-            # JSON text), then rewritten with the rest.
-            self._submit_block(spill)
-            if not spill.path.exists():
-                continue
-            loads = decoder(spill.careful)
-            rewritten = spill.path.with_suffix(".rewrite")
-            longest = 0
-            careful = False
-            with open(spill.path, "rb") as source, open(rewritten, "wb") as target:
-                for line in source:
-                    record = encode(_decoded(loads(line), old))
-                    try:
-                        out = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-                    except TypeError:
-                        out = careful_line(record)
-                        careful = True
-                    target.write(out)
-                    longest = max(longest, len(out))
-            rewritten.replace(spill.path)
-            spill.longest = longest
-            spill.careful = careful
-            # Tables read so far hold the values before they turned to JSON text: not reusable.
-            spill.size = spill.reparse_until = spill.path.stat().st_size
-            spill.blocks = []
-        self._encoded_paths = paths
-        self._encode = encode if paths else None
-
-    # Schema -----------------------------------------------------------------------------------
-
-    def _schemas(self) -> tuple[pa.Schema, pa.Schema]:
-        """The schema read from the spill (``ts`` as integer) and the schema of the files."""
-        fields = self._root.fields or {}
-        order = list(fields)
-        if self.event_name is not None:
-            preferred = ["ts", "profile", "deviceInfo", "eventProps", "sessionProps"]
-            order = [key for key in preferred if key in fields] + [
-                key for key in fields if key not in preferred
-            ]
-        raw_fields = []
-        for key in order:
-            if key == "ts" and self.event_name is not None:
-                raw_fields.append(pa.field("ts", pa.int64()))
-            else:
-                raw_fields.append(field_of(key, fields[key]))
-        raw = pa.schema(raw_fields)
-        if self.event_name is None:
-            return raw, raw
-        final_fields = [pa.field("ts", pa.timestamp("ms")), pa.field("eventName", pa.string())]
-        final_fields += [field for field in raw_fields if field.name != "ts"]
-        return raw, pa.schema(final_fields)
-
-    # Writing ----------------------------------------------------------------------------------
+            self._pending.popleft()
+            learned = future.result() if future is not None else None
+            if learned is None:
+                loads = decoder(block.careful)
+                learned = _python_type(loads(line) for line in data.splitlines())
+            if block.table_path is not None and not block.table_path.exists():
+                block.table_path = None  # not read, or read invalid
+            self._learned = _merge(self._learned, learned)
+            self._learned_blocks += 1
 
     def finish(self) -> None:
         """Write every day's files, in day order, from the spilled records."""
         for spill in self._days.values():
-            self._submit_block(spill)
-        self._learn(wait=True)
-        self._stop_inference()
+            self._submit(spill)
+        self._learn(keep=0)
+        self.abort()
         if not self._days:
             return
-        self._encode_spill(self._root.json_paths(final=True))
-        raw_schema, schema = self._schemas()
-        sizes = _SizeModel(
-            footer_base=self._empty_file_size(schema),
-            footer_per_group=150.0 * sum(_leaf_count(field.type) for field in schema),
-        )
-        days = sorted(self._days)
-        # Days are written two at a time (pyarrow writes without the GIL: both cores work), and
-        # their files handed to the sink in day order by this thread.
-        with ThreadPoolExecutor(max_workers=_DAYS_AT_ONCE, thread_name_prefix="parquet-days") as pool:
-            written = [pool.submit(self._write_day, day, raw_schema, schema, sizes.copy()) for day in days]
-            try:
-                for day_number, future in zip(days, written, strict=True):
-                    files, read_twice = future.result()
-                    self.records_read_twice += read_twice
-                    for path, digest, day, index, records in files:
-                        self.delivery.deliver(path, digest, day, index, records)
-                    self._days[day_number].remove()
-            except BaseException:
-                for future in written:
-                    future.cancel()
-                for future in written:  # files written but never handed over
-                    if not future.cancelled() and future.exception() is None:
-                        for path, *_ in future.result()[0]:
-                            path.unlink(missing_ok=True)
-                raise
-
-    def _write_day(
-        self, day_number: int, raw_schema: pa.Schema, schema: pa.Schema, sizes: _SizeModel
-    ) -> tuple[list[_WrittenFile], int]:
-        """Write one day's files (in a helper thread): the files, and the records read twice."""
-        # One more helper thread converts the next range while a row group is written.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-read-ahead") as read_ahead:
-            writer = _DayWriter(
-                self, self._days[day_number], day_number, raw_schema, schema, read_ahead, sizes
-            )
-            return writer.write(), writer.records_read_twice
-
-    def _empty_file_size(self, schema: pa.Schema) -> int:
-        # ParquetWriter rather than pq.write_table, which imports pandas (seconds, and memory).
-        sink = pa.BufferOutputStream()
-        pq.ParquetWriter(sink, schema, compression=self.codec).close()
-        return len(sink.getvalue())
+        fields = {field.name: _field(field.name, field.type, final=True) for field in self._learned}
+        if self.event_name is not None:
+            fields["ts"] = pa.field("ts", pa.int64())
+            fields = {key: fields[key] for key in _EVENT_ORDER if key in fields} | fields
+        raw_schema = pa.schema(list(fields.values()))
+        schema = raw_schema
+        if self.event_name is not None:
+            event_fields = [pa.field("ts", pa.timestamp("ms")), pa.field("eventName", pa.string())]
+            schema = pa.schema(event_fields + [field for field in raw_schema if field.name != "ts"])
+        files = _Files(self, raw_schema, schema)
+        for day_number in sorted(self._days):
+            spill = self._days[day_number]
+            files.write_day(day_number, spill)
+            spill.path.unlink(missing_ok=True)
+            for block in spill.blocks:
+                if block.table_path is not None:
+                    block.table_path.unlink(missing_ok=True)
 
     def abort(self) -> None:
-        """Stop the type inference; nothing to delete beyond the spill directory, which the driver removes."""
+        """Stop the reader's threads; the spill directory is the driver's to remove."""
         self._pending.clear()
-        self._stop_inference()
-
-    def _stop_inference(self) -> None:
         if self._inference is not None:
             self._inference.shutdown(wait=True, cancel_futures=True)
             self._inference = None
 
 
-class _SizeModel:
-    """What one day's writer learns of Parquet sizes: bytes per byte of JSON, footer bytes per row group.
+class _Files:
+    """Writes the files of each day from its spill, in row groups sized to keep each file within the limit.
 
-    :param footer_base: size of a file without rows.
-    :param footer_per_group: footer bytes each row group adds, before any was measured.
+    A row group is part of a block's table; its size in rows is estimated from the Parquet bytes
+    per JSON byte of the row groups before it. A file is closed before the next row group would
+    pass the limit; should a closed file still pass it, it is written again without its last row group.
     """
 
-    def __init__(self, footer_base: int, footer_per_group: float) -> None:
-        self.footer_base = footer_base
-        self.footer_per_group = footer_per_group
+    def __init__(self, writer: ParquetWriter, raw_schema: pa.Schema, schema: pa.Schema) -> None:
+        self.writer = writer
+        self.raw_schema = raw_schema
+        self.schema = schema
+        self.paths = _json_paths(pa.struct(list(raw_schema)))
+        self.encode = json_text_encoder(self.paths)
+        self.limit = writer.delivery.max_file_bytes
         self.ratio: float | None = None
+        # ParquetWriter rather than pq.write_table, which imports pandas (seconds, and memory).
+        empty = pa.BufferOutputStream()
+        pq.ParquetWriter(empty, schema, compression=writer.codec).close()
+        self.footer_base = len(empty.getvalue())
+        self.footer_per_group = 150.0 * sum(_leaf_count(field.type) for field in schema)
+        self.table: tuple[_Block, pa.Table] | None = None
+        self.spill_path = Path()
 
-    def copy(self) -> _SizeModel:
-        return _SizeModel(self.footer_base, self.footer_per_group)
-
-    def footer_estimate(self, groups: int) -> int:
+    def footer(self, groups: int) -> int:
         return int(self.footer_base + self.footer_per_group * groups * 1.2) + 1024
 
-    def ratio_estimate(self) -> float:
-        return (self.ratio if self.ratio is not None else _INITIAL_RATIO) * _RATIO_MARGIN
+    def write_day(self, day_number: int, spill: _DaySpill) -> None:
+        """Write and deliver a day's files."""
+        day, blocks = day_of(day_number), spill.blocks
+        self.spill_path = spill.path
+        cursor = (0, 0)  # the next row to write: block index, row
+        file_index = 0
+        while cursor[0] < len(blocks):
+            path = self.writer.delivery.new_path()
+            try:
+                groups, cursor = self._fill(path, blocks, cursor)
+                size = path.stat().st_size
+                while size > self.limit:
+                    groups, cursor, size = self._shrink(path, blocks, groups)
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+            records = sum(rows for _block, _first, rows in groups)
+            self.writer.delivery.deliver(path, digest_of_path(path), day, file_index, records)
+            file_index += 1
 
-    def learn(self, json_bytes: int, parquet_bytes: int, footer_bytes: int | None, groups: int) -> None:
-        if json_bytes > 0:
-            ratio = parquet_bytes / json_bytes
-            # Follow the data, but let a larger ratio take over at once: overshooting costs a rewrite.
-            self.ratio = ratio if self.ratio is None or ratio > self.ratio else 0.8 * self.ratio + 0.2 * ratio
-        if footer_bytes is not None and groups:
-            per_group = max(0.0, (footer_bytes - self.footer_base) / groups)
-            self.footer_per_group = max(per_group, 0.5 * self.footer_per_group)
+    def _fill(
+        self, path: Path, blocks: list[_Block], cursor: tuple[int, int]
+    ) -> tuple[list[tuple[int, int, int]], tuple[int, int]]:
+        """Write one file from ``cursor`` on: its row groups (block index, first row, rows) and the next cursor."""
+        groups: list[tuple[int, int, int]] = []
+        number, first = cursor
+        with (
+            pa.OSFile(str(path), "wb") as sink,
+            pq.ParquetWriter(sink, self.schema, compression=self.writer.codec) as out,
+        ):
+            position = sink.tell()
+            while number < len(blocks):
+                table = self._table(blocks[number])
+                bytes_per_row = (blocks[number].end - blocks[number].start) / max(table.num_rows, 1)
+                room = self.limit - position - self.footer(len(groups) + 1)
+                ratio = (self.ratio if self.ratio is not None else _INITIAL_RATIO) * _RATIO_MARGIN
+                rows = min(table.num_rows - first, int(room / (ratio * bytes_per_row)))
+                if rows <= 0:
+                    if groups:
+                        break
+                    rows = 1
+                out.write_table(table.slice(first, rows))
+                groups.append((number, first, rows))
+                written = sink.tell() - position
+                position += written
+                self._learn_ratio(written / (rows * bytes_per_row))
+                first += rows
+                if first >= table.num_rows:
+                    number, first = number + 1, 0
+                if position + self.footer(len(groups)) > self.limit:
+                    break
+        footer = path.stat().st_size - position
+        self.footer_per_group = max((footer - self.footer_base) / len(groups), 0.5 * self.footer_per_group)
+        return groups, (number, first)
 
+    def _learn_ratio(self, ratio: float) -> None:
+        # Follow the data, but let a larger ratio take over at once: overshooting costs a rewrite.
+        self.ratio = ratio if self.ratio is None or ratio > self.ratio else 0.8 * self.ratio + 0.2 * ratio
 
-# A finished file of a day, not yet handed to the sink: path, digest, day, index, records.
-_WrittenFile = tuple[Path, FileDigest, date, int, int]
+    def _shrink(
+        self, path: Path, blocks: list[_Block], groups: list[tuple[int, int, int]]
+    ) -> tuple[list[tuple[int, int, int]], tuple[int, int], int]:
+        """Write an over-size file again without its last row group (or half of its only one)."""
+        number, first, rows = groups[-1]
+        if len(groups) > 1:
+            groups = groups[:-1]
+            cursor = (number, first)
+        elif rows > 1:
+            groups = [(number, first, rows // 2)]
+            cursor = (number, first + rows // 2)
+        else:
+            record_bytes = path.stat().st_size - self.footer_base
+            path.unlink(missing_ok=True)
+            raise too_small_error(record_bytes, self.footer_base, self.limit, "Parquet")
+        with (
+            pa.OSFile(str(path), "wb") as sink,
+            pq.ParquetWriter(sink, self.schema, compression=self.writer.codec) as out,
+        ):
+            for number, first, rows in groups:
+                out.write_table(self._table(blocks[number]).slice(first, rows))
+        return groups, cursor, path.stat().st_size
+
+    def _table(self, block: _Block) -> pa.Table:
+        """A block's rows in the files' schema (the last one is kept: it is asked for again and again)."""
+        if self.table is not None and self.table[0] is block:
+            return self.table[1]
+        self.table = None
+        raw = None
+        if block.table_path is not None and block.paths == self.paths:
+            raw = _block_table(block.table_path, self.raw_schema)
+        if raw is None:
+            raw = self._read_again(block)
+            self.writer.records_read_twice += raw.num_rows
+        table = raw
+        event_name = self.writer.event_name
+        if event_name is not None:
+            try:
+                ts = pc.strptime(pc.cast(raw.column("ts"), pa.string()), format="%Y%m%d%H%M%S", unit="ms")
+            except pa.ArrowInvalid as exc:
+                raise ExportDataError(f"A record's ts is not a valid yyyyMMddHHmmss time: {exc}.") from exc
+            columns = [ts, _repeated_text(event_name, raw.num_rows)]
+            columns += [raw.column(field.name) for field in self.raw_schema if field.name != "ts"]
+            table = pa.Table.from_arrays(columns, schema=self.schema)
+        self.table = (block, table)
+        return table
+
+    def _read_again(self, block: _Block) -> pa.Table:
+        """A block's lines read with the export's schema, their values made JSON text where it says so."""
+        with open(self.spill_path, "rb") as handle:
+            handle.seek(block.start)
+            data = handle.read(block.end - block.start)
+        if block.paths != self.paths or block.careful:
+            loads, old = decoder(block.careful), block.paths
+            data = b"".join(
+                encode_line(self.encode(_decoded(loads(line), old))) for line in data.splitlines()
+            )
+        try:
+            return pa_json.read_json(
+                pa.BufferReader(data),
+                read_options=pa_json.ReadOptions(block_size=len(data) + 1, use_threads=False),
+                parse_options=pa_json.ParseOptions(
+                    explicit_schema=self.raw_schema, unexpected_field_behavior="error"
+                ),
+            )
+        except pa.ArrowInvalid as exc:  # the schema was learned from these very records
+            raise ExportDataError(
+                f"Records of {self.spill_path.stem} do not match the export's Parquet schema: {exc}."
+            ) from exc
 
 
 def _leaf_count(arrow_type: pa.DataType) -> int:
@@ -778,328 +661,6 @@ def _leaf_count(arrow_type: pa.DataType) -> int:
     if pa.types.is_list(arrow_type):
         return _leaf_count(arrow_type.value_type)
     return 1
-
-
-def _block_table(block: _Block, raw_schema: pa.Schema) -> pa.Table | None:
-    """The table pyarrow read for ``block``, cast to ``raw_schema``, or ``None`` if it does not fit exactly."""
-    if block.table_path is None:
-        return None
-    table = pa.ipc.open_file(pa.memory_map(str(block.table_path))).read_all()
-    fields = {field.name: field.type for field in raw_schema}
-    if any(
-        field.name not in fields or not _casts_exactly(field.type, fields[field.name])
-        for field in table.schema
-    ):
-        return None
-    columns = []
-    try:
-        for field in raw_schema:
-            index = table.schema.get_field_index(field.name)
-            columns.append(
-                table.column(index).cast(field.type) if index >= 0 else pa.nulls(table.num_rows, field.type)
-            )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    if not columns:  # records with no keys at all: the rows, without columns
-        return table.select([])
-    result = pa.Table.from_arrays(columns, schema=raw_schema)
-    try:
-        result.validate()  # cheap (no look at the values); a cast gone wrong is read from JSON instead
-    except pa.ArrowInvalid:
-        return None
-    return result
-
-
-def _casts_exactly(source: pa.DataType, target: pa.DataType, in_list: bool = False) -> bool:
-    """Whether values read as ``source`` become the same values as ``target`` (as if read as it).
-
-    Nulls become anything (but items of a list: pyarrow 26 casts a list of nulls into an invalid
-    array); integers become doubles (the schema chose doubles only where every integer is exact
-    in one); structs and lists when their fields and items do. Anything else -- strings pyarrow
-    read as timestamps, for one -- is read again from the JSON lines instead.
-    """
-    if source == target:
-        return True
-    if pa.types.is_null(source):
-        return not in_list
-    if pa.types.is_int64(source):
-        return bool(pa.types.is_float64(target))
-    if pa.types.is_struct(source):
-        if not pa.types.is_struct(target):
-            return False
-        names = {field.name: field.type for field in target}
-        return all(
-            field.name in names and _casts_exactly(field.type, names[field.name], in_list) for field in source
-        )
-    if pa.types.is_list(source):
-        return bool(pa.types.is_list(target)) and _casts_exactly(source.value_type, target.value_type, True)
-    return False
-
-
-class _DayWriter:
-    """Writes the Parquet files of one day from its spill.
-
-    A row group is made of whole blocks of the spill when it can be: their tables, read by pyarrow
-    while the types were learned, are cast to the export's schema. Lines outside such blocks (a
-    block cut at the end of a file, lines rewritten when a key turned to JSON text, a block whose
-    types do not cast exactly) are read again from their JSON.
-    """
-
-    def __init__(
-        self,
-        owner: ParquetWriter,
-        spill: _DaySpill,
-        day_number: int,
-        raw_schema: pa.Schema,
-        schema: pa.Schema,
-        read_ahead: ThreadPoolExecutor,
-        sizes: _SizeModel,
-    ) -> None:
-        self.owner = owner
-        self.read_ahead = read_ahead
-        self.sizes = sizes
-        self.files: list[_WrittenFile] = []
-        self.records_read_twice = 0
-        # The byte range converted ahead, with its table and the records read from JSON for it.
-        self.ahead: tuple[int, int, Future[tuple[pa.Table, int]]] | None = None
-        self.spill = spill
-        self.day = day_of(day_number)
-        self.raw_schema = raw_schema
-        self.schema = schema
-        self.limit = owner.delivery.max_file_bytes
-        self.blocks = spill.blocks
-        self.block_at = {block.start: index for index, block in enumerate(spill.blocks)}
-        self.boundaries = [block.start for block in spill.blocks]
-        largest = max((block.end - block.start for block in spill.blocks), default=0)
-        self.block_bytes = max(_BLOCK_BYTES, spill.longest, largest)
-        self.read_options = pa_json.ReadOptions(block_size=max(1 << 20, 2 * spill.longest + 1))
-        self.parse_options = pa_json.ParseOptions(
-            explicit_schema=raw_schema, unexpected_field_behavior="error"
-        )
-
-    def write(self) -> list[_WrittenFile]:
-        """Write the day's files; return them, in order (none is left behind on failure)."""
-        with open(self.spill.path, "rb") as handle:
-            self.fd = handle.fileno()
-            self.size = os.fstat(self.fd).st_size
-            self.offset = 0
-            index = 0
-            try:
-                while self.offset < self.size:
-                    self._write_file(index)
-                    index += 1
-            except BaseException:
-                for path, *_ in self.files:
-                    path.unlink(missing_ok=True)
-                raise
-            finally:
-                self._drop_ahead()
-        return self.files
-
-    # Reading the spill --------------------------------------------------------------------------
-
-    def _read(self, start: int, end: int) -> bytes:
-        # pread: the read-ahead thread reads too, and must not move a shared file position.
-        parts = []
-        while start < end:
-            part = os.pread(self.fd, end - start, start)
-            if not part:
-                break
-            parts.append(part)
-            start += len(part)
-        return b"".join(parts)
-
-    def _take(self, budget: int, at_least_one: bool) -> tuple[int, int] | None:
-        """The byte range of whole lines from the current offset within ``budget`` bytes."""
-        return self._take_from(self.offset, budget, at_least_one)
-
-    def _take_from(self, start: int, budget: int, at_least_one: bool) -> tuple[int, int] | None:
-        """The byte range of whole lines from ``start`` within ``budget`` bytes.
-
-        Whole blocks when ``start`` begins one and the block fits; otherwise whole lines, up to
-        the next block at most, so that the following range begins a block again.
-        """
-        index = self.block_at.get(start)
-        if index is not None:
-            end = start
-            while index < len(self.blocks) and self.blocks[index].end - start <= budget:
-                end = self.blocks[index].end
-                index += 1
-            if end > start:
-                return start, end
-        following = bisect.bisect_right(self.boundaries, start)
-        stop = self.boundaries[following] if following < len(self.boundaries) else self.size
-        data = self._read(start, min(stop, start + max(budget, 0)))
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:
-            if not at_least_one:
-                return None
-            cut = self._line_length(start)
-        return start, start + cut
-
-    def _line_length(self, start: int) -> int:
-        """Length of the line at ``start``, its line feed included."""
-        step = 1 << 16
-        while True:
-            data = self._read(start, min(self.size, start + step))
-            cut = data.find(b"\n") + 1
-            if cut or start + len(data) >= self.size:
-                return cut or len(data)
-            step *= 4
-
-    # Converting ---------------------------------------------------------------------------------
-
-    def _convert_ahead(self, start: int) -> None:
-        """Start converting the range most likely read next, a full block from ``start``.
-
-        Reading and converting, and writing Parquet, run in C++ without the GIL: converting the
-        next range while this one is written keeps both cores busy. Should the next row group
-        be cut differently (near the end of a file) the range is converted again, and this
-        conversion thrown away.
-        """
-        self._drop_ahead()
-        if start >= self.size:
-            return
-        taken = self._take_from(start, self.block_bytes, at_least_one=True)
-        assert taken is not None
-        self.ahead = (*taken, self.read_ahead.submit(self._convert, *taken))
-
-    def _drop_ahead(self) -> None:
-        if self.ahead is not None:
-            future = self.ahead[2]
-            self.ahead = None
-            if not future.cancel():
-                future.exception()  # wait for it; its error, if any, is that of an unused range
-
-    def _table(self, start: int, end: int) -> pa.Table:
-        ahead = self.ahead
-        if ahead is not None and ahead[0] == start and ahead[1] == end:
-            self.ahead = None
-            table, read_twice = ahead[2].result()
-        else:
-            self._drop_ahead()
-            table, read_twice = self._convert(start, end)
-        self.records_read_twice += read_twice
-        return table
-
-    def _convert(self, start: int, end: int) -> tuple[pa.Table, int]:
-        """The row group of the lines in ``[start, end)``, and how many were read from JSON."""
-        raw = self._reused(start, end)
-        read_twice = 0
-        if raw is None:
-            raw = self._parsed(self._read(start, end))
-            read_twice = raw.num_rows
-        if self.owner.event_name is None:
-            return raw, read_twice
-        try:
-            stamps = pc.strptime(pc.cast(raw.column("ts"), pa.string()), format="%Y%m%d%H%M%S", unit="ms")
-        except pa.ArrowInvalid as exc:
-            raise ExportDataError(f"A record's ts is not a valid yyyyMMddHHmmss time: {exc}.") from exc
-        names = _repeated_text(self.owner.event_name, raw.num_rows)
-        columns = [stamps, names] + [
-            raw.column(field.name) for field in self.raw_schema if field.name != "ts"
-        ]
-        return pa.Table.from_arrays(columns, schema=self.schema), read_twice
-
-    def _parsed(self, data: bytes) -> pa.Table:
-        try:
-            return pa_json.read_json(
-                pa.BufferReader(data), read_options=self.read_options, parse_options=self.parse_options
-            )
-        except pa.ArrowInvalid as exc:  # the schema was learned from these very records
-            raise ExportDataError(
-                f"Records of {self.day} do not match the export's Parquet schema: {exc}."
-            ) from exc
-
-    def _reused(self, start: int, end: int) -> pa.Table | None:
-        """The tables of the whole blocks making up ``[start, end)``, in the export's schema, if they fit."""
-        index = self.block_at.get(start)
-        if index is None:
-            return None
-        tables = []
-        for block in self.blocks[index:]:
-            table = _block_table(block, self.raw_schema)
-            if table is None or block.end > end:
-                return None
-            tables.append(table)
-            if block.end == end:
-                return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-        return None
-
-    # Files --------------------------------------------------------------------------------------
-
-    def _open(self, path: Path) -> tuple[Any, pq.ParquetWriter]:
-        sink = pa.OSFile(str(path), "wb")
-        writer = pq.ParquetWriter(sink, self.schema, compression=self.owner.codec)
-        return sink, writer
-
-    def _write_groups(self, path: Path, groups: list[tuple[int, int, int]]) -> int:
-        sink, writer = self._open(path)
-        try:
-            for start, end, _rows in groups:
-                writer.write_table(self._table(start, end))
-        finally:
-            writer.close()
-            sink.close()
-        return path.stat().st_size
-
-    def _write_file(self, index: int) -> None:
-        sizes = self.sizes
-        path = self.owner.delivery.new_path()
-        groups: list[tuple[int, int, int]] = []
-        sink, writer = self._open(path)
-        position = sink.tell()
-        try:
-            while self.offset < self.size:
-                room = self.limit - position - sizes.footer_estimate(len(groups) + 1)
-                budget = min(self.block_bytes, int(room / sizes.ratio_estimate()))
-                taken = self._take(budget, at_least_one=not groups)
-                if taken is None:
-                    break
-                start, end = taken
-                table = self._table(start, end)
-                self._convert_ahead(end)
-                writer.write_table(table)
-                after = sink.tell()
-                sizes.learn(end - start, after - position, None, 0)
-                position = after
-                groups.append((start, end, table.num_rows))
-                del table
-                self.offset = end
-                if position + sizes.footer_estimate(len(groups)) > self.limit:
-                    break
-        except BaseException:
-            writer.close()
-            sink.close()
-            path.unlink(missing_ok=True)
-            raise
-        writer.close()
-        sink.close()
-        size = path.stat().st_size
-        sizes.learn(0, 0, size - position, len(groups))
-        while size > self.limit:
-            size = self._shrink(path, groups)
-        records = sum(rows for _start, _end, rows in groups)
-        digest = digest_of_path(path)
-        self.files.append((path, digest, self.day, index, records))
-
-    def _shrink(self, path: Path, groups: list[tuple[int, int, int]]) -> int:
-        """Rewrite an over-size file without its last row group (or half of its only one)."""
-        start, end, rows = groups[-1]
-        if len(groups) > 1:
-            groups.pop()
-            self.offset = start
-        else:
-            data = self._read(start, end)
-            if rows <= 1:
-                path.unlink(missing_ok=True)
-                raise too_small_error(
-                    end - start, self.sizes.footer_estimate(1), self.limit, "Parquet (as JSON text)"
-                )
-            middle = start + _nth_line_end(data, rows // 2)
-            groups[-1] = (start, middle, rows // 2)
-            self.offset = middle
-        return self._write_groups(path, groups)
 
 
 def _repeated_text(text: str, count: int) -> pa.Array:
@@ -1113,11 +674,3 @@ def _repeated_text(text: str, count: int) -> pa.Array:
     return pa.LargeStringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(encoded * count)).cast(
         pa.string()
     )
-
-
-def _nth_line_end(data: bytes, count: int) -> int:
-    """Offset just after the ``count``-th newline of ``data``."""
-    position = -1
-    for _ in range(count):
-        position = data.index(b"\n", position + 1)
-    return position + 1
