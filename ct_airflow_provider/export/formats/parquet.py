@@ -117,39 +117,68 @@ def _inferred(arrow_type: pa.DataType, column: pa.ChunkedArray) -> pa.DataType |
     return arrow_type if arrow_type in (pa.null(), pa.bool_(), pa.string()) else None
 
 
-def _shape(value: Any) -> Any:
-    """A hashable summary of a value's type (records mostly repeat a few), for :func:`_shape_type`."""
-    kind = type(value)
-    if kind is dict:
-        return dict, tuple([(key, _shape(item)) for key, item in value.items()])
-    if kind is list:
-        return list, tuple(dict.fromkeys(map(_shape, value)))
-    if kind is int and not -_EXACT_DOUBLE <= value <= _EXACT_DOUBLE:
-        return _BIG_INT if _INT64_MIN <= value <= _INT64_MAX else _JSON
-    return kind
+class _Kinds:
+    """The kinds of values found at one place of records the reader could not tell, looked at in Python."""
 
+    __slots__ = ("fields", "item", "kinds", "plans")
 
-def _shape_type(shape: Any) -> pa.DataType:
-    """The learned type of a value of this shape (see :func:`_shape`)."""
-    if type(shape) is tuple:
-        kind, parts = shape
+    def __init__(self) -> None:
+        self.kinds: set[Any] = set()  # Python types, and the learned types of large integers
+        self.fields: dict[str, _Kinds] = {}
+        self.item: _Kinds | None = None
+        # Records mostly repeat a few shapes (keys, and their values' types): for a shape seen
+        # before, only the values whose kind depends on more than their type are looked at.
+        self.plans: dict[tuple[Any, ...], tuple[str, ...]] = {}
+
+    def add(self, value: Any) -> None:
+        kind = type(value)
         if kind is dict:
-            return pa.struct([(key, _shape_type(item)) for key, item in parts])
-        item = pa.null()
-        for part in parts:
-            item = _merge(item, _shape_type(part))
-        return pa.list_(item)
-    if isinstance(shape, pa.DataType):
-        return shape
-    return _PYTHON_TYPES.get(shape, _JSON)
+            self.add_object(value)
+        elif kind is list:
+            self.kinds.add(list)
+            item = self.item = self.item or _Kinds()
+            for each in value:
+                item.add(each)
+        elif kind is int and not -_EXACT_DOUBLE <= value <= _EXACT_DOUBLE:
+            self.kinds.add(_BIG_INT if _INT64_MIN <= value <= _INT64_MAX else _JSON)
+        else:
+            self.kinds.add(kind)
+
+    def add_object(self, obj: dict[str, Any]) -> None:
+        self.kinds.add(dict)
+        shape = (*obj, *map(type, obj.values()))
+        plan = self.plans.get(shape)
+        if plan is None:
+            for key, value in obj.items():
+                if key not in self.fields:
+                    self.fields[key] = _Kinds()
+                self.fields[key].add(value)
+            self.plans[shape] = tuple(key for key, value in obj.items() if type(value) in (dict, list, int))
+        else:
+            for key in plan:
+                self.fields[key].add(obj[key])
+
+    def learned(self) -> pa.DataType:
+        """The learned type of the values."""
+        learned = pa.null()
+        for kind in self.kinds:
+            if kind is dict:
+                kind = pa.struct([(key, field.learned()) for key, field in self.fields.items()])
+            elif kind is list:
+                kind = pa.list_(self.item.learned() if self.item else pa.null())
+            learned = _merge(
+                learned, kind if isinstance(kind, pa.DataType) else _PYTHON_TYPES.get(kind, _JSON)
+            )
+        return learned
 
 
 def _python_type(records: Iterable[dict[str, Any]]) -> pa.DataType:
-    """The learned type of records the reader could not tell, looked at in Python."""
-    learned = pa.struct([])
-    for shape in dict.fromkeys(map(_shape, records)):
-        learned = _merge(learned, _shape_type(shape))
-    return learned
+    """The learned type of records the reader could not tell."""
+    root = _Kinds()
+    root.kinds.add(dict)
+    for record in records:
+        root.add_object(record)
+    return root.learned()
 
 
 def _column_type(learned: pa.DataType, final: bool) -> pa.DataType | None:
