@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ _BLOCK_BYTES = 4 << 20
 _MAX_BUFFERED_BYTES = 16 << 20
 # Blocks handed to the reader and not yet learned from; the export waits for the oldest beyond this.
 _MAX_PENDING_BLOCKS = 2
-# Compressed bytes per byte of JSON assumed before a row group was measured, and the margin on it.
+# Parquet bytes per byte of JSON assumed before a row group was measured, and the margin on it.
 _INITIAL_RATIO = 1.0
 _RATIO_MARGIN = 1.25
 
@@ -268,6 +269,7 @@ def _decoded(obj: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
 # The spill ---------------------------------------------------------------------------------------
 
 
+@dataclass
 class _Block:
     """Whole lines of a day's spill, read by pyarrow in one go.
 
@@ -275,25 +277,25 @@ class _Block:
     :param end: offset just after its last line.
     :param paths: the JSON text paths its lines were spilled with.
     :param careful: whether a line holds an integer beyond 64 bits (never given to the reader).
+    :param table_path: where the reader's table of the lines is kept (Arrow IPC), once read and valid.
     """
 
-    __slots__ = ("careful", "end", "paths", "start", "table_path")
+    start: int
+    end: int
+    paths: dict[str, Any]
+    careful: bool
+    table_path: Path | None = None
 
-    def __init__(self, start: int, end: int, paths: dict[str, Any], careful: bool) -> None:
-        self.start, self.end, self.paths, self.careful = start, end, paths, careful
-        #: Where the reader's table of the lines is kept (Arrow IPC), once read and valid.
-        self.table_path: Path | None = None
 
-
+@dataclass
 class _DaySpill:
-    """One day's spilled lines: a file, the lines not yet in it, and its blocks."""
+    """One day's spilled lines: a file, the lines not yet in it (``careful`` as for a block), its blocks."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.buffer = bytearray()
-        self.careful = False
-        self.size = 0
-        self.blocks: list[_Block] = []
+    path: Path
+    buffer: bytearray = field(default_factory=bytearray)
+    careful: bool = False
+    size: int = 0
+    blocks: list[_Block] = field(default_factory=list)
 
 
 def _read_block(data: bytearray, table_path: Path) -> pa.DataType | None:
@@ -309,19 +311,16 @@ def _read_block(data: bytearray, table_path: Path) -> pa.DataType | None:
         table = pa_json.read_json(pa.BufferReader(data), read_options=options)
     except pa.ArrowInvalid:
         return None
-    fields = []
-    for field, column in zip(table.schema, table.columns, strict=True):
-        learned = _inferred(field.type, column)
-        if learned is None:
-            return None
-        fields.append((field.name, learned))
+    learned = _inferred(pa.struct(list(table.schema)), table.to_struct_array())
+    if learned is None:
+        return None
     try:
         table.validate(full=True)
     except pa.ArrowInvalid:
-        return pa.struct(fields)
+        return learned
     with pa.OSFile(str(table_path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as ipc:
         ipc.write_table(table)
-    return pa.struct(fields)
+    return learned
 
 
 def _casts_exactly(source: pa.DataType, target: pa.DataType, in_list: bool = False) -> bool:
@@ -354,20 +353,10 @@ def _block_table(table_path: Path, raw_schema: pa.Schema) -> pa.Table | None:
     :param raw_schema: the export's schema (``ts`` as an integer).
     """
     table = pa.ipc.open_file(pa.memory_map(str(table_path))).read_all()
-    targets = {field.name: field.type for field in raw_schema}
-    if not all(
-        field.name in targets and _casts_exactly(field.type, targets[field.name]) for field in table.schema
-    ):
+    target = pa.struct(list(raw_schema))
+    if not _casts_exactly(pa.struct(list(table.schema)), target):
         return None
-    if not targets:  # records with no keys at all: the rows, without columns
-        return table.select([])
-    columns = []
-    for name, arrow_type in targets.items():
-        index = table.schema.get_field_index(name)
-        columns.append(
-            table.column(index).cast(arrow_type) if index >= 0 else pa.nulls(table.num_rows, arrow_type)
-        )
-    result = pa.Table.from_arrays(columns, schema=raw_schema)
+    result = pa.Table.from_struct_array(table.to_struct_array().cast(target))
     try:
         result.validate()  # cheap; a cast gone wrong is read from the JSON instead
     except pa.ArrowInvalid:
@@ -527,6 +516,10 @@ class ParquetWriter:
             self._inference = None
 
 
+# A row group of a file: the index of its block, its first row in the block's table, its rows.
+_Group = tuple[int, int, int]
+
+
 class _Files:
     """Writes the files of each day from its spill, in row groups sized to keep each file within the limit.
 
@@ -542,12 +535,14 @@ class _Files:
         self.paths = _json_paths(pa.struct(list(raw_schema)))
         self.encode = json_text_encoder(self.paths)
         self.limit = writer.delivery.max_file_bytes
-        self.ratio: float | None = None
+        self.ratio = _INITIAL_RATIO  # Parquet bytes per byte of JSON
         # ParquetWriter rather than pq.write_table, which imports pandas (seconds, and memory).
         empty = pa.BufferOutputStream()
         pq.ParquetWriter(empty, schema, compression=writer.codec).close()
         self.footer_base = len(empty.getvalue())
-        self.footer_per_group = 150.0 * sum(_leaf_count(field.type) for field in schema)
+        # Each row group adds its columns' statistics and offsets to the footer: about as much
+        # as the schema takes, until measured.
+        self.footer_per_group = float(self.footer_base)
         self.table: tuple[_Block, pa.Table] | None = None
         self.spill_path = Path()
 
@@ -564,9 +559,8 @@ class _Files:
             path = self.writer.delivery.new_path()
             try:
                 groups, cursor = self._fill(path, blocks, cursor)
-                size = path.stat().st_size
-                while size > self.limit:
-                    groups, cursor, size = self._shrink(path, blocks, groups)
+                while path.stat().st_size > self.limit:
+                    groups, cursor = self._shrink(path, blocks, groups)
             except BaseException:
                 path.unlink(missing_ok=True)
                 raise
@@ -576,57 +570,48 @@ class _Files:
 
     def _fill(
         self, path: Path, blocks: list[_Block], cursor: tuple[int, int]
-    ) -> tuple[list[tuple[int, int, int]], tuple[int, int]]:
-        """Write one file from ``cursor`` on: its row groups (block index, first row, rows) and the next cursor."""
-        groups: list[tuple[int, int, int]] = []
+    ) -> tuple[list[_Group], tuple[int, int]]:
+        """Write one file from ``cursor`` on: its row groups, and the cursor after them."""
+        groups: list[_Group] = []
         number, first = cursor
         with (
             pa.OSFile(str(path), "wb") as sink,
             pq.ParquetWriter(sink, self.schema, compression=self.writer.codec) as out,
         ):
             position = sink.tell()
-            while number < len(blocks):
+            while number < len(blocks) and (not groups or position + self.footer(len(groups)) <= self.limit):
                 table = self._table(blocks[number])
-                bytes_per_row = (blocks[number].end - blocks[number].start) / max(table.num_rows, 1)
+                json_per_row = (blocks[number].end - blocks[number].start) / table.num_rows
                 room = self.limit - position - self.footer(len(groups) + 1)
-                ratio = (self.ratio if self.ratio is not None else _INITIAL_RATIO) * _RATIO_MARGIN
-                rows = min(table.num_rows - first, int(room / (ratio * bytes_per_row)))
-                if rows <= 0:
-                    if groups:
-                        break
-                    rows = 1
+                rows = min(table.num_rows - first, int(room / (self.ratio * _RATIO_MARGIN * json_per_row)))
+                if rows <= 0 and groups:
+                    break
+                rows = max(rows, 1)
                 out.write_table(table.slice(first, rows))
                 groups.append((number, first, rows))
-                written = sink.tell() - position
-                position += written
-                self._learn_ratio(written / (rows * bytes_per_row))
+                ratio = (sink.tell() - position) / (rows * json_per_row)
+                # Follow the data, but let a larger ratio take over at once: overshooting costs a rewrite.
+                self.ratio = max(ratio, 0.8 * self.ratio + 0.2 * ratio)
+                position = sink.tell()
                 first += rows
-                if first >= table.num_rows:
+                if first == table.num_rows:
                     number, first = number + 1, 0
-                if position + self.footer(len(groups)) > self.limit:
-                    break
         footer = path.stat().st_size - position
         self.footer_per_group = max((footer - self.footer_base) / len(groups), 0.5 * self.footer_per_group)
         return groups, (number, first)
 
-    def _learn_ratio(self, ratio: float) -> None:
-        # Follow the data, but let a larger ratio take over at once: overshooting costs a rewrite.
-        self.ratio = ratio if self.ratio is None or ratio > self.ratio else 0.8 * self.ratio + 0.2 * ratio
-
     def _shrink(
-        self, path: Path, blocks: list[_Block], groups: list[tuple[int, int, int]]
-    ) -> tuple[list[tuple[int, int, int]], tuple[int, int], int]:
+        self, path: Path, blocks: list[_Block], groups: list[_Group]
+    ) -> tuple[list[_Group], tuple[int, int]]:
         """Write an over-size file again without its last row group (or half of its only one)."""
         number, first, rows = groups[-1]
         if len(groups) > 1:
-            groups = groups[:-1]
-            cursor = (number, first)
+            groups, cursor = groups[:-1], (number, first)
         elif rows > 1:
-            groups = [(number, first, rows // 2)]
-            cursor = (number, first + rows // 2)
+            groups, cursor = [(number, first, rows // 2)], (number, first + rows // 2)
         else:
             record_bytes = path.stat().st_size - self.footer_base
-            path.unlink(missing_ok=True)
+            path.unlink()
             raise too_small_error(record_bytes, self.footer_base, self.limit, "Parquet")
         with (
             pa.OSFile(str(path), "wb") as sink,
@@ -634,7 +619,7 @@ class _Files:
         ):
             for number, first, rows in groups:
                 out.write_table(self._table(blocks[number]).slice(first, rows))
-        return groups, cursor, path.stat().st_size
+        return groups, cursor
 
     def _table(self, block: _Block) -> pa.Table:
         """A block's rows in the files' schema (the last one is kept: it is asked for again and again)."""
@@ -682,14 +667,6 @@ class _Files:
             raise ExportDataError(
                 f"Records of {self.spill_path.stem} do not match the export's Parquet schema: {exc}."
             ) from exc
-
-
-def _leaf_count(arrow_type: pa.DataType) -> int:
-    if pa.types.is_struct(arrow_type):
-        return sum(_leaf_count(field.type) for field in arrow_type) or 1
-    if pa.types.is_list(arrow_type):
-        return _leaf_count(arrow_type.value_type)
-    return 1
 
 
 def _repeated_text(text: str, count: int) -> pa.Array:
