@@ -126,10 +126,8 @@ def test_a_block_of_text_read_as_timestamps_is_read_again_from_its_lines(tmp_pat
     data = _lines([{"a": "2024-01-05"}, {"a": "2024-01-06 10:00:00"}])
     inferred = _read_block(data, tmp_path / "block.arrow")
     assert inferred is not None and inferred.field("a").type == pa.string()
-    table = pa.ipc.open_file(pa.memory_map(str(tmp_path / "block.arrow"))).read_all()
-    assert pa.types.is_timestamp(table.schema.field("a").type)
-    # The export's column is text: the timestamps must not be cast back to (other) text.
-    assert _block_table(tmp_path / "block.arrow", pa.schema([pa.field("a", pa.string())])) is None
+    # pyarrow read timestamps: cast back to text they would not be the text of the records.
+    assert not (tmp_path / "block.arrow").exists()
 
 
 def test_a_big_integer_in_an_inferred_block_is_remembered(tmp_path: Path) -> None:

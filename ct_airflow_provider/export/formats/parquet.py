@@ -3,7 +3,7 @@
 Records are spilled to per-day files of JSON lines, in blocks that pyarrow's JSON reader reads in
 helper threads, inferring their types; the blocks' types are merged into the export's schema, and
 the files are made from the tables read, cast to it. Python decides only what the reader cannot: a
-key whose values differ in kind (such values become JSON text) and integers a double or int64 does
+key whose values differ in kind (its values become JSON text) and integers a double or int64 does
 not hold. Columns, type rules and how the size limit is kept: docs/export-formats.md, "Parquet".
 """
 
@@ -32,12 +32,11 @@ from ct_airflow_provider.export.records import day_of
 
 JSON_ENCODING_METADATA = {b"ct_airflow_provider.encoding": b"json"}
 
-# The learned types are Arrow types, plus two that pyarrow's reader never infers: values kept as
-# JSON text, and integers some of which a double does not hold exactly (they must not become doubles).
-_JSON = pa.large_string()
-_BIG_INT = pa.uint64()
+# Learned types are Arrow types, and two types the reader never infers: values kept as JSON text,
+# and integers some of which a double does not hold exactly (so they must not become doubles).
+_JSON, _BIG_INT = pa.large_string(), pa.uint64()
 _EXACT_DOUBLE = 2**53
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_INT64 = range(-(2**63), 2**63)
 _PYTHON_TYPES = {
     type(None): pa.null(),
     bool: pa.bool_(),
@@ -47,16 +46,15 @@ _PYTHON_TYPES = {
 }
 _EVENT_ORDER = ("ts", "profile", "deviceInfo", "eventProps", "sessionProps")
 
-# Each day's lines go to pyarrow in blocks of about this size: large enough that the reader's
-# per-call cost vanishes, small enough to keep few in memory. A block makes one or more row groups.
+# Each day's lines go to the reader in blocks of about this size: large enough that its per-call
+# cost vanishes, small enough to keep few in memory. A block's table makes one or more row groups.
 _BLOCK_BYTES = 4 << 20
 # Lines waiting in the days' buffers, all days together: beyond it the fullest days' blocks go early.
 _MAX_BUFFERED_BYTES = 16 << 20
-# Blocks handed to the reader and not yet learned from; the export waits for the oldest beyond this.
+# Blocks handed to the reader and not learned from yet; the export waits for the oldest beyond this.
 _MAX_PENDING_BLOCKS = 2
 # Parquet bytes per byte of JSON assumed before a row group was measured, and the margin on it.
-_INITIAL_RATIO = 1.0
-_RATIO_MARGIN = 1.25
+_INITIAL_RATIO, _RATIO_MARGIN = 1.0, 1.25
 
 
 # Types -------------------------------------------------------------------------------------------
@@ -65,8 +63,8 @@ _RATIO_MARGIN = 1.25
 def _merge(a: pa.DataType, b: pa.DataType) -> pa.DataType:
     """The learned type of values of types ``a`` and ``b``: JSON text when no column type holds both.
 
-    Written out rather than ``pa.unify_schemas(promote_options="permissive")``, which raises on
-    the conflicts that must become JSON text, and makes doubles of integers a double cannot hold.
+    Written out rather than ``pa.unify_schemas(promote_options="permissive")``, which raises on the
+    conflicts that become JSON text here, and makes doubles of integers a double does not hold.
     """
     if a == b or b == pa.null():
         return a
@@ -75,8 +73,7 @@ def _merge(a: pa.DataType, b: pa.DataType) -> pa.DataType:
     if pa.types.is_struct(a) and pa.types.is_struct(b):
         fields = {field.name: field.type for field in a}
         for field in b:
-            known = fields.get(field.name)
-            fields[field.name] = field.type if known is None else _merge(known, field.type)
+            fields[field.name] = _merge(fields.get(field.name, pa.null()), field.type)
         return pa.struct(list(fields.items()))
     if pa.types.is_list(a) and pa.types.is_list(b):
         return pa.list_(_merge(a.value_type, b.value_type))
@@ -88,20 +85,15 @@ def _merge(a: pa.DataType, b: pa.DataType) -> pa.DataType:
 
 
 def _inferred(arrow_type: pa.DataType, column: pa.ChunkedArray) -> pa.DataType | None:
-    """The learned type of a column pyarrow's reader inferred, or ``None`` if the reader may have lost it.
+    """The learned type of a column the reader inferred, ``None`` where the reader may have lost it.
 
     The reader reads integers beyond int64, and integers among floats, as doubles: a double of
     magnitude 2**53 or more may have been an integer a double does not hold, so Python decides.
     Text that looks like a time is inferred as a timestamp; it is text all the same.
     """
     if pa.types.is_struct(arrow_type):
-        fields = []
-        for index, field in enumerate(arrow_type):
-            learned = _inferred(field.type, pc.struct_field(column, [index]))
-            if learned is None:
-                return None
-            fields.append((field.name, learned))
-        return pa.struct(fields)
+        fields = [(f.name, _inferred(f.type, pc.struct_field(column, [i]))) for i, f in enumerate(arrow_type)]
+        return None if any(learned is None for _name, learned in fields) else pa.struct(fields)
     if pa.types.is_list(arrow_type):
         item = _inferred(arrow_type.value_type, pc.list_flatten(column))
         return None if item is None else pa.list_(item)
@@ -119,7 +111,7 @@ def _inferred(arrow_type: pa.DataType, column: pa.ChunkedArray) -> pa.DataType |
 
 
 class _Kinds:
-    """The kinds of values found at one place of records the reader could not tell, looked at in Python."""
+    """The kinds of values at one place of records the reader could not tell, looked at in Python."""
 
     __slots__ = ("fields", "item", "kinds", "plans")
 
@@ -141,7 +133,7 @@ class _Kinds:
             for each in value:
                 item.add(each)
         elif kind is int and not -_EXACT_DOUBLE <= value <= _EXACT_DOUBLE:
-            self.kinds.add(_BIG_INT if _INT64_MIN <= value <= _INT64_MAX else _JSON)
+            self.kinds.add(_BIG_INT if value in _INT64 else _JSON)
         else:
             self.kinds.add(kind)
 
@@ -151,9 +143,7 @@ class _Kinds:
         plan = self.plans.get(shape)
         if plan is None:
             for key, value in obj.items():
-                if key not in self.fields:
-                    self.fields[key] = _Kinds()
-                self.fields[key].add(value)
+                self.fields.setdefault(key, _Kinds()).add(value)
             self.plans[shape] = tuple(key for key, value in obj.items() if type(value) in (dict, list, int))
         else:
             for key in plan:
@@ -164,7 +154,7 @@ class _Kinds:
         learned = pa.null()
         for kind in self.kinds:
             if kind is dict:
-                kind = pa.struct([(key, field.learned()) for key, field in self.fields.items()])
+                kind = pa.struct([(key, kinds.learned()) for key, kinds in self.fields.items()])
             elif kind is list:
                 kind = pa.list_(self.item.learned() if self.item else pa.null())
             learned = _merge(
@@ -182,47 +172,48 @@ def _python_type(records: Iterable[dict[str, Any]]) -> pa.DataType:
     return root.learned()
 
 
-def _column_type(learned: pa.DataType, final: bool) -> pa.DataType | None:
-    """The column type of a learned type, ``None`` for JSON text.
+def _field(name: str, learned: pa.DataType, final: bool) -> pa.Field:
+    """The field of a key of a learned type, marked in its metadata when its values are JSON text.
 
-    :param learned: the learned type.
-    :param final: whether every record was seen: a key holding only empty objects so far is
+    :param name: the key.
+    :param learned: its learned type.
+    :param final: whether every record was seen: a key holding only empty objects so far becomes
         JSON text only then (a later record may give it keys).
     """
-    if learned == _JSON:
-        return None
+    column = learned
     if learned == _BIG_INT:
-        return pa.int64()
-    if learned == pa.null():
-        return pa.string()
-    if pa.types.is_struct(learned):
-        if learned.num_fields == 0:
-            return None if final else learned
-        return pa.struct([_field(field.name, field.type, final) for field in learned])
-    if pa.types.is_list(learned):
-        item = _column_type(learned.value_type, final)
-        # A list holding JSON text is JSON text itself: its items are never encoded one by one.
-        return None if item is None or _json_paths(item) else pa.list_(item)
-    return learned
-
-
-def _field(name: str, learned: pa.DataType, final: bool) -> pa.Field:
-    """The field of a key of a learned type, marked in its metadata when its values are JSON text."""
-    arrow_type = _column_type(learned, final)
-    if arrow_type is None:
+        column = pa.int64()
+    elif learned == pa.null():
+        column = pa.string()
+    elif pa.types.is_struct(learned) and (learned.num_fields or not final):
+        column = pa.struct([_field(child.name, child.type, final) for child in learned])
+    elif pa.types.is_struct(learned):
+        column = _JSON
+    elif pa.types.is_list(learned):
+        item = _field("item", learned.value_type, final)
+        # A list holding JSON text is JSON text itself: items are never encoded one by one.
+        column = _JSON if item.metadata or _json_paths(item.type) else pa.list_(item.type)
+    if column == _JSON:
         return pa.field(name, pa.string(), metadata=JSON_ENCODING_METADATA)
-    return pa.field(name, arrow_type)
+    return pa.field(name, column)
 
 
 def _json_paths(arrow_type: pa.DataType) -> dict[str, Any]:
     """The keys of a column type's structs whose values are JSON text (``True``) or hold some (a dict)."""
     paths: dict[str, Any] = {}
-    if pa.types.is_struct(arrow_type):
-        for field in arrow_type:
-            inner = _json_paths(field.type)
-            if field.metadata == JSON_ENCODING_METADATA or inner:
-                paths[field.name] = inner or True
+    for child in arrow_type if pa.types.is_struct(arrow_type) else ():
+        inner = _json_paths(child.type)
+        if child.metadata == JSON_ENCODING_METADATA or inner:
+            paths[child.name] = inner or True
     return paths
+
+
+def _has_timestamps(arrow_type: pa.DataType) -> bool:
+    if pa.types.is_struct(arrow_type):
+        return any(_has_timestamps(child.type) for child in arrow_type)
+    if pa.types.is_list(arrow_type):
+        return _has_timestamps(arrow_type.value_type)
+    return bool(pa.types.is_timestamp(arrow_type))
 
 
 # JSON text ---------------------------------------------------------------------------------------
@@ -233,7 +224,7 @@ _Encoder = Callable[[dict[str, Any]], dict[str, Any]]
 def json_text_encoder(paths: dict[str, Any]) -> _Encoder:
     """A function returning a record with the values at ``paths`` as JSON text (copied where changed).
 
-    Built once per set of paths, one closure per key, because it runs for every record.
+    Built once per set of paths, one closure per level, because it runs for every record.
 
     :param paths: keys whose values become JSON text (``True``) or hold such keys (a dict).
     """
@@ -247,8 +238,7 @@ def json_text_encoder(paths: dict[str, Any]) -> _Encoder:
                 continue
             new = json_text(value) if inner is None else inner(value)
             if new is not value:
-                if copy is None:
-                    copy = obj.copy()
+                copy = copy or obj.copy()
                 copy[key] = new
         return obj if copy is None else copy
 
@@ -271,13 +261,13 @@ def _decoded(obj: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class _Block:
-    """Whole lines of a day's spill, read by pyarrow in one go.
+    """Whole lines of a day's spill, read by the reader in one go.
 
     :param start: offset of its first line in the day's spill file.
     :param end: offset just after its last line.
     :param paths: the JSON text paths its lines were spilled with.
     :param careful: whether a line holds an integer beyond 64 bits (never given to the reader).
-    :param table_path: where the reader's table of the lines is kept (Arrow IPC), once read and valid.
+    :param table_path: where the reader's table of the lines is kept (Arrow IPC), if it may serve.
     """
 
     start: int
@@ -289,79 +279,38 @@ class _Block:
 
 @dataclass
 class _DaySpill:
-    """One day's spilled lines: a file, the lines not yet in it (``careful`` as for a block), its blocks."""
+    """One day's spilled lines: its file, the lines not in it yet (``careful`` as a block), its blocks."""
 
     path: Path
     buffer: bytearray = field(default_factory=bytearray)
     careful: bool = False
-    size: int = 0
     blocks: list[_Block] = field(default_factory=list)
 
 
 def _read_block(data: bytearray, table_path: Path) -> pa.DataType | None:
-    """Read a block of JSON lines with pyarrow (in a helper thread): its learned type, ``None`` if untold.
+    """Read a block of JSON lines (in a helper thread): its learned type, ``None`` if the reader cannot tell.
 
-    The reader works in C++ without the GIL, beside the export thread. It refuses a key whose
-    values differ in kind; :func:`_inferred` refuses what it may have misread. The table is kept at
-    ``table_path`` to become row groups later, unless pyarrow made it invalid (pyarrow 26 drops the
-    null that starts a list).
+    The reader works in C++ without the GIL, beside the export thread. The table read is kept at
+    ``table_path`` to become row groups, unless it holds text read as timestamps or pyarrow made
+    it invalid (pyarrow 26 drops the null that starts a list).
     """
     options = pa_json.ReadOptions(block_size=len(data) + 1, use_threads=False)
     try:
         table = pa_json.read_json(pa.BufferReader(data), read_options=options)
-    except pa.ArrowInvalid:
+    except pa.ArrowInvalid:  # a key whose values differ in kind
         return None
-    learned = _inferred(pa.struct(list(table.schema)), table.to_struct_array())
+    read = pa.struct(list(table.schema))
+    learned = _inferred(read, table.to_struct_array())
     if learned is None:
         return None
     try:
         table.validate(full=True)
     except pa.ArrowInvalid:
         return learned
-    with pa.OSFile(str(table_path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as ipc:
-        ipc.write_table(table)
+    if not _has_timestamps(read):
+        with pa.OSFile(str(table_path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as ipc:
+            ipc.write_table(table)
     return learned
-
-
-def _casts_exactly(source: pa.DataType, target: pa.DataType, in_list: bool = False) -> bool:
-    """Whether a column read as ``source`` becomes by a cast what reading it as ``target`` gives.
-
-    Nulls (but items of a list: pyarrow 26 casts a list of nulls into an invalid array), integers
-    to doubles (chosen only where every integer is exact in one), structs and lists when their
-    fields and items do. Anything else (text pyarrow took for timestamps) is read again.
-    """
-    if source == target:
-        return True
-    if pa.types.is_null(source):
-        return not in_list
-    if pa.types.is_int64(source):
-        return bool(pa.types.is_float64(target))
-    if pa.types.is_struct(source) and pa.types.is_struct(target):
-        names = {field.name: field.type for field in target}
-        return all(
-            field.name in names and _casts_exactly(field.type, names[field.name], in_list) for field in source
-        )
-    if pa.types.is_list(source) and pa.types.is_list(target):
-        return _casts_exactly(source.value_type, target.value_type, True)
-    return False
-
-
-def _block_table(table_path: Path, raw_schema: pa.Schema) -> pa.Table | None:
-    """The table the reader read for a block, cast to the export's schema, if that gives the same values.
-
-    :param table_path: where :func:`_read_block` kept it.
-    :param raw_schema: the export's schema (``ts`` as an integer).
-    """
-    table = pa.ipc.open_file(pa.memory_map(str(table_path))).read_all()
-    target = pa.struct(list(raw_schema))
-    if not _casts_exactly(pa.struct(list(table.schema)), target):
-        return None
-    result = pa.Table.from_struct_array(table.to_struct_array().cast(target))
-    try:
-        result.validate()  # cheap; a cast gone wrong is read from the JSON instead
-    except pa.ArrowInvalid:
-        return None
-    return result
 
 
 # The writer --------------------------------------------------------------------------------------
@@ -384,20 +333,16 @@ class ParquetWriter:
             raise ExportConfigError(
                 f"Unknown Parquet codec {codec!r}; choose one of {', '.join(PARQUET_CODECS)}."
             )
-        self.delivery = delivery
-        self.spill_dir = spill_dir
-        self.event_name = event_name
-        self.codec = codec
+        self.delivery, self.spill_dir, self.event_name, self.codec = delivery, spill_dir, event_name, codec
         self._days: dict[int, _DaySpill] = {}
         self._learned = pa.struct([])
         self._learned_blocks = 0
-        self._paths: dict[str, Any] = {}  # JSON text paths the spill is written with
+        self._paths: dict[str, Any] = {}  # the JSON text paths records are spilled with
         self._encode: _Encoder | None = None
         self._pending: deque[tuple[_Block, bytearray, Future[pa.DataType | None] | None]] = deque()
-        self._inference: ThreadPoolExecutor | None = None
-        self._tables = 0
-        #: Records read again from their JSON lines to write the files, since the table read while
-        #: learning types could not serve (a key turned to JSON text later, ...). Mostly none.
+        self._reader: ThreadPoolExecutor | None = None
+        #: Records read again from their JSON lines for the files, as the table read while learning
+        #: types could not serve (a key turned to JSON text later, ...). Mostly none.
         self.records_read_twice = 0
 
     def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
@@ -405,9 +350,7 @@ class ParquetWriter:
 
         :param records: ``(yyyymmdd, file record)`` pairs.
         """
-        days = self._days
-        dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-        encode = self._encode
+        days, encode = self._days, self._encode
         for day_number, record in records:
             spill = days.get(day_number)
             if spill is None:
@@ -416,10 +359,9 @@ class ParquetWriter:
             if encode is not None:
                 record = encode(record)
             try:
-                line = dumps(record, option=option)
+                line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
             except TypeError:  # an integer beyond 64 bits
-                line = careful_line(record)
-                spill.careful = True
+                line, spill.careful = careful_line(record), True
             spill.buffer += line
             if len(spill.buffer) >= _BLOCK_BYTES:
                 self._spill(spill)
@@ -437,12 +379,11 @@ class ParquetWriter:
         # The first block is waited for: it shows most keys of mixed kinds, which the blocks
         # after it then hold as JSON text, so that the reader can tell them.
         self._learn(keep=_MAX_PENDING_BLOCKS if self._learned_blocks else 0)
-        paths = _json_paths(pa.struct([_field(f.name, f.type, final=False) for f in self._learned]))
+        paths = _json_paths(_field("", self._learned, final=False).type)
         if paths != self._paths:
             for day in self._days.values():  # their waiting lines hold the values as they were
                 self._submit(day)
-            self._paths = paths
-            self._encode = json_text_encoder(paths)
+            self._paths, self._encode = paths, json_text_encoder(paths)
 
     def _submit(self, spill: _DaySpill) -> None:
         """Append a day's waiting lines to its spill file as a block, and hand it to the reader."""
@@ -450,17 +391,16 @@ class ParquetWriter:
         if not data:
             return
         with open(spill.path, "ab") as handle:
+            start = handle.tell()
             handle.write(data)
-        block = _Block(spill.size, spill.size + len(data), self._paths, spill.careful)
+        block = _Block(start, start + len(data), self._paths, spill.careful)
         spill.blocks.append(block)
-        spill.size, spill.buffer, spill.careful = block.end, bytearray(), False
+        spill.buffer, spill.careful = bytearray(), False
         future = None
         if not block.careful:  # the reader would take such integers for doubles
-            if self._inference is None:
-                self._inference = ThreadPoolExecutor(max_workers=2, thread_name_prefix="parquet-types")
-            self._tables += 1
-            block.table_path = self.spill_dir / f"block-{self._tables}.arrow"
-            future = self._inference.submit(_read_block, data, block.table_path)
+            self._reader = self._reader or ThreadPoolExecutor(2, thread_name_prefix="parquet-types")
+            block.table_path = self.spill_dir / f"{spill.path.stem}-{start}.arrow"
+            future = self._reader.submit(_read_block, data, block.table_path)
         self._pending.append((block, data, future))
 
     def _learn(self, keep: int) -> None:
@@ -478,7 +418,7 @@ class ParquetWriter:
                 loads = decoder(block.careful)
                 learned = _python_type(loads(line) for line in data.splitlines())
             if block.table_path is not None and not block.table_path.exists():
-                block.table_path = None  # not read, or read invalid
+                block.table_path = None
             self._learned = _merge(self._learned, learned)
             self._learned_blocks += 1
 
@@ -490,30 +430,25 @@ class ParquetWriter:
         self.abort()
         if not self._days:
             return
-        fields = {field.name: _field(field.name, field.type, final=True) for field in self._learned}
+        fields = {child.name: _field(child.name, child.type, final=True) for child in self._learned}
         if self.event_name is not None:
-            fields["ts"] = pa.field("ts", pa.int64())
+            fields["ts"] = pa.field("ts", pa.int64())  # made a timestamp for the files
             fields = {key: fields[key] for key in _EVENT_ORDER if key in fields} | fields
-        raw_schema = pa.schema(list(fields.values()))
-        schema = raw_schema
-        if self.event_name is not None:
-            event_fields = [pa.field("ts", pa.timestamp("ms")), pa.field("eventName", pa.string())]
-            schema = pa.schema(event_fields + [field for field in raw_schema if field.name != "ts"])
-        files = _Files(self, raw_schema, schema)
+        files = _Files(self, pa.schema(list(fields.values())))
         for day_number in sorted(self._days):
             spill = self._days[day_number]
             files.write_day(day_number, spill)
-            spill.path.unlink(missing_ok=True)
+            spill.path.unlink()
             for block in spill.blocks:
                 if block.table_path is not None:
-                    block.table_path.unlink(missing_ok=True)
+                    block.table_path.unlink()
 
     def abort(self) -> None:
         """Stop the reader's threads; the spill directory is the driver's to remove."""
         self._pending.clear()
-        if self._inference is not None:
-            self._inference.shutdown(wait=True, cancel_futures=True)
-            self._inference = None
+        if self._reader is not None:
+            self._reader.shutdown(wait=True, cancel_futures=True)
+            self._reader = None
 
 
 # A row group of a file: the index of its block, its first row in the block's table, its rows.
@@ -521,58 +456,58 @@ _Group = tuple[int, int, int]
 
 
 class _Files:
-    """Writes the files of each day from its spill, in row groups sized to keep each file within the limit.
+    """Writes each day's files in row groups sized to keep every file within the limit.
 
-    A row group is part of a block's table; its size in rows is estimated from the Parquet bytes
-    per JSON byte of the row groups before it. A file is closed before the next row group would
-    pass the limit; should a closed file still pass it, it is written again without its last row group.
+    A row group is rows of a block's table, as many as the room left takes at the Parquet bytes
+    per JSON byte of the row groups before. A file is closed before the next row group would pass
+    the limit; should a closed file still pass it, it is written again without its last row group.
+
+    :param writer: the export's writer.
+    :param raw_schema: the schema of the records (``ts`` an integer).
     """
 
-    def __init__(self, writer: ParquetWriter, raw_schema: pa.Schema, schema: pa.Schema) -> None:
-        self.writer = writer
-        self.raw_schema = raw_schema
-        self.schema = schema
+    def __init__(self, writer: ParquetWriter, raw_schema: pa.Schema) -> None:
+        self.writer, self.raw_schema, self.schema = writer, raw_schema, raw_schema
+        if writer.event_name is not None:
+            first = [pa.field("ts", pa.timestamp("ms")), pa.field("eventName", pa.string())]
+            self.schema = pa.schema(first + [column for column in raw_schema if column.name != "ts"])
         self.paths = _json_paths(pa.struct(list(raw_schema)))
         self.encode = json_text_encoder(self.paths)
         self.limit = writer.delivery.max_file_bytes
-        self.ratio = _INITIAL_RATIO  # Parquet bytes per byte of JSON
+        self.ratio = _INITIAL_RATIO
         # ParquetWriter rather than pq.write_table, which imports pandas (seconds, and memory).
         empty = pa.BufferOutputStream()
-        pq.ParquetWriter(empty, schema, compression=writer.codec).close()
+        pq.ParquetWriter(empty, self.schema, compression=writer.codec).close()
         self.footer_base = len(empty.getvalue())
-        # Each row group adds its columns' statistics and offsets to the footer: about as much
-        # as the schema takes, until measured.
+        # A row group adds its columns' offsets and statistics to the footer: about as much as the
+        # schema takes, until measured.
         self.footer_per_group = float(self.footer_base)
-        self.table: tuple[_Block, pa.Table] | None = None
-        self.spill_path = Path()
+        self.table: tuple[_Block, pa.Table] | None = None  # the last one made: asked for again and again
+        self.spill = _DaySpill(Path())
 
     def footer(self, groups: int) -> int:
         return int(self.footer_base + self.footer_per_group * groups * 1.2) + 1024
 
     def write_day(self, day_number: int, spill: _DaySpill) -> None:
         """Write and deliver a day's files."""
-        day, blocks = day_of(day_number), spill.blocks
-        self.spill_path = spill.path
-        cursor = (0, 0)  # the next row to write: block index, row
-        file_index = 0
+        self.spill, blocks = spill, spill.blocks
+        cursor, index = (0, 0), 0  # the next row to write (block index, row), the next file's index
         while cursor[0] < len(blocks):
             path = self.writer.delivery.new_path()
             try:
-                groups, cursor = self._fill(path, blocks, cursor)
+                groups, cursor = self._fill(path, cursor)
                 while path.stat().st_size > self.limit:
-                    groups, cursor = self._shrink(path, blocks, groups)
+                    groups, cursor = self._shrink(path, groups)
             except BaseException:
                 path.unlink(missing_ok=True)
                 raise
             records = sum(rows for _block, _first, rows in groups)
-            self.writer.delivery.deliver(path, digest_of_path(path), day, file_index, records)
-            file_index += 1
+            self.writer.delivery.deliver(path, digest_of_path(path), day_of(day_number), index, records)
+            index += 1
 
-    def _fill(
-        self, path: Path, blocks: list[_Block], cursor: tuple[int, int]
-    ) -> tuple[list[_Group], tuple[int, int]]:
+    def _fill(self, path: Path, cursor: tuple[int, int]) -> tuple[list[_Group], tuple[int, int]]:
         """Write one file from ``cursor`` on: its row groups, and the cursor after them."""
-        groups: list[_Group] = []
+        blocks, groups = self.spill.blocks, list[_Group]()
         number, first = cursor
         with (
             pa.OSFile(str(path), "wb") as sink,
@@ -580,7 +515,7 @@ class _Files:
         ):
             position = sink.tell()
             while number < len(blocks) and (not groups or position + self.footer(len(groups)) <= self.limit):
-                table = self._table(blocks[number])
+                table = self._table(number)
                 json_per_row = (blocks[number].end - blocks[number].start) / table.num_rows
                 room = self.limit - position - self.footer(len(groups) + 1)
                 rows = min(table.num_rows - first, int(room / (self.ratio * _RATIO_MARGIN * json_per_row)))
@@ -592,17 +527,14 @@ class _Files:
                 ratio = (sink.tell() - position) / (rows * json_per_row)
                 # Follow the data, but let a larger ratio take over at once: overshooting costs a rewrite.
                 self.ratio = max(ratio, 0.8 * self.ratio + 0.2 * ratio)
-                position = sink.tell()
-                first += rows
+                position, first = sink.tell(), first + rows
                 if first == table.num_rows:
                     number, first = number + 1, 0
         footer = path.stat().st_size - position
         self.footer_per_group = max((footer - self.footer_base) / len(groups), 0.5 * self.footer_per_group)
         return groups, (number, first)
 
-    def _shrink(
-        self, path: Path, blocks: list[_Block], groups: list[_Group]
-    ) -> tuple[list[_Group], tuple[int, int]]:
+    def _shrink(self, path: Path, groups: list[_Group]) -> tuple[list[_Group], tuple[int, int]]:
         """Write an over-size file again without its last row group (or half of its only one)."""
         number, first, rows = groups[-1]
         if len(groups) > 1:
@@ -611,49 +543,52 @@ class _Files:
             groups, cursor = [(number, first, rows // 2)], (number, first + rows // 2)
         else:
             record_bytes = path.stat().st_size - self.footer_base
-            path.unlink()
             raise too_small_error(record_bytes, self.footer_base, self.limit, "Parquet")
         with (
             pa.OSFile(str(path), "wb") as sink,
             pq.ParquetWriter(sink, self.schema, compression=self.writer.codec) as out,
         ):
             for number, first, rows in groups:
-                out.write_table(self._table(blocks[number]).slice(first, rows))
+                out.write_table(self._table(number).slice(first, rows))
         return groups, cursor
 
-    def _table(self, block: _Block) -> pa.Table:
-        """A block's rows in the files' schema (the last one is kept: it is asked for again and again)."""
+    def _table(self, number: int) -> pa.Table:
+        """The rows of the day's block ``number`` in the files' schema."""
+        block = self.spill.blocks[number]
         if self.table is not None and self.table[0] is block:
             return self.table[1]
         self.table = None
-        raw = None
-        if block.table_path is not None and block.paths == self.paths:
-            raw = _block_table(block.table_path, self.raw_schema)
+        raw = self._reused(block) if block.paths == self.paths else None
         if raw is None:
             raw = self._read_again(block)
             self.writer.records_read_twice += raw.num_rows
-        table = raw
-        event_name = self.writer.event_name
+        table, event_name = raw, self.writer.event_name
         if event_name is not None:
             try:
                 ts = pc.strptime(pc.cast(raw.column("ts"), pa.string()), format="%Y%m%d%H%M%S", unit="ms")
             except pa.ArrowInvalid as exc:
                 raise ExportDataError(f"A record's ts is not a valid yyyyMMddHHmmss time: {exc}.") from exc
             columns = [ts, _repeated_text(event_name, raw.num_rows)]
-            columns += [raw.column(field.name) for field in self.raw_schema if field.name != "ts"]
+            columns += [raw.column(column.name) for column in self.raw_schema if column.name != "ts"]
             table = pa.Table.from_arrays(columns, schema=self.schema)
         self.table = (block, table)
         return table
 
+    def _reused(self, block: _Block) -> pa.Table | None:
+        """The table the reader read while learning types, cast to the schema (if valid then)."""
+        if block.table_path is None:
+            return None
+        return _block_table(block.table_path, self.raw_schema)
+
     def _read_again(self, block: _Block) -> pa.Table:
-        """A block's lines read with the export's schema, their values made JSON text where it says so."""
-        with open(self.spill_path, "rb") as handle:
+        """A block's lines read with the schema, values made JSON text where it says so."""
+        with open(self.spill.path, "rb") as handle:
             handle.seek(block.start)
             data = handle.read(block.end - block.start)
         if block.paths != self.paths or block.careful:
-            loads, old = decoder(block.careful), block.paths
+            loads = decoder(block.careful)
             data = b"".join(
-                encode_line(self.encode(_decoded(loads(line), old))) for line in data.splitlines()
+                encode_line(self.encode(_decoded(loads(line), block.paths))) for line in data.splitlines()
             )
         try:
             return pa_json.read_json(
@@ -665,8 +600,27 @@ class _Files:
             )
         except pa.ArrowInvalid as exc:  # the schema was learned from these very records
             raise ExportDataError(
-                f"Records of {self.spill_path.stem} do not match the export's Parquet schema: {exc}."
+                f"Records of {self.spill.path.stem} do not match the export's Parquet schema: {exc}."
             ) from exc
+
+
+def _block_table(table_path: Path, raw_schema: pa.Schema) -> pa.Table | None:
+    """A table kept by :func:`_read_block` cast to the export's schema, ``None`` if the cast made it invalid.
+
+    Every cast left gives what reading the lines with the schema gives: nulls to any type, integers
+    to doubles (chosen only where every integer is exact in one), structs to structs with more keys.
+    A fully valid table is checked for since pyarrow 26 casts a list of nulls into an invalid array.
+
+    :param table_path: where the table is kept.
+    :param raw_schema: the export's schema (``ts`` an integer).
+    """
+    table = pa.ipc.open_file(pa.memory_map(str(table_path))).read_all()
+    try:
+        result = pa.Table.from_struct_array(table.to_struct_array().cast(pa.struct(list(raw_schema))))
+        result.validate(full=True)
+    except pa.ArrowException:
+        return None
+    return result
 
 
 def _repeated_text(text: str, count: int) -> pa.Array:
@@ -677,6 +631,5 @@ def _repeated_text(text: str, count: int) -> pa.Array:
     """
     encoded = text.encode("utf-8")
     offsets = np.arange(count + 1, dtype=np.int64) * len(encoded)
-    return pa.LargeStringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(encoded * count)).cast(
-        pa.string()
-    )
+    strings = pa.LargeStringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(encoded * count))
+    return strings.cast(pa.string())
