@@ -558,7 +558,9 @@ class _Files:
         if self.table is not None and self.table[0] is block:
             return self.table[1]
         self.table = None
-        raw = self._reused(block) if block.paths == self.paths else None
+        raw = None
+        if block.table_path is not None and block.paths == self.paths:
+            raw = _block_table(block.table_path, self.raw_schema)
         if raw is None:
             raw = self._read_again(block)
             self.writer.records_read_twice += raw.num_rows
@@ -573,12 +575,6 @@ class _Files:
             table = pa.Table.from_arrays(columns, schema=self.schema)
         self.table = (block, table)
         return table
-
-    def _reused(self, block: _Block) -> pa.Table | None:
-        """The table the reader read while learning types, cast to the schema (if valid then)."""
-        if block.table_path is None:
-            return None
-        return _block_table(block.table_path, self.raw_schema)
 
     def _read_again(self, block: _Block) -> pa.Table:
         """A block's lines read with the schema, values made JSON text where it says so."""
