@@ -434,14 +434,15 @@ class ParquetWriter:
         if self.event_name is not None:
             fields["ts"] = pa.field("ts", pa.int64())  # made a timestamp for the files
             fields = {key: fields[key] for key in _EVENT_ORDER if key in fields} | fields
-        files = _Files(self, pa.schema(list(fields.values())))
-        for day_number in sorted(self._days):
-            spill = self._days[day_number]
-            files.write_day(day_number, spill)
-            spill.path.unlink()
-            for block in spill.blocks:
-                if block.table_path is not None:
-                    block.table_path.unlink()
+        with ThreadPoolExecutor(1, thread_name_prefix="parquet-tables") as pool:
+            files = _Files(self, pa.schema(list(fields.values())), pool)
+            for day_number in sorted(self._days):
+                spill = self._days[day_number]
+                files.write_day(day_number, spill)
+                spill.path.unlink()
+                for block in spill.blocks:
+                    if block.table_path is not None:
+                        block.table_path.unlink()
 
     def abort(self) -> None:
         """Stop the reader's threads; the spill directory is the driver's to remove."""
@@ -464,9 +465,10 @@ class _Files:
 
     :param writer: the export's writer.
     :param raw_schema: the schema of the records (``ts`` an integer).
+    :param pool: the helper thread that makes the tables.
     """
 
-    def __init__(self, writer: ParquetWriter, raw_schema: pa.Schema) -> None:
+    def __init__(self, writer: ParquetWriter, raw_schema: pa.Schema, pool: ThreadPoolExecutor) -> None:
         self.writer, self.raw_schema, self.schema = writer, raw_schema, raw_schema
         if writer.event_name is not None:
             first = [pa.field("ts", pa.timestamp("ms")), pa.field("eventName", pa.string())]
@@ -482,7 +484,10 @@ class _Files:
         # A row group adds its columns' offsets and statistics to the footer: about as much as the
         # schema takes, until measured.
         self.footer_per_group = float(self.footer_base)
-        self.table: tuple[_Block, pa.Table] | None = None  # the last one made: asked for again and again
+        self.pool = pool
+        # The table being written (asked for again and again), and the next one, being made.
+        self.current: tuple[_Block, Future[pa.Table]] | None = None
+        self.ahead: tuple[_Block, Future[pa.Table]] | None = None
         self.spill = _DaySpill(Path())
 
     def footer(self, groups: int) -> int:
@@ -504,6 +509,9 @@ class _Files:
             records = sum(rows for _block, _first, rows in groups)
             self.writer.delivery.deliver(path, digest_of_path(path), day_of(day_number), index, records)
             index += 1
+        for made in (self.current, self.ahead):  # tables still being made read the spill, removed next
+            if made is not None:
+                made[1].exception()
 
     def _fill(self, path: Path, cursor: tuple[int, int]) -> tuple[list[_Group], tuple[int, int]]:
         """Write one file from ``cursor`` on: its row groups, and the cursor after them."""
@@ -553,28 +561,40 @@ class _Files:
         return groups, cursor
 
     def _table(self, number: int) -> pa.Table:
-        """The rows of the day's block ``number`` in the files' schema."""
-        block = self.spill.blocks[number]
-        if self.table is not None and self.table[0] is block:
-            return self.table[1]
-        self.table = None
+        """The rows of the day's block ``number`` in the files' schema; the next block's are made meanwhile.
+
+        Making a table (reading, casting) and writing Parquet both run in C++ without the GIL: the
+        helper thread makes the next table while this one is written, and both cores work.
+        """
+        blocks = self.spill.blocks
+        if self.current is None or self.current[0] is not blocks[number]:
+            ahead = self.ahead
+            if ahead is not None and ahead[0] is blocks[number]:
+                self.current = ahead
+            else:
+                self.current = (blocks[number], self.pool.submit(self._make, blocks[number]))
+            following = blocks[number + 1] if number + 1 < len(blocks) else None
+            self.ahead = None if following is None else (following, self.pool.submit(self._make, following))
+        return self.current[1].result()
+
+    def _make(self, block: _Block) -> pa.Table:
+        """A block's rows in the files' schema (in the helper thread)."""
         raw = None
         if block.table_path is not None and block.paths == self.paths:
             raw = _block_table(block.table_path, self.raw_schema)
         if raw is None:
             raw = self._read_again(block)
-            self.writer.records_read_twice += raw.num_rows
-        table, event_name = raw, self.writer.event_name
-        if event_name is not None:
-            try:
-                ts = pc.strptime(pc.cast(raw.column("ts"), pa.string()), format="%Y%m%d%H%M%S", unit="ms")
-            except pa.ArrowInvalid as exc:
-                raise ExportDataError(f"A record's ts is not a valid yyyyMMddHHmmss time: {exc}.") from exc
-            columns = [ts, _repeated_text(event_name, raw.num_rows)]
-            columns += [raw.column(column.name) for column in self.raw_schema if column.name != "ts"]
-            table = pa.Table.from_arrays(columns, schema=self.schema)
-        self.table = (block, table)
-        return table
+            self.writer.records_read_twice += raw.num_rows  # only this thread counts
+        event_name = self.writer.event_name
+        if event_name is None:
+            return raw
+        try:
+            ts = pc.strptime(pc.cast(raw.column("ts"), pa.string()), format="%Y%m%d%H%M%S", unit="ms")
+        except pa.ArrowInvalid as exc:
+            raise ExportDataError(f"A record's ts is not a valid yyyyMMddHHmmss time: {exc}.") from exc
+        columns = [ts, _repeated_text(event_name, raw.num_rows)]
+        columns += [raw.column(column.name) for column in self.raw_schema if column.name != "ts"]
+        return pa.Table.from_arrays(columns, schema=self.schema)
 
     def _read_again(self, block: _Block) -> pa.Table:
         """A block's lines read with the schema, values made JSON text where it says so."""
