@@ -90,6 +90,9 @@ def _inferred(arrow_type: pa.DataType, column: pa.ChunkedArray) -> pa.DataType |
     The reader reads integers beyond int64, and integers among floats, as doubles: a double of
     magnitude 2**53 or more may have been an integer a double does not hold, so Python decides.
     Text that looks like a time is inferred as a timestamp; it is text all the same.
+
+    :param arrow_type: the type the reader inferred.
+    :param column: the values it read.
     """
     if pa.types.is_struct(arrow_type):
         fields = [(f.name, _inferred(f.type, pc.struct_field(column, [i]))) for i, f in enumerate(arrow_type)]
@@ -164,7 +167,10 @@ class _Kinds:
 
 
 def _python_type(records: Iterable[dict[str, Any]]) -> pa.DataType:
-    """The learned type of records the reader could not tell."""
+    """The learned type of records the reader could not tell.
+
+    :param records: the records of a block, parsed.
+    """
     root = _Kinds()
     root.kinds.add(dict)
     for record in records:
@@ -209,6 +215,7 @@ def _json_paths(arrow_type: pa.DataType) -> dict[str, Any]:
 
 
 def _has_timestamps(arrow_type: pa.DataType) -> bool:
+    """Whether a type the reader inferred holds timestamps (at any depth)."""
     if pa.types.is_struct(arrow_type):
         return any(_has_timestamps(child.type) for child in arrow_type)
     if pa.types.is_list(arrow_type):
@@ -246,7 +253,11 @@ def json_text_encoder(paths: dict[str, Any]) -> _Encoder:
 
 
 def _decoded(obj: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
-    """The inverse of :func:`json_text_encoder` (modifies ``obj``, a record read back from the spill)."""
+    """The inverse of :func:`json_text_encoder`.
+
+    :param obj: a record read back from the spill (modified).
+    :param paths: the paths it was spilled with.
+    """
     for key, inner in paths.items():
         value = obj.get(key)
         if value is not None and inner is True:
@@ -293,6 +304,9 @@ def _read_block(data: bytearray, table_path: Path) -> pa.DataType | None:
     The reader works in C++ without the GIL, beside the export thread. The table read is kept at
     ``table_path`` to become row groups, unless it holds text read as timestamps or pyarrow made
     it invalid (pyarrow 26 drops the null that starts a list).
+
+    :param data: whole JSON lines, one record each.
+    :param table_path: where to keep the table.
     """
     options = pa_json.ReadOptions(block_size=len(data) + 1, use_threads=False)
     try:
@@ -491,10 +505,15 @@ class _Files:
         self.spill = _DaySpill(Path())
 
     def footer(self, groups: int) -> int:
+        """Bytes to keep for the footer of a file of ``groups`` row groups (a margin included)."""
         return int(self.footer_base + self.footer_per_group * groups * 1.2) + 1024
 
     def write_day(self, day_number: int, spill: _DaySpill) -> None:
-        """Write and deliver a day's files."""
+        """Write and deliver a day's files.
+
+        :param day_number: the day, ``yyyymmdd``.
+        :param spill: its spilled records.
+        """
         self.spill, blocks = spill, spill.blocks
         cursor, index = (0, 0), 0  # the next row to write (block index, row), the next file's index
         while cursor[0] < len(blocks):
@@ -514,7 +533,11 @@ class _Files:
                 made[1].exception()
 
     def _fill(self, path: Path, cursor: tuple[int, int]) -> tuple[list[_Group], tuple[int, int]]:
-        """Write one file from ``cursor`` on: its row groups, and the cursor after them."""
+        """Write one file: its row groups, and the cursor after them.
+
+        :param path: the file.
+        :param cursor: the first row to write: block index and row.
+        """
         blocks, groups = self.spill.blocks, list[_Group]()
         number, first = cursor
         with (
@@ -543,7 +566,12 @@ class _Files:
         return groups, (number, first)
 
     def _shrink(self, path: Path, groups: list[_Group]) -> tuple[list[_Group], tuple[int, int]]:
-        """Write an over-size file again without its last row group (or half of its only one)."""
+        """Write an over-size file again without its last row group (or half of its only one).
+
+        :param path: the file.
+        :param groups: its row groups.
+        :return: the row groups left, and the cursor at the first row taken out.
+        """
         number, first, rows = groups[-1]
         if len(groups) > 1:
             groups, cursor = groups[:-1], (number, first)
@@ -565,6 +593,8 @@ class _Files:
 
         Making a table (reading, casting) and writing Parquet both run in C++ without the GIL: the
         helper thread makes the next table while this one is written, and both cores work.
+
+        :param number: the block's index in the day.
         """
         blocks = self.spill.blocks
         if self.current is None or self.current[0] is not blocks[number]:
