@@ -214,13 +214,13 @@ def _json_paths(arrow_type: pa.DataType) -> dict[str, Any]:
     return paths
 
 
-def _has_timestamps(arrow_type: pa.DataType) -> bool:
-    """Whether a type the reader inferred holds timestamps (at any depth)."""
+def _holds(arrow_type: pa.DataType, test: Callable[[pa.DataType], bool]) -> bool:
+    """Whether a type, or a type inside it, passes ``test``."""
     if pa.types.is_struct(arrow_type):
-        return any(_has_timestamps(child.type) for child in arrow_type)
+        return test(arrow_type) or any(_holds(child.type, test) for child in arrow_type)
     if pa.types.is_list(arrow_type):
-        return _has_timestamps(arrow_type.value_type)
-    return bool(pa.types.is_timestamp(arrow_type))
+        return _holds(arrow_type.value_type, test)
+    return test(arrow_type)
 
 
 # JSON text ---------------------------------------------------------------------------------------
@@ -321,7 +321,7 @@ def _read_block(data: bytearray, table_path: Path) -> pa.DataType | None:
         table.validate(full=True)
     except pa.ArrowInvalid:
         return learned
-    if not _has_timestamps(read):
+    if not _holds(read, pa.types.is_timestamp):
         with pa.OSFile(str(table_path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as ipc:
             ipc.write_table(table)
     return learned
@@ -365,6 +365,7 @@ class ParquetWriter:
         :param records: ``(yyyymmdd, file record)`` pairs.
         """
         days, encode = self._days, self._encode
+        dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE  # looked up once: this runs per record
         for day_number, record in records:
             spill = days.get(day_number)
             if spill is None:
@@ -373,7 +374,7 @@ class ParquetWriter:
             if encode is not None:
                 record = encode(record)
             try:
-                line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+                line = dumps(record, option=option)
             except TypeError:  # an integer beyond 64 bits
                 line, spill.careful = careful_line(record), True
             spill.buffer += line
@@ -655,7 +656,7 @@ def _block_table(table_path: Path, raw_schema: pa.Schema) -> pa.Table | None:
 
     Every cast left gives what reading the lines with the schema gives: nulls to any type, integers
     to doubles (chosen only where every integer is exact in one), structs to structs with more keys.
-    A fully valid table is checked for since pyarrow 26 casts a list of nulls into an invalid array.
+    A table holding nulls gets a full validation: pyarrow 26 casts a list of nulls into an invalid array.
 
     :param table_path: where the table is kept.
     :param raw_schema: the export's schema (``ts`` an integer).
@@ -663,7 +664,7 @@ def _block_table(table_path: Path, raw_schema: pa.Schema) -> pa.Table | None:
     table = pa.ipc.open_file(pa.memory_map(str(table_path))).read_all()
     try:
         result = pa.Table.from_struct_array(table.to_struct_array().cast(pa.struct(list(raw_schema))))
-        result.validate(full=True)
+        result.validate(full=_holds(pa.struct(list(table.schema)), pa.types.is_null))
     except pa.ArrowException:
         return None
     return result
