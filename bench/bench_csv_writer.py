@@ -3,9 +3,9 @@
 ``bench_formats.py`` times whole exports (shaping included) on four days of records. This script
 separates what belongs to ``formats/csv.py``:
 
-* ``speed``: ``CsvWriter`` fed the API records as export_event feeds it (it reads records in the
-  API's own layout without shaping them), against the csv module's ``writerow`` of the same rows
-  already converted to cells (what the writer did before it formatted rows itself), alternating in
+* ``speed``: ``CsvWriter`` fed the records as export_event feeds it (through ``shape_for_columns``:
+  records in the API's own layout pass as they are), against the csv module's ``writerow`` of the
+  same rows already converted to cells (what the writer did before it formatted rows itself), alternating in
   one process so that machine noise hits both;
 * ``memory``: a whole CSV export (local folder) of N records spread over D days, in a fresh
   process, with its peak RSS: the writer must hold no more for more days or more records.
@@ -41,16 +41,17 @@ from ct_airflow_provider.config import default_export_tuning
 from ct_airflow_provider.export import ExportNaming, LocalFolderSink, export_event
 from ct_airflow_provider.export.chunking import Delivery
 from ct_airflow_provider.export.formats.csv import CsvWriter, cell_text
-from ct_airflow_provider.export.records import shape_event
+from ct_airflow_provider.export.records import shape_event, shape_for_columns
 from ct_airflow_provider.export.tuning import export_tuning
 
 NAMING = ExportNaming(request_id="1717200000", run_timestamp=1717243200, database_id=4)
 
 
-def _api_pages(count: int) -> list[list[tuple[int, dict[str, Any]]]]:
+def _file_pages(count: int) -> list[list[tuple[int, dict[str, Any]]]]:
     pools = _records.day_pools(_records.record_pool())
     return [
-        [(record["ts"] // 1_000_000, record) for record in page] for page in _records.api_pages(count, pools)
+        [(record["ts"] // 1_000_000, shape_for_columns(record)) for record in page]
+        for page in _records.api_pages(count, pools)
     ]
 
 
@@ -88,7 +89,7 @@ def _time_csv_module(rows: list[list[Any]]) -> float:
 
 
 def speed(count: int, rounds: int) -> None:
-    pages = _api_pages(count)
+    pages = _file_pages(count)
     folder = Path(tempfile.mkdtemp(prefix="bench-csv-"))
     try:
         for _ in range(rounds):

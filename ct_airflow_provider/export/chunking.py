@@ -1,15 +1,16 @@
-"""Size-bounded files per day: where records of the text formats (JSON, CSV, XML) become chunks.
+"""The one rotation layer: files split by event, day and size, handed to the sink as they finish.
 
 Records of one event are split by the day of their ``ts``; each day's records go to files
 ``<...>-<yyyymmdd>-0-<db>``, ``-1-``, ... of at most ``max_file_bytes`` each, and a record is never
 split between two files. Records arrive unsorted, so several days can be open at once; at most
 ``max_open_days`` files are open together (when more days interleave, the earliest opened day's
-file is finished early and that day continues in its next file).
+file is finished early and that day continues in its next file). Parquet, which pyarrow writes,
+has its files named, limited and delivered through :class:`Delivery` all the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -25,6 +26,7 @@ from ct_airflow_provider.export.files import (
     OutputFile,
     new_output_path,
 )
+from ct_airflow_provider.export.formats import RecordEncoder
 from ct_airflow_provider.export.naming import PROFILES_NAME, ExportNaming
 from ct_airflow_provider.export.records import day_of
 from ct_airflow_provider.export.sinks import FileFollower, Sink
@@ -136,18 +138,21 @@ _NO_BUFFER = bytearray()
 class DayFiles:
     """The files of every day of one export in a text format; opens at most ``max_open`` at once.
 
+    The :class:`~ct_airflow_provider.export.formats.FormatWriter` of the formats that stream (JSON,
+    XML): :meth:`add` encodes records straight into their day's file. CSV adds its rows by day.
+
     :param delivery: where finished files go.
-    :param header: the bytes each file starts with.
-    :param footer: the bytes each file ends with.
+    :param encoder: the format's header, record encoding and footer.
     :param max_open: how many files may be open together.
     """
 
     def __init__(
-        self, delivery: Delivery, header: bytes, footer: bytes, max_open: int = DEFAULT_MAX_OPEN_DAYS
-    ):
+        self, delivery: Delivery, encoder: RecordEncoder, max_open: int = DEFAULT_MAX_OPEN_DAYS
+    ) -> None:
         self.delivery = delivery
-        self.header = header
-        self.footer = footer
+        self.header = encoder.header
+        self.footer = encoder.footer
+        self.encode = encoder.encode
         self.max_open = max_open
         self.days: dict[int, DayChunks] = {}
         self._open: dict[int, DayChunks] = {}
@@ -167,6 +172,26 @@ class DayFiles:
 
     def _closed(self, chunks: DayChunks) -> None:
         self._open.pop(chunks.day_number, None)
+
+    def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
+        """Encode one page of records into their days' files.
+
+        :param records: ``(yyyymmdd, file record)`` pairs.
+        """
+        days = self.days
+        encode = self.encode
+        for day_number, record in records:
+            chunks = days.get(day_number)
+            if chunks is None:
+                chunks = self.day(day_number, day_of(day_number))
+            # DayChunks.add written out: this loop runs once per record, and a call costs ~3% here.
+            data = encode(record)
+            size = len(data)
+            if size > chunks._room:
+                chunks._make_room(size)
+            chunks._room -= size
+            chunks._buffer += data
+            chunks._records += 1
 
     def finish(self) -> None:
         """Finish every open file (in day order)."""
@@ -289,58 +314,3 @@ class DayChunks:
             self._buffer = _NO_BUFFER
             self._room = -1
             self.owner._closed(self)
-
-
-class StreamWriter:
-    """Writes records straight into per-day files (JSON and XML need no pass over all records first).
-
-    :param delivery: where finished files go.
-    :param header: bytes each file starts with.
-    :param footer: bytes each file ends with.
-    :param encode: turns a record into its bytes.
-    :param max_open: how many days' files may be open together.
-    :param shapes_records: whether ``encode`` takes API event records (and shapes them itself)
-        rather than file records.
-    """
-
-    def __init__(
-        self,
-        delivery: Delivery,
-        header: bytes,
-        footer: bytes,
-        encode: Callable[[dict[str, Any]], bytes],
-        max_open: int = DEFAULT_MAX_OPEN_DAYS,
-        *,
-        shapes_records: bool = False,
-    ) -> None:
-        self.files = DayFiles(delivery, header, footer, max_open)
-        self.encode = encode
-        self.shapes_records = shapes_records
-
-    def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
-        """Write one page of records.
-
-        :param records: ``(yyyymmdd, file record)`` pairs.
-        """
-        days = self.files.days
-        encode = self.encode
-        for day_number, record in records:
-            chunks = days.get(day_number)
-            if chunks is None:
-                chunks = self.files.day(day_number, day_of(day_number))
-            # DayChunks.add written out: this loop runs once per record, and a call costs ~3% here.
-            data = encode(record)
-            size = len(data)
-            if size > chunks._room:
-                chunks._make_room(size)
-            chunks._room -= size
-            chunks._buffer += data
-            chunks._records += 1
-
-    def finish(self) -> None:
-        """Finish every open file."""
-        self.files.finish()
-
-    def abort(self) -> None:
-        """Delete every unfinished file."""
-        self.files.abort()

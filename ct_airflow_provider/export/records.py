@@ -48,6 +48,16 @@ DEVICE_FIELDS = (
     "device_type",
 )
 
+#: Where each object field of a file record is in an API record of the API's own layout (exactly
+#: ``profile``, ``ts``, ``event_props`` and ``session_props``, three objects): the device fields
+#: of ``deviceInfo`` are the profile's keys in :data:`DEVICE_FIELDS`; fields not listed are absent.
+API_LAYOUT_SOURCES = {
+    "profile": "profile",
+    "deviceInfo": "profile",
+    "eventProps": "event_props",
+    "sessionProps": "session_props",
+}
+
 _KNOWN = frozenset({"profile", "ts", *_ALIASES})
 _RESERVED_EXTRAS = frozenset({"eventName", "event_name"})
 _ABSENT: Any = object()
@@ -87,6 +97,24 @@ def shape_event(record: Mapping[str, Any]) -> dict[str, Any]:
                 }
         return {"profile": profile, "ts": ts, "eventProps": event_props, "sessionProps": session_props}
     return _shape_any(record)
+
+
+def shape_for_columns(record: dict[str, Any]) -> dict[str, Any]:
+    """The record itself if it is in the API's own layout (see :data:`API_LAYOUT_SOURCES`), else
+    :func:`shape_event` of it: for a writer that reads file fields from that layout (CSV's columns),
+    which saves a shaped copy per record. A record it returns holds ``event_props`` only if unshaped.
+
+    :param record: one element of the ``records`` list of an events page.
+    """
+    if (
+        len(record) == 4
+        and type(record.get("profile")) is dict
+        and type(record.get("event_props")) is dict
+        and type(record.get("session_props")) is dict
+        and "ts" in record
+    ):
+        return record
+    return shape_event(record)
 
 
 def _shape_any(record: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """The entry points: a stream of API pages in, size-bounded export files handed to a sink out.
 
 :func:`export_event` writes the records of one event; :func:`export_profiles` writes profile
-records. Both read the pages once, shape each record (:mod:`~ct_airflow_provider.export.records`),
-split records by the day of their ``ts`` and write each day's files in the chosen format, handing
-every finished file to the sink while the next one is written. Memory stays bounded whatever the
-number of records: JSON and XML stream straight into files; CSV and Parquet, which need every
-column (and type) before the first file, spill records to per-day files in ``work_dir`` first.
+records. Both read the pages once, shape each record (:mod:`~ct_airflow_provider.export.records`,
+the one place of the shaping rules) and hand it with its day to the format's
+:class:`~ct_airflow_provider.export.formats.FormatWriter`, which hands every finished file to the
+sink while the next one is written. Memory stays bounded whatever the number of records: JSON and
+XML stream straight into files; CSV and Parquet, which need every column (and type) before the
+first file, spill records to per-day files in ``work_dir`` first.
 """
 
 from __future__ import annotations
@@ -13,26 +14,30 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from ct_airflow_provider.export.chunking import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_MAX_OPEN_DAYS,
+    DayFiles,
     Delivery,
-    StreamWriter,
 )
 from ct_airflow_provider.export.errors import ExportConfigError, ExportDataError, ExportError
 from ct_airflow_provider.export.files import DEFAULT_GZIP_LEVEL, ExportedFile
-from ct_airflow_provider.export.formats import DEFAULT_PARQUET_CODEC, PARQUET_CODECS, validate_format
-from ct_airflow_provider.export.formats import json as json_format
+from ct_airflow_provider.export.formats import (
+    DEFAULT_PARQUET_CODEC,
+    PARQUET_CODECS,
+    FormatWriter,
+    validate_format,
+)
 from ct_airflow_provider.export.formats.csv import CsvWriter
+from ct_airflow_provider.export.formats.json import JsonEncoder
 from ct_airflow_provider.export.formats.xml import XmlEncoder
 from ct_airflow_provider.export.naming import PROFILES_NAME, ExportNaming, sanitize_event_name
-from ct_airflow_provider.export.records import days_of_page, describe_record, shape_event
+from ct_airflow_provider.export.records import days_of_page, describe_record, shape_event, shape_for_columns
 from ct_airflow_provider.export.sinks import Sink
 
 #: Smallest ``max_file_bytes`` accepted: below it no file could hold a record.
@@ -68,18 +73,6 @@ class ExportedFiles(list[ExportedFile]):
     def bytes_written(self) -> int:
         """Bytes across all files."""
         return sum(file.bytes for file in self)
-
-
-class _Writer(Protocol):
-    #: Whether event records reach ``add`` as the API sends them (the writer shapes them itself,
-    #: faster than through shaped copies) rather than shaped.
-    shapes_records: bool
-
-    def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None: ...
-
-    def finish(self) -> None: ...
-
-    def abort(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -136,45 +129,60 @@ def _check_settings(
     )
 
 
-def _writer(
+def _write(
     settings: _Settings,
-    delivery: Delivery,
-    spill_dir: Path,
-    title: str,
+    naming: ExportNaming,
+    sink: Sink,
+    pages: Iterable[Iterable[tuple[int, dict[str, Any]]]],
     event_name: str | None,
     max_open_days: int = DEFAULT_MAX_OPEN_DAYS,
-) -> _Writer:
-    # Text formats shape event records as they encode them: a call less per record.
-    events = event_name is not None
-    if settings.export_format == "json":
-        encode = json_format.encode_event if events else json_format.encode_line
-        return StreamWriter(
-            delivery, json_format.title_line(title), b"", encode, max_open_days, shapes_records=events
-        )
-    if settings.export_format == "xml":
-        encoder = XmlEncoder(event_name)
-        encode = encoder.encode_event if events else encoder.encode
-        return StreamWriter(
-            delivery, encoder.header, encoder.footer, encode, max_open_days, shapes_records=events
-        )
-    if settings.export_format == "csv":
-        return CsvWriter(delivery, spill_dir, event_name)
-    # pyarrow is imported only for Parquet exports: it is the largest import of the package.
-    from ct_airflow_provider.export.formats.parquet import ParquetWriter
+) -> list[ExportedFile]:
+    """Write every page with the format's writer; return the files handed to the sink.
 
-    return ParquetWriter(delivery, spill_dir, event_name, settings.parquet_codec)
-
-
-def _run(writer: _Writer, pages: Iterable[Iterable[tuple[int, dict[str, Any]]]], delivery: Delivery) -> None:
+    :param settings: the checked settings.
+    :param naming: names the files.
+    :param sink: receives each finished file.
+    :param pages: pages of ``(yyyymmdd, record)`` pairs.
+    :param event_name: the event name, ``None`` for a profile export.
+    :param max_open_days: how many days' files JSON and XML may keep open at once.
+    """
+    title = PROFILES_NAME if event_name is None else event_name
+    # A private directory for the spill files of CSV and Parquet, removed whatever happens.
+    spill_dir = Path(tempfile.mkdtemp(prefix=".ct-spill-", dir=settings.work_dir))
+    delivery = Delivery(
+        naming,
+        title,
+        settings.export_format,
+        settings.gzip_level,
+        settings.max_file_bytes,
+        sink,
+        settings.work_dir,
+        profiles=event_name is None,
+    )
     try:
-        for records in pages:
-            writer.add(records)
-        writer.finish()
-    except BaseException:
-        writer.abort()
-        raise
+        writer: FormatWriter
+        if settings.export_format == "json":
+            writer = DayFiles(delivery, JsonEncoder(title), max_open_days)
+        elif settings.export_format == "xml":
+            writer = DayFiles(delivery, XmlEncoder(event_name), max_open_days)
+        elif settings.export_format == "csv":
+            writer = CsvWriter(delivery, spill_dir, event_name)
+        else:
+            # pyarrow is imported only for Parquet exports: it is the largest import of the package.
+            from ct_airflow_provider.export.formats.parquet import ParquetWriter
+
+            writer = ParquetWriter(delivery, spill_dir, event_name, settings.parquet_codec)
+        try:
+            for records in pages:
+                writer.add(records)
+            writer.finish()
+        except BaseException:
+            writer.abort()
+            raise
     finally:
         delivery.worker.close()
+        shutil.rmtree(spill_dir, ignore_errors=True)
+    return delivery.files
 
 
 def export_event(
@@ -220,19 +228,12 @@ def export_event(
         raise ExportConfigError(f"max_open_days must be an integer of at least 1, got {max_open_days!r}.")
     sanitize_event_name(event_name)
     if settings.export_format == "json":
-        json_format.title_line(event_name)
+        JsonEncoder(event_name)  # an event name JSON cannot hold fails before any page is read
     # Fail now rather than at the first file if the names would be too long.
     naming.event_object_name(event_name, date(2000, 1, 1), 0, "json.gz")
-    delivery = Delivery(
-        naming,
-        event_name,
-        settings.export_format,
-        settings.gzip_level,
-        max_file_bytes,
-        sink,
-        settings.work_dir,
-    )
     counts = [0, 0]  # received, kept
+    # CSV reads its columns from records in the API's own layout: no shaped copy of those.
+    shape = shape_for_columns if settings.export_format == "csv" else shape_event
 
     def prepared(page: list[dict[str, Any]]) -> Iterable[tuple[int, dict[str, Any]]]:
         # Checked a page at a time (C-level passes over the page, no generator per record); one
@@ -242,17 +243,10 @@ def export_event(
         counts[0] += len(page)
         days, records = days_of_page(page, keep)
         counts[1] += len(records)
-        return zip(days, records if shaped_by_writer else map(shape_event, records), strict=True)
+        return zip(days, map(shape, records), strict=True)
 
-    with _spill_area(settings.work_dir) as spill_dir:
-        try:
-            writer = _writer(settings, delivery, spill_dir, event_name, event_name, max_open_days)
-        except BaseException:
-            delivery.worker.close()
-            raise
-        shaped_by_writer = writer.shapes_records
-        _run(writer, map(prepared, pages), delivery)
-    return _result(event_name, delivery, counts[0], counts[1])
+    files = _write(settings, naming, sink, map(prepared, pages), event_name, max_open_days)
+    return _result(event_name, files, counts[0], counts[1])
 
 
 def export_profiles(
@@ -293,16 +287,6 @@ def export_profiles(
     if not isinstance(day, date):
         raise ExportConfigError(f"day must be a datetime.date (the export window's last day), got {day!r}.")
     day_number = day.year * 10000 + day.month * 100 + day.day
-    delivery = Delivery(
-        naming,
-        PROFILES_NAME,
-        settings.export_format,
-        settings.gzip_level,
-        max_file_bytes,
-        sink,
-        settings.work_dir,
-        profiles=True,
-    )
     counts = [0]
 
     def prepared(page: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -314,31 +298,15 @@ def export_profiles(
             counts[0] += 1
             yield day_number, record
 
-    with _spill_area(settings.work_dir) as spill_dir:
-        try:
-            writer = _writer(settings, delivery, spill_dir, PROFILES_NAME, None)
-        except BaseException:
-            delivery.worker.close()
-            raise
-        _run(writer, map(prepared, pages), delivery)
-    return _result(PROFILES_NAME, delivery, counts[0], counts[0])
+    files = _write(settings, naming, sink, map(prepared, pages), None)
+    return _result(PROFILES_NAME, files, counts[0], counts[0])
 
 
-def _result(event_name: str, delivery: Delivery, received: int, kept: int) -> ExportedFiles:
-    result = ExportedFiles(delivery.files, event_name, received, kept)
+def _result(event_name: str, files: list[ExportedFile], received: int, kept: int) -> ExportedFiles:
+    result = ExportedFiles(files, event_name, received, kept)
     if result.records_written != kept:
         raise ExportError(
             f"Export of {event_name!r} kept {kept} records but its files hold {result.records_written}; "
             "this is a bug: please report it with the event's record count."
         )
     return result
-
-
-@contextmanager
-def _spill_area(work_dir: Path) -> Iterator[Path]:
-    """A private directory under the work directory, removed afterwards whatever happens."""
-    path = Path(tempfile.mkdtemp(prefix=".ct-spill-", dir=work_dir))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)

@@ -286,12 +286,15 @@ class _MetadataHandler(BaseHTTPRequestHandler):
             return
         account = self.server.account
         prefix = "/computeMetadata/v1"
+        # As on Compute Engine, the account answers to "default" and to its email: google-auth asks
+        # by email once it has learnt it (a second refresh of the same credentials).
+        accounts = [f"{prefix}/instance/service-accounts/{alias}" for alias in ("default", account.email)]
         if path in ("", prefix):
             self._send(200, b"", "text/plain")  # google-auth's "is this Compute Engine?" ping
-        elif path == f"{prefix}/instance/service-accounts/default":
+        elif path in accounts:
             body = {"aliases": ["default"], "email": account.email, "scopes": [_CLOUD_PLATFORM_SCOPE]}
             self._send(200, orjson.dumps(body))
-        elif path == f"{prefix}/instance/service-accounts/default/token":
+        elif path in [f"{account_path}/token" for account_path in accounts]:
             token = "ya29.metadata-" + secrets.token_urlsafe(24)
             with self.server.state.lock:
                 self.server.state.accounts_by_token[token] = account

@@ -1,8 +1,9 @@
 """CSV: one record per row under a header of flattened dot paths, the same header in every file.
 
-Rows are spilled to per-day files, already formatted, until every column is known. They are
-formatted here rather than by ``csv.writer``, whose ``writerow`` was half of this writer's time,
-byte for byte as ``csv.writer`` writes them (minimal quoting, CRLF); the rare rows it treats
+Rows are spilled to per-day files, already formatted, until every column is known, then written
+through the rotation layer of every text format (:class:`~ct_airflow_provider.export.chunking.DayFiles`).
+They are formatted here rather than by ``csv.writer``, whose ``writerow`` was half of this writer's
+time, byte for byte as ``csv.writer`` writes them (minimal quoting, CRLF); the rare rows it treats
 specially are handed to it. Columns, cells and quoting: docs/export-formats.md, "CSV".
 """
 
@@ -21,15 +22,12 @@ import orjson
 
 from ct_airflow_provider.export.chunking import DayFiles, Delivery
 from ct_airflow_provider.export.formats.json import json_text
-from ct_airflow_provider.export.records import DEVICE_FIELDS, day_of, shape_event
+from ct_airflow_provider.export.records import API_LAYOUT_SOURCES, DEVICE_FIELDS, day_of, shape_event
 
 _TOP = 0
 _CONST = 1
 _SECTION = 2
 _PLAIN = frozenset({str, int, float, type(None)})
-# Where each object-valued field of a file record is in an API record of the API's own layout
-# (deviceInfo: in the profile, see _GatherPlan.api_row); fields not listed are absent from it.
-_API_SOURCE = {"profile": "profile", "eventProps": "event_props", "sessionProps": "session_props"}
 # A dictionary key that no record holds (records parsed from JSON have text keys only).
 _NO_KEY = object()
 
@@ -145,12 +143,16 @@ def format_row(values: Sequence[Any]) -> str:
 
 
 class CsvWriter:
-    """Spills rows per day while learning the columns, then writes each day's files.
+    """Spills rows per day while learning the columns, then writes each day's files through DayFiles.
+
+    A :class:`~ct_airflow_provider.export.formats.FormatWriter` that is its own RecordEncoder.
 
     :param delivery: where finished files go.
     :param spill_dir: a private directory for the spill files.
     :param event_name: the event name for the ``eventName`` column, ``None`` for profile exports.
     """
+
+    footer = b""
 
     def __init__(self, delivery: Delivery, spill_dir: Path, event_name: str | None) -> None:
         self.delivery = delivery
@@ -200,54 +202,48 @@ class CsvWriter:
         self._plan = _GatherPlan(self._blocks, self._event_name, self._section_keys)
         self._format_line = _line_formatter(self._columns)
 
-    #: Event records arrive as the API sends them (see :meth:`add`), not shaped.
-    shapes_records = True
+    def encode(self, record: dict[str, Any]) -> bytes:
+        """Return one file record as a row of the columns known so far (adding its new ones first).
+
+        :param record: a file record.
+        """
+        section_keys = self._section_keys
+        for key, value in record.items():
+            if type(value) is dict:
+                known = section_keys.get(key)
+                if known is not None and known.issuperset(value):
+                    continue
+            elif key in self._top_keys:
+                continue
+            self._grow(record)  # a key without a column (rare)
+            break
+        return (self._format_line(self._plan.row(record)) + "\r\n").encode()
 
     def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Format and spill one page of records.
 
-        :param records: ``(yyyymmdd, record)`` pairs: API event records for an event export
-            (shaped here), profile records for a profile export.
+        :param records: ``(yyyymmdd, record)`` pairs: file records, or for an event export API
+            records in the API's own layout as :func:`~ct_airflow_provider.export.records.shape_for_columns`
+            passes them.
         """
-        section_keys = self._section_keys
-        top_keys = self._top_keys
         pending = self._pending
-        plan, format_line = self._plan, self._format_line
+        encode = self.encode
         events = self._event_name is not None
         for day_number, record in records:
-            # The API's own layout is read as it is: shaping it (a new profile, deviceInfo and
-            # record per event) would cost a tenth of this writer's time.
-            if (
-                events
-                and len(record) == 4
-                and type(profile := record.get("profile")) is dict
-                and type(event_props := record.get("event_props")) is dict
-                and type(session_props := record.get("session_props")) is dict
-                and "ts" in record
-            ):
+            if events and "event_props" in record:
+                # The API's own layout, its file fields read where the API keeps them: a shaped copy
+                # (a new profile, deviceInfo and record per event) would cost a tenth of this writer's time.
+                plan = self._plan
                 if not (
-                    plan.api_profile_keys.issuperset(profile)
-                    and plan.api_event_keys.issuperset(event_props)
-                    and plan.api_session_keys.issuperset(session_props)
+                    plan.api_profile_keys.issuperset(record["profile"])
+                    and plan.api_event_keys.issuperset(record["event_props"])
+                    and plan.api_session_keys.issuperset(record["session_props"])
                 ):
                     self._grow(shape_event(record))  # a key without a column (rare)
-                    plan, format_line = self._plan, self._format_line
-                values = plan.api_row(record)
+                    plan = self._plan
+                data = (self._format_line(plan.api_row(record)) + "\r\n").encode()
             else:
-                if events:
-                    record = shape_event(record)
-                for key, value in record.items():
-                    if type(value) is dict:
-                        known = section_keys.get(key)
-                        if known is not None and known.issuperset(value):
-                            continue
-                    elif key in top_keys:
-                        continue
-                    self._grow(record)  # a key without a column (rare)
-                    plan, format_line = self._plan, self._format_line
-                    break
-                values = plan.row(record)
-            data = (format_line(values) + "\r\n").encode()
+                data = encode(record)
             rows = pending.get(day_number)
             if rows is None:
                 day_of(day_number)  # fail early on a ts that is not a calendar day
@@ -271,8 +267,9 @@ class CsvWriter:
                 rows.clear()
         self._pending_bytes = 0
 
-    def header(self) -> list[str]:
-        """The column names, in order."""
+    @property
+    def header(self) -> bytes:
+        """The header row: the column names, in order."""
         names: list[str] = []
         for kind, name, keys in self._blocks:
             if kind == _SECTION:
@@ -281,14 +278,14 @@ class CsvWriter:
                 names.extend(keys)
             else:
                 names.append("eventName")
-        return names
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\r\n").writerow(names)
+        return buffer.getvalue().encode("utf-8")
 
     def finish(self) -> None:
         """Write every day's files, in day order, from the spilled rows."""
         self._flush_all()
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\r\n").writerow(self.header())
-        files = DayFiles(self.delivery, buffer.getvalue().encode("utf-8"), b"", max_open=1)
+        files = DayFiles(self.delivery, self, max_open=1)
         total = self._columns
         try:
             for day_number in sorted(self._pending):
@@ -365,18 +362,12 @@ class _GatherPlan:
         self.api_session_keys = frozenset(section_keys.get("sessionProps", []))
         self.api_sections: list[tuple[str | None, tuple[Any, ...], tuple[None, ...]]] = []
         for name, section_columns, nones in self.sections:
+            columns: tuple[Any, ...] = section_columns
             if name == "deviceInfo":
-                # Device fields come from the profile; other deviceInfo keys (from a top-level
+                # Only the profile's device fields are there; other deviceInfo keys (from a top-level
                 # deviceInfo, which this layout has not) stay empty: a key no dict holds.
-                self.api_sections.append(
-                    (
-                        "profile",
-                        tuple(key if key in device_fields else _NO_KEY for key in section_columns),
-                        nones,
-                    )
-                )
-            else:
-                self.api_sections.append((_API_SOURCE.get(name), section_columns, nones))
+                columns = tuple(key if key in device_fields else _NO_KEY for key in section_columns)
+            self.api_sections.append((API_LAYOUT_SOURCES.get(name), columns, nones))
         # A key that holds an object in some records and a scalar in others has both a section
         # and a top-level column; its top-level cell is empty in the records where it is an object.
         self.top_may_hold_objects = not set(object_keys).isdisjoint(top_keys)

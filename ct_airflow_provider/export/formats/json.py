@@ -19,7 +19,6 @@ from typing import Any
 import orjson
 
 from ct_airflow_provider.export.errors import ExportConfigError, ExportDataError
-from ct_airflow_provider.export.records import shape_event
 
 _OPTIONS = orjson.OPT_APPEND_NEWLINE
 
@@ -50,18 +49,18 @@ def encode_line(record: dict[str, Any]) -> bytes:
         return careful_line(record)
 
 
-def encode_event(record: dict[str, Any]) -> bytes:
-    """Return the JSON line of an API event record: :func:`encode_line` of its shaped record.
+class JsonEncoder:
+    """The :class:`~ct_airflow_provider.export.formats.RecordEncoder` of JSON: title line, one line a record.
 
-    :param record: an API event record (see :func:`~ct_airflow_provider.export.records.shape_event`).
-    :raises ExportDataError: if the record cannot be shaped or holds something JSON cannot represent.
+    :param title: the event name, or ``profiles``.
+    :raises ExportConfigError: if the name holds a line break.
     """
-    shaped = shape_event(record)
-    # encode_line written out: this runs once per record, and the call would cost ~2% of it.
-    try:
-        return orjson.dumps(shaped, option=_OPTIONS)
-    except TypeError:
-        return careful_line(shaped)
+
+    footer = b""
+    encode = staticmethod(encode_line)
+
+    def __init__(self, title: str) -> None:
+        self.header = title_line(title)
 
 
 def json_text(value: Any) -> str:

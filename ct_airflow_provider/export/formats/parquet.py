@@ -1,19 +1,18 @@
 """Parquet: one schema for every file of an event in one export, each file within ``max_file_bytes``.
 
-Types are learned over every record before the first file is written: records are spilled to
-per-day files meanwhile, pyarrow's JSON reader infers each spilled block in helper threads, and
-Python decides the blocks pyarrow cannot; a key whose values disagree becomes a column of JSON text.
-Columns, type rules, how the size limit is kept: docs/export-formats.md, "Parquet".
+Records are spilled to per-day files of JSON lines, in blocks that pyarrow's JSON reader reads in
+helper threads, inferring their types; the blocks' types are merged into the export's schema, and
+the files are made from the tables read, cast to it. Python decides only what the reader cannot: a
+key whose values differ in kind (its values become JSON text) and integers a double or int64 does
+not hold. Columns, type rules and how the size limit is kept: docs/export-formats.md, "Parquet".
 """
 
 from __future__ import annotations
 
-import bisect
-import os
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import date
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,466 +25,309 @@ import pyarrow.parquet as pq
 
 from ct_airflow_provider.export.chunking import Delivery, too_small_error
 from ct_airflow_provider.export.errors import ExportConfigError, ExportDataError
-from ct_airflow_provider.export.files import FileDigest, digest_of_path
+from ct_airflow_provider.export.files import digest_of_path
 from ct_airflow_provider.export.formats import PARQUET_CODECS
-from ct_airflow_provider.export.formats.json import careful_line, decoder, json_text
+from ct_airflow_provider.export.formats.json import careful_line, decoder, encode_line, json_text
 from ct_airflow_provider.export.records import day_of
 
 JSON_ENCODING_METADATA = {b"ct_airflow_provider.encoding": b"json"}
 
-_NULL, _BOOL, _INT, _FLOAT, _STR, _LIST, _OBJECT, _OTHER = (1 << bit for bit in range(8))
-_KIND_BITS: dict[type, int] = {
-    type(None): _NULL,
-    bool: _BOOL,
-    int: _INT,
-    float: _FLOAT,
-    str: _STR,
-    list: _LIST,
-    dict: _OBJECT,
-}
+# Learned types are Arrow types, and two types the reader never infers: values kept as JSON text,
+# and integers some of which a double does not hold exactly (so they must not become doubles).
+_JSON, _BIG_INT = pa.large_string(), pa.uint64()
 _EXACT_DOUBLE = 2**53
-# Leaf types pyarrow's JSON reader infers, as the kind of value they stand for. Strings that look
-# like times are inferred as timestamps: they are text all the same (the files are read with an
-# explicit schema, where they are strings).
-_ARROW_KINDS: dict[int, int] = {
-    pa.null().id: _NULL,
-    pa.bool_().id: _BOOL,
-    pa.float64().id: _FLOAT,
-    pa.string().id: _STR,
-    pa.timestamp("s").id: _STR,
+_INT64 = range(-(2**63), 2**63)
+_PYTHON_TYPES = {
+    type(None): pa.null(),
+    bool: pa.bool_(),
+    int: pa.int64(),
+    float: pa.float64(),
+    str: pa.string(),
 }
-# A key's place in the records: its key at each depth, ``None`` for "an item of a list".
-_Path = tuple[str | None, ...]
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_MAX_SIGNATURES = 512
-_FLAT_KINDS = frozenset({str, float, bool, type(None)})
-# A remembered shape with no integers, objects or lists: a repeat needs no further look.
-_NOTHING_TO_DO: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]] = ((), (), ())
-# Each day's spilled lines are handed to pyarrow's JSON reader for type inference in blocks of about
-# this size: large enough that the reader's per-call cost vanishes, small enough to keep few in memory.
-_INFER_BLOCK_BYTES = 4 << 20
-# Lines waiting in the days' buffers, all days together: beyond it, the fullest day's block goes early
-# (an export of many interleaved days makes smaller blocks instead of more memory).
-_MAX_BUFFERED_BYTES = 16 << 20
-# Blocks handed over but not yet looked at; the writer waits for the oldest beyond this.
-_MAX_PENDING_BLOCKS = 2
+_EVENT_ORDER = ("ts", "profile", "deviceInfo", "eventProps", "sessionProps")
 
-# Row groups are read from the spill in blocks of at most this many bytes of JSON lines: 8 MB made
-# no faster and peaked 20 MB higher (a block is converted while the one before it is written).
+# Each day's lines go to the reader in blocks of about this size: large enough that its per-call
+# cost vanishes, small enough to keep few in memory. A block's table makes one or more row groups.
 _BLOCK_BYTES = 4 << 20
-# Compressed bytes per byte of JSON assumed before any row group was measured.
-_INITIAL_RATIO = 1.0
-_RATIO_MARGIN = 1.25
-# Days whose files are written side by side.
-_DAYS_AT_ONCE = 2
+# Lines waiting in the days' buffers, all days together: beyond it the fullest days' blocks go early.
+_MAX_BUFFERED_BYTES = 16 << 20
+# Blocks handed to the reader and not learned from yet; the export waits for the oldest beyond this.
+_MAX_PENDING_BLOCKS = 2
+# Parquet bytes per byte of JSON assumed before a row group was measured, and the margin on it.
+_INITIAL_RATIO, _RATIO_MARGIN = 1.0, 1.25
 
 
-class _Node:
-    """What one key (at one path) held across the export's records: value kinds and sub-keys."""
+# Types -------------------------------------------------------------------------------------------
 
-    __slots__ = ("fields", "inexact_in_double", "item", "kinds", "outside_int64", "signatures")
+
+def _merge(a: pa.DataType, b: pa.DataType) -> pa.DataType:
+    """The learned type of values of types ``a`` and ``b``: JSON text when no column type holds both.
+
+    Written out rather than ``pa.unify_schemas(promote_options="permissive")``, which raises on the
+    conflicts that become JSON text here, and makes doubles of integers a double does not hold.
+    """
+    if a == b or b == pa.null():
+        return a
+    if a == pa.null():
+        return b
+    if pa.types.is_struct(a) and pa.types.is_struct(b):
+        fields = {field.name: field.type for field in a}
+        for field in b:
+            fields[field.name] = _merge(fields.get(field.name, pa.null()), field.type)
+        return pa.struct(list(fields.items()))
+    if pa.types.is_list(a) and pa.types.is_list(b):
+        return pa.list_(_merge(a.value_type, b.value_type))
+    if {a, b} == {pa.int64(), pa.float64()}:
+        return pa.float64()
+    if {a, b} == {pa.int64(), _BIG_INT}:
+        return _BIG_INT
+    return _JSON
+
+
+def _inferred(arrow_type: pa.DataType, column: pa.ChunkedArray) -> pa.DataType | None:
+    """The learned type of a column the reader inferred, ``None`` where the reader may have lost it.
+
+    The reader reads integers beyond int64, and integers among floats, as doubles: a double of
+    magnitude 2**53 or more may have been an integer a double does not hold, so Python decides.
+    Text that looks like a time is inferred as a timestamp; it is text all the same.
+
+    :param arrow_type: the type the reader inferred.
+    :param column: the values it read.
+    """
+    if pa.types.is_struct(arrow_type):
+        fields = [(f.name, _inferred(f.type, pc.struct_field(column, [i]))) for i, f in enumerate(arrow_type)]
+        return None if any(learned is None for _name, learned in fields) else pa.struct(fields)
+    if pa.types.is_list(arrow_type):
+        item = _inferred(arrow_type.value_type, pc.list_flatten(column))
+        return None if item is None else pa.list_(item)
+    if pa.types.is_timestamp(arrow_type):
+        return pa.string()
+    if arrow_type in (pa.int64(), pa.float64()):
+        bounds = pc.min_max(column)
+        low, high = bounds["min"].as_py(), bounds["max"].as_py()
+        if low is None:  # nothing but nulls
+            return arrow_type
+        if arrow_type == pa.float64():
+            return arrow_type if low > -_EXACT_DOUBLE and high < _EXACT_DOUBLE else None
+        return arrow_type if low >= -_EXACT_DOUBLE and high <= _EXACT_DOUBLE else _BIG_INT
+    return arrow_type if arrow_type in (pa.null(), pa.bool_(), pa.string()) else None
+
+
+class _Kinds:
+    """The kinds of values at one place of records the reader could not tell, looked at in Python."""
+
+    __slots__ = ("fields", "item", "kinds", "plans")
 
     def __init__(self) -> None:
-        self.kinds = 0
-        self.fields: dict[str, _Node] | None = None
-        self.item: _Node | None = None
-        self.inexact_in_double = False
-        self.outside_int64 = False
-        self.signatures: dict[tuple[Any, ...], tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {}
+        self.kinds: set[Any] = set()  # Python types, and the learned types of large integers
+        self.fields: dict[str, _Kinds] = {}
+        self.item: _Kinds | None = None
+        # Records mostly repeat a few shapes (keys, and their values' types): for a shape seen
+        # before, only the values whose kind depends on more than their type are looked at.
+        self.plans: dict[tuple[Any, ...], tuple[str, ...]] = {}
 
-    def merge(self, value: Any) -> None:
+    def add(self, value: Any) -> None:
         kind = type(value)
         if kind is dict:
-            self.kinds |= _OBJECT
-            self.merge_object(value)
+            self.add_object(value)
         elif kind is list:
-            self.kinds |= _LIST
-            self.merge_list(value)
-        elif kind is int:
-            self.kinds |= _INT
-            if not -_EXACT_DOUBLE <= value <= _EXACT_DOUBLE:
-                self.big_int(value)
+            self.kinds.add(list)
+            item = self.item = self.item or _Kinds()
+            for each in value:
+                item.add(each)
+        elif kind is int and not -_EXACT_DOUBLE <= value <= _EXACT_DOUBLE:
+            self.kinds.add(_BIG_INT if value in _INT64 else _JSON)
         else:
-            self.kinds |= _KIND_BITS.get(kind, _OTHER)
+            self.kinds.add(kind)
 
-    def big_int(self, value: int) -> None:
-        self.inexact_in_double = True
-        if not _INT64_MIN <= value <= _INT64_MAX:
-            self.outside_int64 = True
-
-    def merge_object(self, obj: dict[str, Any]) -> None:
-        # Records mostly repeat a few shapes (same keys, same value types): remember each shape so
-        # that a repeat only needs the checks that depend on values (big integers, nested values).
-        signature = (*obj, *map(type, obj.values()))
-        known = self.signatures.get(signature)
-        fields = self.fields
-        if known is None:
-            if fields is None:
-                fields = self.fields = {}
+    def add_object(self, obj: dict[str, Any]) -> None:
+        self.kinds.add(dict)
+        shape = (*obj, *map(type, obj.values()))
+        plan = self.plans.get(shape)
+        if plan is None:
             for key, value in obj.items():
-                node = fields.get(key)
-                if node is None:
-                    node = fields[key] = _Node()
-                node.merge(value)
-            if len(self.signatures) >= _MAX_SIGNATURES:
-                self.signatures.clear()
-            plan = (
-                tuple(key for key, value in obj.items() if type(value) is int),
-                tuple(key for key, value in obj.items() if type(value) is dict),
-                tuple(key for key, value in obj.items() if type(value) is list),
-            )
-            self.signatures[signature] = plan if any(plan) else _NOTHING_TO_DO
-            return
-        if known is _NOTHING_TO_DO:
-            return
-        assert fields is not None
-        int_keys, dict_keys, list_keys = known
-        for key in int_keys:
-            value = obj[key]
-            if value > _EXACT_DOUBLE or value < -_EXACT_DOUBLE:
-                fields[key].big_int(value)
-        for key in dict_keys:
-            fields[key].merge_object(obj[key])
-        for key in list_keys:
-            fields[key].merge_list(obj[key])
-
-    def merge_list(self, items: list[Any]) -> None:
-        item = self.item
-        if item is None:
-            item = self.item = _Node()
-        kinds = set(map(type, items))
-        if kinds <= _FLAT_KINDS:
-            for kind in kinds:
-                item.kinds |= _KIND_BITS[kind]
-            return
-        for value in items:
-            item.merge(value)
-
-    def merge_arrow(self, arrow_type: pa.DataType, path: _Path, big_ints: frozenset[_Path]) -> None:
-        """Merge what pyarrow inferred for this key over a block of records (see :func:`_infer_block`).
-
-        The result is what :meth:`merge` would have learned from the same records: the kinds seen,
-        and for integers whether one is beyond what a double holds exactly (``big_ints``).
-
-        :param arrow_type: the inferred type, one that :func:`_check_inferred` accepted.
-        :param path: the keys leading here, ``None`` standing for "an item of a list".
-        :param big_ints: the paths of integer columns holding a value beyond +-2**53.
-        """
-        if pa.types.is_struct(arrow_type):
-            self.kinds |= _OBJECT
-            fields = self.fields
-            if fields is None:
-                fields = self.fields = {}
-            for field in arrow_type:
-                node = fields.get(field.name)
-                if node is None:
-                    node = fields[field.name] = _Node()
-                node.merge_arrow(field.type, (*path, field.name), big_ints)
-        elif pa.types.is_list(arrow_type):
-            self.kinds |= _LIST
-            if self.item is None:
-                self.item = _Node()
-            self.item.merge_arrow(arrow_type.value_type, (*path, None), big_ints)
-        elif pa.types.is_int64(arrow_type):
-            self.kinds |= _INT
-            if path in big_ints:
-                # Within int64 (the reader turns larger integers into doubles, which are refused).
-                self.inexact_in_double = True
+                self.fields.setdefault(key, _Kinds()).add(value)
+            self.plans[shape] = tuple(key for key, value in obj.items() if type(value) in (dict, list, int))
         else:
-            self.kinds |= _ARROW_KINDS[arrow_type.id]
+            for key in plan:
+                self.fields[key].add(obj[key])
 
-    def is_json(self, final: bool) -> bool:
-        """Whether values are stored as JSON text; ``final`` once every record was seen.
-
-        Before the end the answer only ever turns from no to yes as records arrive (so values
-        can be encoded as the spill is written); the one exception, a key seen only with empty
-        objects, is settled at the end.
-        """
-        kinds = self.kinds & ~_NULL
-        if kinds in (0, _BOOL, _STR):
-            return False
-        if kinds == _INT:
-            return self.outside_int64
-        if kinds in (_FLOAT, _INT | _FLOAT):
-            return self.inexact_in_double
-        if kinds == _LIST:
-            return self.item is not None and (self.item.is_json(final) or self.item.holds_json(final))
-        if kinds == _OBJECT:
-            return final and not self.fields
-        return True
-
-    def holds_json(self, final: bool) -> bool:
-        """Whether some value inside (a struct field, at any depth) is stored as JSON text."""
-        if self.kinds & ~_NULL != _OBJECT or not self.fields:
-            return False
-        return any(child.is_json(final) or child.holds_json(final) for child in self.fields.values())
-
-    def json_paths(self, final: bool) -> dict[str, Any]:
-        """The keys below this object whose values are JSON text (``True``) or hold some (a subtree)."""
-        paths: dict[str, Any] = {}
-        for key, child in (self.fields or {}).items():
-            if child.is_json(final):
-                paths[key] = True
-            elif child.holds_json(final):
-                paths[key] = child.json_paths(final)
-        return paths
-
-    def arrow_type(self) -> tuple[pa.DataType, bool]:
-        """The column type for this node, and whether values are stored as JSON text."""
-        if self.is_json(final=True):
-            return pa.string(), True
-        kinds = self.kinds & ~_NULL
-        if kinds == _BOOL:
-            return pa.bool_(), False
-        if kinds == _INT:
-            return pa.int64(), False
-        if kinds in (_FLOAT, _INT | _FLOAT):
-            return pa.float64(), False
-        if kinds == _LIST and self.item is not None:
-            return pa.list_(self.item.arrow_type()[0]), False
-        if kinds == _OBJECT and self.fields:
-            return pa.struct([field_of(key, node) for key, node in self.fields.items()]), False
-        return pa.string(), False
+    def learned(self) -> pa.DataType:
+        """The learned type of the values."""
+        learned = pa.null()
+        for kind in self.kinds:
+            if kind is dict:
+                kind = pa.struct([(key, kinds.learned()) for key, kinds in self.fields.items()])
+            elif kind is list:
+                kind = pa.list_(self.item.learned() if self.item else pa.null())
+            learned = _merge(
+                learned, kind if isinstance(kind, pa.DataType) else _PYTHON_TYPES.get(kind, _JSON)
+            )
+        return learned
 
 
-def field_of(name: str, node: _Node) -> pa.Field:
-    """The Arrow field of a key, marked when its values are JSON text."""
-    arrow_type, as_json = node.arrow_type()
-    return pa.field(name, arrow_type, nullable=True, metadata=JSON_ENCODING_METADATA if as_json else None)
+def _python_type(records: Iterable[dict[str, Any]]) -> pa.DataType:
+    """The learned type of records the reader could not tell.
 
+    :param records: the records of a block, parsed.
+    """
+    root = _Kinds()
+    root.kinds.add(dict)
+    for record in records:
+        root.add_object(record)
+    return root.learned()
+
+
+def _field(name: str, learned: pa.DataType, final: bool) -> pa.Field:
+    """The field of a key of a learned type, marked in its metadata when its values are JSON text.
+
+    :param name: the key.
+    :param learned: its learned type.
+    :param final: whether every record was seen: a key holding only empty objects so far becomes
+        JSON text only then (a later record may give it keys).
+    """
+    column = learned
+    if learned == _BIG_INT:
+        column = pa.int64()
+    elif learned == pa.null():
+        column = pa.string()
+    elif pa.types.is_struct(learned) and (learned.num_fields or not final):
+        column = pa.struct([_field(child.name, child.type, final) for child in learned])
+    elif pa.types.is_struct(learned):
+        column = _JSON
+    elif pa.types.is_list(learned):
+        item = _field("item", learned.value_type, final)
+        # A list holding JSON text is JSON text itself: items are never encoded one by one.
+        column = _JSON if item.metadata or _json_paths(item.type) else pa.list_(item.type)
+    if column == _JSON:
+        return pa.field(name, pa.string(), metadata=JSON_ENCODING_METADATA)
+    return pa.field(name, column)
+
+
+def _json_paths(arrow_type: pa.DataType) -> dict[str, Any]:
+    """The keys of a column type's structs whose values are JSON text (``True``) or hold some (a dict)."""
+    paths: dict[str, Any] = {}
+    for child in arrow_type if pa.types.is_struct(arrow_type) else ():
+        inner = _json_paths(child.type)
+        if child.metadata == JSON_ENCODING_METADATA or inner:
+            paths[child.name] = inner or True
+    return paths
+
+
+def _holds(arrow_type: pa.DataType, test: Callable[[pa.DataType], bool]) -> bool:
+    """Whether a type, or a type inside it, passes ``test``."""
+    if pa.types.is_struct(arrow_type):
+        return test(arrow_type) or any(_holds(child.type, test) for child in arrow_type)
+    if pa.types.is_list(arrow_type):
+        return _holds(arrow_type.value_type, test)
+    return test(arrow_type)
+
+
+# JSON text ---------------------------------------------------------------------------------------
 
 _Encoder = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def json_text_encoder(paths: dict[str, Any]) -> _Encoder:
-    """A function returning a record with the values at ``paths`` as JSON text.
+    """A function returning a record with the values at ``paths`` as JSON text (copied where changed).
 
-    The record is copied where changed, never modified. The function is built once per set of
-    paths, with one step per key, because it runs for every record (a generic walk of ``paths``
-    cost about 1.7 µs a record, as much as serializing it).
+    Built once per set of paths, one closure per level, because it runs for every record.
 
-    :param paths: keys whose values become JSON text (``True``) or hold such keys (a subtree).
+    :param paths: keys whose values become JSON text (``True``) or hold such keys (a dict).
     """
-    steps = [(key, None if sub is True else json_text_encoder(sub)) for key, sub in paths.items()]
-    if len(steps) == 1:  # the usual case: one mixed key, found down one path
-        key, inner = steps[0]
-        if inner is None:
+    steps = [(key, None if inner is True else json_text_encoder(inner)) for key, inner in paths.items()]
 
-            def encode_value(obj: dict[str, Any]) -> dict[str, Any]:
-                value = obj.get(key)
-                if value is None:
-                    return obj
-                copy = obj.copy()
-                copy[key] = json_text(value)
-                return copy
-
-            return encode_value
-
-        def encode_inside(obj: dict[str, Any]) -> dict[str, Any]:
-            value = obj.get(key)
-            if type(value) is not dict:
-                return obj
-            new = inner(value)
-            if new is value:
-                return obj
-            copy = obj.copy()
-            copy[key] = new
-            return copy
-
-        return encode_inside
-
-    def encode_keys(obj: dict[str, Any]) -> dict[str, Any]:
+    def encode(obj: dict[str, Any]) -> dict[str, Any]:
         copy = None
         for key, inner in steps:
             value = obj.get(key)
-            if value is None:
+            if value is None or (inner is not None and type(value) is not dict):
                 continue
-            if inner is None:
-                new: Any = json_text(value)
-            elif type(value) is dict:
-                new = inner(value)
-                if new is value:
-                    continue
-            else:
-                continue
-            if copy is None:
-                copy = obj.copy()
-            copy[key] = new
+            new = json_text(value) if inner is None else inner(value)
+            if new is not value:
+                copy = copy or obj.copy()
+                copy[key] = new
         return obj if copy is None else copy
 
-    return encode_keys
+    return encode
 
 
 def _decoded(obj: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
-    """The inverse of :func:`json_text_encoder` (modifies ``obj``, a record read back from the spill)."""
-    for key, sub in paths.items():
+    """The inverse of :func:`json_text_encoder`.
+
+    :param obj: a record read back from the spill (modified).
+    :param paths: the paths it was spilled with.
+    """
+    for key, inner in paths.items():
         value = obj.get(key)
-        if value is None:
-            continue
-        if sub is True:
-            # Parsed carefully (integers of any size exact); these values are rare.
-            obj[key] = decoder(True)(value)
+        if value is not None and inner is True:
+            obj[key] = decoder(True)(value)  # integers of any size exact; such values are rare
         elif type(value) is dict:
-            _decoded(value, sub)
+            _decoded(value, inner)
     return obj
 
 
-_Inferred = tuple[pa.Schema, frozenset[_Path]]
+# The spill ---------------------------------------------------------------------------------------
 
 
-def _infer_block(data: bytearray, table_path: Path) -> _Inferred | None:
-    """The schema pyarrow infers for a block of spilled JSON lines, or ``None`` where it cannot tell.
+@dataclass
+class _Block:
+    """Whole lines of a day's spill, read by the reader in one go.
 
-    Runs in a helper thread: the JSON reader works in C++ without the GIL, so the types are
-    learned on the second core while the export thread shapes and spills the next records. The
-    reader refuses a key whose values differ in kind (text in one record, a number in another);
-    it also reads integers beyond int64 as doubles and integers among floats as doubles, which
-    would hide an integer a double cannot hold exactly. For such blocks (``None``) the records
-    are looked at in Python instead (:meth:`_Node.merge`), which tells every case apart.
+    :param start: offset of its first line in the day's spill file.
+    :param end: offset just after its last line.
+    :param paths: the JSON text paths its lines were spilled with.
+    :param careful: whether a line holds an integer beyond 64 bits (never given to the reader).
+    :param table_path: where the reader's table of the lines is kept (Arrow IPC), if it may serve.
+    """
 
-    The table read is kept at ``table_path`` (Arrow IPC): when its types turn out to fit the
-    export's schema, the files are made from it without reading the JSON lines a second time.
+    start: int
+    end: int
+    paths: dict[str, Any]
+    careful: bool
+    table_path: Path | None = None
+
+
+@dataclass
+class _DaySpill:
+    """One day's spilled lines: its file, the lines not in it yet (``careful`` as a block), its blocks."""
+
+    path: Path
+    buffer: bytearray = field(default_factory=bytearray)
+    careful: bool = False
+    blocks: list[_Block] = field(default_factory=list)
+
+
+def _read_block(data: bytearray, table_path: Path) -> pa.DataType | None:
+    """Read a block of JSON lines (in a helper thread): its learned type, ``None`` if the reader cannot tell.
+
+    The reader works in C++ without the GIL, beside the export thread. The table read is kept at
+    ``table_path`` to become row groups, unless it holds text read as timestamps or pyarrow made
+    it invalid (pyarrow 26 drops the null that starts a list).
 
     :param data: whole JSON lines, one record each.
-    :param table_path: where to keep the table read.
-    :return: the inferred schema and the paths of integer columns holding a value beyond
-        +-2**53, or ``None``. The table is kept only when pyarrow made it valid.
+    :param table_path: where to keep the table.
     """
     options = pa_json.ReadOptions(block_size=len(data) + 1, use_threads=False)
     try:
         table = pa_json.read_json(pa.BufferReader(data), read_options=options)
-    except pa.ArrowInvalid:
+    except pa.ArrowInvalid:  # a key whose values differ in kind
         return None
-    big_ints: set[_Path] = set()
-    for field, column in zip(table.schema, table.columns, strict=True):
-        for chunk in column.chunks:
-            if not _check_inferred(field.type, chunk, (field.name,), big_ints):
-                return None
+    read = pa.struct(list(table.schema))
+    learned = _inferred(read, table.to_struct_array())
+    if learned is None:
+        return None
     try:
-        # pyarrow 26's reader, inferring, drops the null that starts a list ([null, 1]) and makes
-        # an invalid array; its types are right, its table is not kept.
         table.validate(full=True)
     except pa.ArrowInvalid:
-        return table.schema, frozenset(big_ints)
-    with pa.OSFile(str(table_path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as ipc:
-        ipc.write_table(table)
-    return table.schema, frozenset(big_ints)
+        return learned
+    if not _holds(read, pa.types.is_timestamp):
+        with pa.OSFile(str(table_path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as ipc:
+            ipc.write_table(table)
+    return learned
 
 
-def _check_inferred(arrow_type: pa.DataType, array: pa.Array, path: _Path, big_ints: set[_Path]) -> bool:
-    """Whether an inferred column says all :meth:`_Node.merge` would learn; collects ``big_ints``.
-
-    A double column with a value of magnitude 2**53 or more may have been an integer a double
-    does not hold exactly (or one beyond int64): the answer is then no, as for a type the
-    reader is not known to infer.
-    """
-    if pa.types.is_struct(arrow_type):
-        return all(
-            _check_inferred(field.type, array.field(index), (*path, field.name), big_ints)
-            for index, field in enumerate(arrow_type)
-        )
-    if pa.types.is_list(arrow_type):
-        return _check_inferred(arrow_type.value_type, array.flatten(), (*path, None), big_ints)
-    if pa.types.is_int64(arrow_type) or pa.types.is_float64(arrow_type):
-        bounds = pc.min_max(array)
-        if not bounds["min"].is_valid:  # nothing but nulls
-            return True
-        low, high = bounds["min"].as_py(), bounds["max"].as_py()
-        if pa.types.is_float64(arrow_type):
-            return bool(low > -_EXACT_DOUBLE and high < _EXACT_DOUBLE)
-        if low < -_EXACT_DOUBLE or high > _EXACT_DOUBLE:
-            big_ints.add(path)
-        return True
-    return arrow_type.id in _ARROW_KINDS
-
-
-class _Block:
-    """A run of whole lines of a day's spill, read by pyarrow in one go; its table may be reused.
-
-    :param start: offset of its first line in the day's spill file.
-    :param end: offset just after its last line.
-    :param table_path: where pyarrow's table of these lines is kept, once read and checked.
-    """
-
-    __slots__ = ("end", "start", "table_path")
-
-    def __init__(self, start: int, end: int) -> None:
-        self.start = start
-        self.end = end
-        self.table_path: Path | None = None
-
-
-class _PendingBlock:
-    """A block of spilled lines whose inferred schema is awaited, kept for a look in Python."""
-
-    __slots__ = ("block", "careful", "data", "inferred", "table_path")
-
-    def __init__(
-        self,
-        block: _Block,
-        data: bytearray,
-        careful: bool,
-        inferred: Future[_Inferred | None] | None,
-        table_path: Path,
-    ) -> None:
-        self.block = block
-        self.data = data
-        self.careful = careful
-        self.inferred = inferred
-        self.table_path = table_path
-
-
-class _DaySpill:
-    """The spilled JSON lines of one day: a file, the lines not yet in it, and its blocks.
-
-    Lines wait in ``buffer`` until a block's worth is there; the block is then appended to the
-    file and handed to type inference. ``blocks`` cover the file from ``reparse_until`` on; lines
-    before it (rewritten when a key turned to JSON text) are read from the JSON when the files are
-    written.
-    """
-
-    __slots__ = (
-        "blocks",
-        "buffer",
-        "buffer_careful",
-        "careful",
-        "longest",
-        "path",
-        "reparse_until",
-        "size",
-    )
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.buffer = bytearray()
-        self.buffer_careful = False
-        self.longest = 0
-        self.careful = False
-        self.size = 0
-        self.blocks: list[_Block] = []
-        self.reparse_until = 0
-
-    def remove(self) -> None:
-        """Delete the spill file and the tables kept for its blocks (the day's files are written)."""
-        self.path.unlink(missing_ok=True)
-        for block in self.blocks:
-            if block.table_path is not None:
-                block.table_path.unlink(missing_ok=True)
-
-    def take_block(self) -> tuple[_Block, bytearray, bool] | None:
-        """Append the waiting lines to the file as a new block: ``(block, its lines, careful)``."""
-        data = self.buffer
-        if not data:
-            return None
-        with open(self.path, "ab") as handle:
-            handle.write(data)
-        block = _Block(self.size, self.size + len(data))
-        self.blocks.append(block)
-        careful = self.buffer_careful
-        self.size = block.end
-        self.buffer = bytearray()
-        self.buffer_careful = False
-        return block, data, careful
+# The writer --------------------------------------------------------------------------------------
 
 
 class ParquetWriter:
@@ -497,609 +339,335 @@ class ParquetWriter:
     :param codec: the compression codec inside the files.
     """
 
+    #: Event records arrive shaped (see :func:`~ct_airflow_provider.export.records.shape_event`).
+    shapes_records = False
+
     def __init__(self, delivery: Delivery, spill_dir: Path, event_name: str | None, codec: str) -> None:
         if codec not in PARQUET_CODECS:
             raise ExportConfigError(
                 f"Unknown Parquet codec {codec!r}; choose one of {', '.join(PARQUET_CODECS)}."
             )
-        self.delivery = delivery
-        self.spill_dir = spill_dir
-        self.event_name = event_name
-        self.codec = codec
-        self._root = _Node()
+        self.delivery, self.spill_dir, self.event_name, self.codec = delivery, spill_dir, event_name, codec
         self._days: dict[int, _DaySpill] = {}
-        self._encoded_paths: dict[str, Any] = {}
-        self._encode: _Encoder | None = None  # json_text_encoder(self._encoded_paths), if any
-        self._pending: deque[_PendingBlock] = deque()
-        self._inference: ThreadPoolExecutor | None = None
-        self._tables = 0
-        #: Records read again from their JSON lines when the files were written, because the table
-        #: pyarrow read while learning types could not be used (a key turned to JSON text later,
-        #: a block pyarrow could not tell, ...). Most exports read every record once.
+        self._learned = pa.struct([])
+        self._learned_blocks = 0
+        self._paths: dict[str, Any] = {}  # the JSON text paths records are spilled with
+        self._encode: _Encoder | None = None
+        self._pending: deque[tuple[_Block, bytearray, Future[pa.DataType | None] | None]] = deque()
+        self._reader: ThreadPoolExecutor | None = None
+        #: Records read again from their JSON lines for the files, as the table read while learning
+        #: types could not serve (a key turned to JSON text later, ...). Mostly none.
         self.records_read_twice = 0
-
-    #: Event records arrive shaped (see :func:`~ct_airflow_provider.export.records.shape_event`).
-    shapes_records = False
 
     def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
         """Spill one page of records, and learn their types.
 
         :param records: ``(yyyymmdd, file record)`` pairs.
         """
-        days = self._days
-        dumps = orjson.dumps
-        option = orjson.OPT_APPEND_NEWLINE
-        encode = self._encode
+        days, encode = self._days, self._encode
+        dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE  # looked up once: this runs per record
         for day_number, record in records:
             spill = days.get(day_number)
             if spill is None:
-                day_of(day_number)
+                day_of(day_number)  # refuses what is not a calendar day
                 spill = days[day_number] = _DaySpill(self.spill_dir / f"{day_number}.jsonl")
             if encode is not None:
                 record = encode(record)
             try:
                 line = dumps(record, option=option)
-            except TypeError:
-                line = careful_line(record)
-                spill.careful = True
-                spill.buffer_careful = True
-            buffer = spill.buffer
-            buffer += line
-            if len(line) > spill.longest:
-                spill.longest = len(line)
-            if len(buffer) >= _INFER_BLOCK_BYTES:
-                self._submit_block(spill)
-        buffered = sorted(days.values(), key=lambda spill: len(spill.buffer), reverse=True)
-        total = sum(len(spill.buffer) for spill in buffered)
-        for spill in buffered:
+            except TypeError:  # an integer beyond 64 bits
+                line, spill.careful = careful_line(record), True
+            spill.buffer += line
+            if len(spill.buffer) >= _BLOCK_BYTES:
+                self._spill(spill)
+                encode = self._encode
+        total = sum(len(spill.buffer) for spill in days.values())
+        for spill in sorted(days.values(), key=lambda spill: len(spill.buffer), reverse=True):
             if total <= _MAX_BUFFERED_BYTES:
                 break
             total -= len(spill.buffer)
-            self._submit_block(spill)
-        self._learn(wait=False)
-        self._encode_spill(self._root.json_paths(final=False))
+            self._spill(spill)
 
-    # Learning the types ----------------------------------------------------------------------
+    def _spill(self, spill: _DaySpill) -> None:
+        """Hand a day's waiting lines to the reader; learn from finished blocks."""
+        self._submit(spill)
+        # The first block is waited for: it shows most keys of mixed kinds, which the blocks
+        # after it then hold as JSON text, so that the reader can tell them.
+        self._learn(keep=_MAX_PENDING_BLOCKS if self._learned_blocks else 0)
+        paths = _json_paths(_field("", self._learned, final=False).type)
+        if paths != self._paths:
+            for day in self._days.values():  # their waiting lines hold the values as they were
+                self._submit(day)
+            self._paths, self._encode = paths, json_text_encoder(paths)
 
-    def _submit_block(self, spill: _DaySpill) -> None:
-        """Write a day's waiting lines to its spill file, and hand them to type inference."""
-        taken = spill.take_block()
-        if taken is None:
+    def _submit(self, spill: _DaySpill) -> None:
+        """Append a day's waiting lines to its spill file as a block, and hand it to the reader."""
+        data = spill.buffer
+        if not data:
             return
-        block, data, careful = taken
-        self._tables += 1
-        table_path = self.spill_dir / f"block-{self._tables}.arrow"
-        inferred: Future[_Inferred | None] | None = None
-        if not careful:  # such lines hold values pyarrow reads wrong (integers beyond 64 bits)
-            if self._inference is None:
-                self._inference = ThreadPoolExecutor(max_workers=2, thread_name_prefix="parquet-types")
-            inferred = self._inference.submit(_infer_block, data, table_path)
-        self._pending.append(_PendingBlock(block, data, careful, inferred, table_path))
-        if len(self._pending) > _MAX_PENDING_BLOCKS:
-            self._learn(wait=True, keep=_MAX_PENDING_BLOCKS)
+        with open(spill.path, "ab") as handle:
+            start = handle.tell()
+            handle.write(data)
+        block = _Block(start, start + len(data), self._paths, spill.careful)
+        spill.blocks.append(block)
+        spill.buffer, spill.careful = bytearray(), False
+        future = None
+        if not block.careful:  # the reader would take such integers for doubles
+            self._reader = self._reader or ThreadPoolExecutor(2, thread_name_prefix="parquet-types")
+            block.table_path = self.spill_dir / f"{spill.path.stem}-{start}.arrow"
+            future = self._reader.submit(_read_block, data, block.table_path)
+        self._pending.append((block, data, future))
 
-    def _learn(self, wait: bool, keep: int = 0) -> None:
-        """Merge the types of finished blocks into the schema, oldest first (so keys keep their order).
+    def _learn(self, keep: int) -> None:
+        """Merge the types of finished blocks, oldest first (keys keep their order).
 
-        :param wait: wait for blocks still being inferred, until at most ``keep`` are pending.
-        :param keep: how many pending blocks may stay when waiting.
+        :param keep: how many blocks may stay pending (the oldest are waited for beyond it).
         """
-        pending = self._pending
-        while pending:
-            oldest = pending[0]
-            inferred = oldest.inferred
-            if inferred is not None and not inferred.done() and not (wait and len(pending) > keep):
+        while self._pending:
+            block, data, future = self._pending[0]
+            if future is not None and not future.done() and len(self._pending) <= keep:
                 return
-            pending.popleft()
-            result = inferred.result() if inferred is not None else None
-            if result is None:
-                self._merge_lines(oldest.data, oldest.careful)
-            else:
-                schema, big_ints = result
-                self._root.merge_arrow(pa.struct(list(schema)), (), big_ints)
-                if oldest.table_path.exists():  # kept only when pyarrow made it valid
-                    oldest.block.table_path = oldest.table_path
-
-    def _merge_lines(self, data: bytearray, careful: bool) -> None:
-        """Learn the types of a block's records in Python, one record at a time."""
-        loads = decoder(careful)
-        merge = self._root.merge_object
-        for line in data.splitlines():
-            merge(loads(line))
-
-    def _encode_spill(self, paths: dict[str, Any]) -> None:
-        """Make every spilled record hold the values at ``paths`` as JSON text.
-
-        The Arrow JSON reader that turns the spill into Parquet needs one type per field, so a key
-        found to hold values of several types has its values stored as JSON text from then on, and
-        what was spilled before is rewritten once. Keys turn mixed early in an export (the first
-        pages show most shapes), so this costs little; it happens once per such key.
-        """
-        if paths == self._encoded_paths:
-            return
-        old = self._encoded_paths
-        encode = json_text_encoder(paths)
-        for spill in self._days.values():
-            # The waiting lines are learned from as they are (their kinds are what made a key
-            # JSON text), then rewritten with the rest.
-            self._submit_block(spill)
-            if not spill.path.exists():
-                continue
-            loads = decoder(spill.careful)
-            rewritten = spill.path.with_suffix(".rewrite")
-            longest = 0
-            careful = False
-            with open(spill.path, "rb") as source, open(rewritten, "wb") as target:
-                for line in source:
-                    record = encode(_decoded(loads(line), old))
-                    try:
-                        out = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-                    except TypeError:
-                        out = careful_line(record)
-                        careful = True
-                    target.write(out)
-                    longest = max(longest, len(out))
-            rewritten.replace(spill.path)
-            spill.longest = longest
-            spill.careful = careful
-            # Tables read so far hold the values before they turned to JSON text: not reusable.
-            spill.size = spill.reparse_until = spill.path.stat().st_size
-            spill.blocks = []
-        self._encoded_paths = paths
-        self._encode = encode if paths else None
-
-    # Schema -----------------------------------------------------------------------------------
-
-    def _schemas(self) -> tuple[pa.Schema, pa.Schema]:
-        """The schema read from the spill (``ts`` as integer) and the schema of the files."""
-        fields = self._root.fields or {}
-        order = list(fields)
-        if self.event_name is not None:
-            preferred = ["ts", "profile", "deviceInfo", "eventProps", "sessionProps"]
-            order = [key for key in preferred if key in fields] + [
-                key for key in fields if key not in preferred
-            ]
-        raw_fields = []
-        for key in order:
-            if key == "ts" and self.event_name is not None:
-                raw_fields.append(pa.field("ts", pa.int64()))
-            else:
-                raw_fields.append(field_of(key, fields[key]))
-        raw = pa.schema(raw_fields)
-        if self.event_name is None:
-            return raw, raw
-        final_fields = [pa.field("ts", pa.timestamp("ms")), pa.field("eventName", pa.string())]
-        final_fields += [field for field in raw_fields if field.name != "ts"]
-        return raw, pa.schema(final_fields)
-
-    # Writing ----------------------------------------------------------------------------------
+            self._pending.popleft()
+            learned = future.result() if future is not None else None
+            if learned is None:
+                loads = decoder(block.careful)
+                learned = _python_type(loads(line) for line in data.splitlines())
+            if block.table_path is not None and not block.table_path.exists():
+                block.table_path = None
+            self._learned = _merge(self._learned, learned)
+            self._learned_blocks += 1
 
     def finish(self) -> None:
         """Write every day's files, in day order, from the spilled records."""
         for spill in self._days.values():
-            self._submit_block(spill)
-        self._learn(wait=True)
-        self._stop_inference()
+            self._submit(spill)
+        self._learn(keep=0)
+        self.abort()
         if not self._days:
             return
-        self._encode_spill(self._root.json_paths(final=True))
-        raw_schema, schema = self._schemas()
-        sizes = _SizeModel(
-            footer_base=self._empty_file_size(schema),
-            footer_per_group=150.0 * sum(_leaf_count(field.type) for field in schema),
-        )
-        days = sorted(self._days)
-        # Days are written two at a time (pyarrow writes without the GIL: both cores work), and
-        # their files handed to the sink in day order by this thread.
-        with ThreadPoolExecutor(max_workers=_DAYS_AT_ONCE, thread_name_prefix="parquet-days") as pool:
-            written = [pool.submit(self._write_day, day, raw_schema, schema, sizes.copy()) for day in days]
-            try:
-                for day_number, future in zip(days, written, strict=True):
-                    files, read_twice = future.result()
-                    self.records_read_twice += read_twice
-                    for path, digest, day, index, records in files:
-                        self.delivery.deliver(path, digest, day, index, records)
-                    self._days[day_number].remove()
-            except BaseException:
-                for future in written:
-                    future.cancel()
-                for future in written:  # files written but never handed over
-                    if not future.cancelled() and future.exception() is None:
-                        for path, *_ in future.result()[0]:
-                            path.unlink(missing_ok=True)
-                raise
-
-    def _write_day(
-        self, day_number: int, raw_schema: pa.Schema, schema: pa.Schema, sizes: _SizeModel
-    ) -> tuple[list[_WrittenFile], int]:
-        """Write one day's files (in a helper thread): the files, and the records read twice."""
-        # One more helper thread converts the next range while a row group is written.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-read-ahead") as read_ahead:
-            writer = _DayWriter(
-                self, self._days[day_number], day_number, raw_schema, schema, read_ahead, sizes
-            )
-            return writer.write(), writer.records_read_twice
-
-    def _empty_file_size(self, schema: pa.Schema) -> int:
-        # ParquetWriter rather than pq.write_table, which imports pandas (seconds, and memory).
-        sink = pa.BufferOutputStream()
-        pq.ParquetWriter(sink, schema, compression=self.codec).close()
-        return len(sink.getvalue())
+        fields = {child.name: _field(child.name, child.type, final=True) for child in self._learned}
+        if self.event_name is not None:
+            fields["ts"] = pa.field("ts", pa.int64())  # made a timestamp for the files
+            fields = {key: fields[key] for key in _EVENT_ORDER if key in fields} | fields
+        with ThreadPoolExecutor(1, thread_name_prefix="parquet-tables") as pool:
+            files = _Files(self, pa.schema(list(fields.values())), pool)
+            for day_number in sorted(self._days):
+                spill = self._days[day_number]
+                files.write_day(day_number, spill)
+                spill.path.unlink()
+                for block in spill.blocks:
+                    if block.table_path is not None:
+                        block.table_path.unlink()
 
     def abort(self) -> None:
-        """Stop the type inference; nothing to delete beyond the spill directory, which the driver removes."""
+        """Stop the reader's threads; the spill directory is the driver's to remove."""
         self._pending.clear()
-        self._stop_inference()
-
-    def _stop_inference(self) -> None:
-        if self._inference is not None:
-            self._inference.shutdown(wait=True, cancel_futures=True)
-            self._inference = None
+        if self._reader is not None:
+            self._reader.shutdown(wait=True, cancel_futures=True)
+            self._reader = None
 
 
-class _SizeModel:
-    """What one day's writer learns of Parquet sizes: bytes per byte of JSON, footer bytes per row group.
+# A row group of a file: the index of its block, its first row in the block's table, its rows.
+_Group = tuple[int, int, int]
 
-    :param footer_base: size of a file without rows.
-    :param footer_per_group: footer bytes each row group adds, before any was measured.
+
+class _Files:
+    """Writes each day's files in row groups sized to keep every file within the limit.
+
+    A row group is rows of a block's table, as many as the room left takes at the Parquet bytes
+    per JSON byte of the row groups before. A file is closed before the next row group would pass
+    the limit; should a closed file still pass it, it is written again without its last row group.
+
+    :param writer: the export's writer.
+    :param raw_schema: the schema of the records (``ts`` an integer).
+    :param pool: the helper thread that makes the tables.
     """
 
-    def __init__(self, footer_base: int, footer_per_group: float) -> None:
-        self.footer_base = footer_base
-        self.footer_per_group = footer_per_group
-        self.ratio: float | None = None
+    def __init__(self, writer: ParquetWriter, raw_schema: pa.Schema, pool: ThreadPoolExecutor) -> None:
+        self.writer, self.raw_schema, self.schema = writer, raw_schema, raw_schema
+        if writer.event_name is not None:
+            first = [pa.field("ts", pa.timestamp("ms")), pa.field("eventName", pa.string())]
+            self.schema = pa.schema(first + [column for column in raw_schema if column.name != "ts"])
+        self.paths = _json_paths(pa.struct(list(raw_schema)))
+        self.encode = json_text_encoder(self.paths)
+        self.limit = writer.delivery.max_file_bytes
+        self.ratio = _INITIAL_RATIO
+        # ParquetWriter rather than pq.write_table, which imports pandas (seconds, and memory).
+        empty = pa.BufferOutputStream()
+        pq.ParquetWriter(empty, self.schema, compression=writer.codec).close()
+        self.footer_base = len(empty.getvalue())
+        # A row group adds its columns' offsets and statistics to the footer: about as much as the
+        # schema takes, until measured.
+        self.footer_per_group = float(self.footer_base)
+        self.pool = pool
+        # The table being written (asked for again and again), and the next one, being made.
+        self.current: tuple[_Block, Future[pa.Table]] | None = None
+        self.ahead: tuple[_Block, Future[pa.Table]] | None = None
+        self.spill = _DaySpill(Path())
 
-    def copy(self) -> _SizeModel:
-        return _SizeModel(self.footer_base, self.footer_per_group)
-
-    def footer_estimate(self, groups: int) -> int:
+    def footer(self, groups: int) -> int:
+        """Bytes to keep for the footer of a file of ``groups`` row groups (a margin included)."""
         return int(self.footer_base + self.footer_per_group * groups * 1.2) + 1024
 
-    def ratio_estimate(self) -> float:
-        return (self.ratio if self.ratio is not None else _INITIAL_RATIO) * _RATIO_MARGIN
+    def write_day(self, day_number: int, spill: _DaySpill) -> None:
+        """Write and deliver a day's files.
 
-    def learn(self, json_bytes: int, parquet_bytes: int, footer_bytes: int | None, groups: int) -> None:
-        if json_bytes > 0:
-            ratio = parquet_bytes / json_bytes
-            # Follow the data, but let a larger ratio take over at once: overshooting costs a rewrite.
-            self.ratio = ratio if self.ratio is None or ratio > self.ratio else 0.8 * self.ratio + 0.2 * ratio
-        if footer_bytes is not None and groups:
-            per_group = max(0.0, (footer_bytes - self.footer_base) / groups)
-            self.footer_per_group = max(per_group, 0.5 * self.footer_per_group)
-
-
-# A finished file of a day, not yet handed to the sink: path, digest, day, index, records.
-_WrittenFile = tuple[Path, FileDigest, date, int, int]
-
-
-def _leaf_count(arrow_type: pa.DataType) -> int:
-    if pa.types.is_struct(arrow_type):
-        return sum(_leaf_count(field.type) for field in arrow_type) or 1
-    if pa.types.is_list(arrow_type):
-        return _leaf_count(arrow_type.value_type)
-    return 1
-
-
-def _block_table(block: _Block, raw_schema: pa.Schema) -> pa.Table | None:
-    """The table pyarrow read for ``block``, cast to ``raw_schema``, or ``None`` if it does not fit exactly."""
-    if block.table_path is None:
-        return None
-    table = pa.ipc.open_file(pa.memory_map(str(block.table_path))).read_all()
-    fields = {field.name: field.type for field in raw_schema}
-    if any(
-        field.name not in fields or not _casts_exactly(field.type, fields[field.name])
-        for field in table.schema
-    ):
-        return None
-    columns = []
-    try:
-        for field in raw_schema:
-            index = table.schema.get_field_index(field.name)
-            columns.append(
-                table.column(index).cast(field.type) if index >= 0 else pa.nulls(table.num_rows, field.type)
-            )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    if not columns:  # records with no keys at all: the rows, without columns
-        return table.select([])
-    result = pa.Table.from_arrays(columns, schema=raw_schema)
-    try:
-        result.validate()  # cheap (no look at the values); a cast gone wrong is read from JSON instead
-    except pa.ArrowInvalid:
-        return None
-    return result
-
-
-def _casts_exactly(source: pa.DataType, target: pa.DataType, in_list: bool = False) -> bool:
-    """Whether values read as ``source`` become the same values as ``target`` (as if read as it).
-
-    Nulls become anything (but items of a list: pyarrow 26 casts a list of nulls into an invalid
-    array); integers become doubles (the schema chose doubles only where every integer is exact
-    in one); structs and lists when their fields and items do. Anything else -- strings pyarrow
-    read as timestamps, for one -- is read again from the JSON lines instead.
-    """
-    if source == target:
-        return True
-    if pa.types.is_null(source):
-        return not in_list
-    if pa.types.is_int64(source):
-        return bool(pa.types.is_float64(target))
-    if pa.types.is_struct(source):
-        if not pa.types.is_struct(target):
-            return False
-        names = {field.name: field.type for field in target}
-        return all(
-            field.name in names and _casts_exactly(field.type, names[field.name], in_list) for field in source
-        )
-    if pa.types.is_list(source):
-        return bool(pa.types.is_list(target)) and _casts_exactly(source.value_type, target.value_type, True)
-    return False
-
-
-class _DayWriter:
-    """Writes the Parquet files of one day from its spill.
-
-    A row group is made of whole blocks of the spill when it can be: their tables, read by pyarrow
-    while the types were learned, are cast to the export's schema. Lines outside such blocks (a
-    block cut at the end of a file, lines rewritten when a key turned to JSON text, a block whose
-    types do not cast exactly) are read again from their JSON.
-    """
-
-    def __init__(
-        self,
-        owner: ParquetWriter,
-        spill: _DaySpill,
-        day_number: int,
-        raw_schema: pa.Schema,
-        schema: pa.Schema,
-        read_ahead: ThreadPoolExecutor,
-        sizes: _SizeModel,
-    ) -> None:
-        self.owner = owner
-        self.read_ahead = read_ahead
-        self.sizes = sizes
-        self.files: list[_WrittenFile] = []
-        self.records_read_twice = 0
-        # The byte range converted ahead, with its table and the records read from JSON for it.
-        self.ahead: tuple[int, int, Future[tuple[pa.Table, int]]] | None = None
-        self.spill = spill
-        self.day = day_of(day_number)
-        self.raw_schema = raw_schema
-        self.schema = schema
-        self.limit = owner.delivery.max_file_bytes
-        self.blocks = spill.blocks
-        self.block_at = {block.start: index for index, block in enumerate(spill.blocks)}
-        self.boundaries = [block.start for block in spill.blocks]
-        largest = max((block.end - block.start for block in spill.blocks), default=0)
-        self.block_bytes = max(_BLOCK_BYTES, spill.longest, largest)
-        self.read_options = pa_json.ReadOptions(block_size=max(1 << 20, 2 * spill.longest + 1))
-        self.parse_options = pa_json.ParseOptions(
-            explicit_schema=raw_schema, unexpected_field_behavior="error"
-        )
-
-    def write(self) -> list[_WrittenFile]:
-        """Write the day's files; return them, in order (none is left behind on failure)."""
-        with open(self.spill.path, "rb") as handle:
-            self.fd = handle.fileno()
-            self.size = os.fstat(self.fd).st_size
-            self.offset = 0
-            index = 0
+        :param day_number: the day, ``yyyymmdd``.
+        :param spill: its spilled records.
+        """
+        self.spill, blocks = spill, spill.blocks
+        cursor, index = (0, 0), 0  # the next row to write (block index, row), the next file's index
+        while cursor[0] < len(blocks):
+            path = self.writer.delivery.new_path()
             try:
-                while self.offset < self.size:
-                    self._write_file(index)
-                    index += 1
+                groups, cursor = self._fill(path, cursor)
+                while path.stat().st_size > self.limit:
+                    groups, cursor = self._shrink(path, groups)
             except BaseException:
-                for path, *_ in self.files:
-                    path.unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
                 raise
-            finally:
-                self._drop_ahead()
-        return self.files
+            records = sum(rows for _block, _first, rows in groups)
+            self.writer.delivery.deliver(path, digest_of_path(path), day_of(day_number), index, records)
+            index += 1
+        for made in (self.current, self.ahead):  # tables still being made read the spill, removed next
+            if made is not None:
+                made[1].exception()
 
-    # Reading the spill --------------------------------------------------------------------------
+    def _fill(self, path: Path, cursor: tuple[int, int]) -> tuple[list[_Group], tuple[int, int]]:
+        """Write one file: its row groups, and the cursor after them.
 
-    def _read(self, start: int, end: int) -> bytes:
-        # pread: the read-ahead thread reads too, and must not move a shared file position.
-        parts = []
-        while start < end:
-            part = os.pread(self.fd, end - start, start)
-            if not part:
-                break
-            parts.append(part)
-            start += len(part)
-        return b"".join(parts)
-
-    def _take(self, budget: int, at_least_one: bool) -> tuple[int, int] | None:
-        """The byte range of whole lines from the current offset within ``budget`` bytes."""
-        return self._take_from(self.offset, budget, at_least_one)
-
-    def _take_from(self, start: int, budget: int, at_least_one: bool) -> tuple[int, int] | None:
-        """The byte range of whole lines from ``start`` within ``budget`` bytes.
-
-        Whole blocks when ``start`` begins one and the block fits; otherwise whole lines, up to
-        the next block at most, so that the following range begins a block again.
+        :param path: the file.
+        :param cursor: the first row to write: block index and row.
         """
-        index = self.block_at.get(start)
-        if index is not None:
-            end = start
-            while index < len(self.blocks) and self.blocks[index].end - start <= budget:
-                end = self.blocks[index].end
-                index += 1
-            if end > start:
-                return start, end
-        following = bisect.bisect_right(self.boundaries, start)
-        stop = self.boundaries[following] if following < len(self.boundaries) else self.size
-        data = self._read(start, min(stop, start + max(budget, 0)))
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:
-            if not at_least_one:
-                return None
-            cut = self._line_length(start)
-        return start, start + cut
+        blocks, groups = self.spill.blocks, list[_Group]()
+        number, first = cursor
+        with (
+            pa.OSFile(str(path), "wb") as sink,
+            pq.ParquetWriter(sink, self.schema, compression=self.writer.codec) as out,
+        ):
+            position = sink.tell()
+            while number < len(blocks) and (not groups or position + self.footer(len(groups)) <= self.limit):
+                table = self._table(number)
+                json_per_row = (blocks[number].end - blocks[number].start) / table.num_rows
+                room = self.limit - position - self.footer(len(groups) + 1)
+                rows = min(table.num_rows - first, int(room / (self.ratio * _RATIO_MARGIN * json_per_row)))
+                if rows <= 0 and groups:
+                    break
+                rows = max(rows, 1)
+                out.write_table(table.slice(first, rows))
+                groups.append((number, first, rows))
+                ratio = (sink.tell() - position) / (rows * json_per_row)
+                # Follow the data, but let a larger ratio take over at once: overshooting costs a rewrite.
+                self.ratio = max(ratio, 0.8 * self.ratio + 0.2 * ratio)
+                position, first = sink.tell(), first + rows
+                if first == table.num_rows:
+                    number, first = number + 1, 0
+        footer = path.stat().st_size - position
+        self.footer_per_group = max((footer - self.footer_base) / len(groups), 0.5 * self.footer_per_group)
+        return groups, (number, first)
 
-    def _line_length(self, start: int) -> int:
-        """Length of the line at ``start``, its line feed included."""
-        step = 1 << 16
-        while True:
-            data = self._read(start, min(self.size, start + step))
-            cut = data.find(b"\n") + 1
-            if cut or start + len(data) >= self.size:
-                return cut or len(data)
-            step *= 4
+    def _shrink(self, path: Path, groups: list[_Group]) -> tuple[list[_Group], tuple[int, int]]:
+        """Write an over-size file again without its last row group (or half of its only one).
 
-    # Converting ---------------------------------------------------------------------------------
-
-    def _convert_ahead(self, start: int) -> None:
-        """Start converting the range most likely read next, a full block from ``start``.
-
-        Reading and converting, and writing Parquet, run in C++ without the GIL: converting the
-        next range while this one is written keeps both cores busy. Should the next row group
-        be cut differently (near the end of a file) the range is converted again, and this
-        conversion thrown away.
+        :param path: the file.
+        :param groups: its row groups.
+        :return: the row groups left, and the cursor at the first row taken out.
         """
-        self._drop_ahead()
-        if start >= self.size:
-            return
-        taken = self._take_from(start, self.block_bytes, at_least_one=True)
-        assert taken is not None
-        self.ahead = (*taken, self.read_ahead.submit(self._convert, *taken))
-
-    def _drop_ahead(self) -> None:
-        if self.ahead is not None:
-            future = self.ahead[2]
-            self.ahead = None
-            if not future.cancel():
-                future.exception()  # wait for it; its error, if any, is that of an unused range
-
-    def _table(self, start: int, end: int) -> pa.Table:
-        ahead = self.ahead
-        if ahead is not None and ahead[0] == start and ahead[1] == end:
-            self.ahead = None
-            table, read_twice = ahead[2].result()
+        number, first, rows = groups[-1]
+        if len(groups) > 1:
+            groups, cursor = groups[:-1], (number, first)
+        elif rows > 1:
+            groups, cursor = [(number, first, rows // 2)], (number, first + rows // 2)
         else:
-            self._drop_ahead()
-            table, read_twice = self._convert(start, end)
-        self.records_read_twice += read_twice
-        return table
+            record_bytes = path.stat().st_size - self.footer_base
+            raise too_small_error(record_bytes, self.footer_base, self.limit, "Parquet")
+        with (
+            pa.OSFile(str(path), "wb") as sink,
+            pq.ParquetWriter(sink, self.schema, compression=self.writer.codec) as out,
+        ):
+            for number, first, rows in groups:
+                out.write_table(self._table(number).slice(first, rows))
+        return groups, cursor
 
-    def _convert(self, start: int, end: int) -> tuple[pa.Table, int]:
-        """The row group of the lines in ``[start, end)``, and how many were read from JSON."""
-        raw = self._reused(start, end)
-        read_twice = 0
+    def _table(self, number: int) -> pa.Table:
+        """The rows of the day's block ``number`` in the files' schema; the next block's are made meanwhile.
+
+        Making a table (reading, casting) and writing Parquet both run in C++ without the GIL: the
+        helper thread makes the next table while this one is written, and both cores work.
+
+        :param number: the block's index in the day.
+        """
+        blocks = self.spill.blocks
+        if self.current is None or self.current[0] is not blocks[number]:
+            ahead = self.ahead
+            if ahead is not None and ahead[0] is blocks[number]:
+                self.current = ahead
+            else:
+                self.current = (blocks[number], self.pool.submit(self._make, blocks[number]))
+            following = blocks[number + 1] if number + 1 < len(blocks) else None
+            self.ahead = None if following is None else (following, self.pool.submit(self._make, following))
+        return self.current[1].result()
+
+    def _make(self, block: _Block) -> pa.Table:
+        """A block's rows in the files' schema (in the helper thread)."""
+        raw = None
+        if block.table_path is not None and block.paths == self.paths:
+            raw = _block_table(block.table_path, self.raw_schema)
         if raw is None:
-            raw = self._parsed(self._read(start, end))
-            read_twice = raw.num_rows
-        if self.owner.event_name is None:
-            return raw, read_twice
+            raw = self._read_again(block)
+            self.writer.records_read_twice += raw.num_rows  # only this thread counts
+        event_name = self.writer.event_name
+        if event_name is None:
+            return raw
         try:
-            stamps = pc.strptime(pc.cast(raw.column("ts"), pa.string()), format="%Y%m%d%H%M%S", unit="ms")
+            ts = pc.strptime(pc.cast(raw.column("ts"), pa.string()), format="%Y%m%d%H%M%S", unit="ms")
         except pa.ArrowInvalid as exc:
             raise ExportDataError(f"A record's ts is not a valid yyyyMMddHHmmss time: {exc}.") from exc
-        names = _repeated_text(self.owner.event_name, raw.num_rows)
-        columns = [stamps, names] + [
-            raw.column(field.name) for field in self.raw_schema if field.name != "ts"
-        ]
-        return pa.Table.from_arrays(columns, schema=self.schema), read_twice
+        columns = [ts, _repeated_text(event_name, raw.num_rows)]
+        columns += [raw.column(column.name) for column in self.raw_schema if column.name != "ts"]
+        return pa.Table.from_arrays(columns, schema=self.schema)
 
-    def _parsed(self, data: bytes) -> pa.Table:
+    def _read_again(self, block: _Block) -> pa.Table:
+        """A block's lines read with the schema, values made JSON text where it says so."""
+        with open(self.spill.path, "rb") as handle:
+            handle.seek(block.start)
+            data = handle.read(block.end - block.start)
+        if block.paths != self.paths or block.careful:
+            loads = decoder(block.careful)
+            data = b"".join(
+                encode_line(self.encode(_decoded(loads(line), block.paths))) for line in data.splitlines()
+            )
         try:
             return pa_json.read_json(
-                pa.BufferReader(data), read_options=self.read_options, parse_options=self.parse_options
+                pa.BufferReader(data),
+                read_options=pa_json.ReadOptions(block_size=len(data) + 1, use_threads=False),
+                parse_options=pa_json.ParseOptions(
+                    explicit_schema=self.raw_schema, unexpected_field_behavior="error"
+                ),
             )
         except pa.ArrowInvalid as exc:  # the schema was learned from these very records
             raise ExportDataError(
-                f"Records of {self.day} do not match the export's Parquet schema: {exc}."
+                f"Records of {self.spill.path.stem} do not match the export's Parquet schema: {exc}."
             ) from exc
 
-    def _reused(self, start: int, end: int) -> pa.Table | None:
-        """The tables of the whole blocks making up ``[start, end)``, in the export's schema, if they fit."""
-        index = self.block_at.get(start)
-        if index is None:
-            return None
-        tables = []
-        for block in self.blocks[index:]:
-            table = _block_table(block, self.raw_schema)
-            if table is None or block.end > end:
-                return None
-            tables.append(table)
-            if block.end == end:
-                return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+def _block_table(table_path: Path, raw_schema: pa.Schema) -> pa.Table | None:
+    """A table kept by :func:`_read_block` cast to the export's schema, ``None`` if the cast made it invalid.
+
+    Every cast left gives what reading the lines with the schema gives: nulls to any type, integers
+    to doubles (chosen only where every integer is exact in one), structs to structs with more keys.
+    A table holding nulls gets a full validation: pyarrow 26 casts a list of nulls into an invalid array.
+
+    :param table_path: where the table is kept.
+    :param raw_schema: the export's schema (``ts`` an integer).
+    """
+    table = pa.ipc.open_file(pa.memory_map(str(table_path))).read_all()
+    try:
+        result = pa.Table.from_struct_array(table.to_struct_array().cast(pa.struct(list(raw_schema))))
+        result.validate(full=_holds(pa.struct(list(table.schema)), pa.types.is_null))
+    except pa.ArrowException:
         return None
-
-    # Files --------------------------------------------------------------------------------------
-
-    def _open(self, path: Path) -> tuple[Any, pq.ParquetWriter]:
-        sink = pa.OSFile(str(path), "wb")
-        writer = pq.ParquetWriter(sink, self.schema, compression=self.owner.codec)
-        return sink, writer
-
-    def _write_groups(self, path: Path, groups: list[tuple[int, int, int]]) -> int:
-        sink, writer = self._open(path)
-        try:
-            for start, end, _rows in groups:
-                writer.write_table(self._table(start, end))
-        finally:
-            writer.close()
-            sink.close()
-        return path.stat().st_size
-
-    def _write_file(self, index: int) -> None:
-        sizes = self.sizes
-        path = self.owner.delivery.new_path()
-        groups: list[tuple[int, int, int]] = []
-        sink, writer = self._open(path)
-        position = sink.tell()
-        try:
-            while self.offset < self.size:
-                room = self.limit - position - sizes.footer_estimate(len(groups) + 1)
-                budget = min(self.block_bytes, int(room / sizes.ratio_estimate()))
-                taken = self._take(budget, at_least_one=not groups)
-                if taken is None:
-                    break
-                start, end = taken
-                table = self._table(start, end)
-                self._convert_ahead(end)
-                writer.write_table(table)
-                after = sink.tell()
-                sizes.learn(end - start, after - position, None, 0)
-                position = after
-                groups.append((start, end, table.num_rows))
-                del table
-                self.offset = end
-                if position + sizes.footer_estimate(len(groups)) > self.limit:
-                    break
-        except BaseException:
-            writer.close()
-            sink.close()
-            path.unlink(missing_ok=True)
-            raise
-        writer.close()
-        sink.close()
-        size = path.stat().st_size
-        sizes.learn(0, 0, size - position, len(groups))
-        while size > self.limit:
-            size = self._shrink(path, groups)
-        records = sum(rows for _start, _end, rows in groups)
-        digest = digest_of_path(path)
-        self.files.append((path, digest, self.day, index, records))
-
-    def _shrink(self, path: Path, groups: list[tuple[int, int, int]]) -> int:
-        """Rewrite an over-size file without its last row group (or half of its only one)."""
-        start, end, rows = groups[-1]
-        if len(groups) > 1:
-            groups.pop()
-            self.offset = start
-        else:
-            data = self._read(start, end)
-            if rows <= 1:
-                path.unlink(missing_ok=True)
-                raise too_small_error(
-                    end - start, self.sizes.footer_estimate(1), self.limit, "Parquet (as JSON text)"
-                )
-            middle = start + _nth_line_end(data, rows // 2)
-            groups[-1] = (start, middle, rows // 2)
-            self.offset = middle
-        return self._write_groups(path, groups)
+    return result
 
 
 def _repeated_text(text: str, count: int) -> pa.Array:
@@ -1110,14 +678,5 @@ def _repeated_text(text: str, count: int) -> pa.Array:
     """
     encoded = text.encode("utf-8")
     offsets = np.arange(count + 1, dtype=np.int64) * len(encoded)
-    return pa.LargeStringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(encoded * count)).cast(
-        pa.string()
-    )
-
-
-def _nth_line_end(data: bytes, count: int) -> int:
-    """Offset just after the ``count``-th newline of ``data``."""
-    position = -1
-    for _ in range(count):
-        position = data.index(b"\n", position + 1)
-    return position + 1
+    strings = pa.LargeStringArray.from_buffers(count, pa.py_buffer(offsets), pa.py_buffer(encoded * count))
+    return strings.cast(pa.string())

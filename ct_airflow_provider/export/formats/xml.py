@@ -12,8 +12,6 @@ from typing import Any
 
 import orjson
 
-from ct_airflow_provider.export.records import shape_event
-
 _DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
 _FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _VALID_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
@@ -51,7 +49,7 @@ def replace_forbidden(text: str) -> str:
 
 
 class XmlEncoder:
-    """Turns file records into ``<Event>`` (or ``<Profile>``) text.
+    """Turns file records into ``<Event>`` (or ``<Profile>``) text: the RecordEncoder of XML.
 
     :param event_name: the event name written in each ``<eventName>``; ``None`` for profiles.
     """
@@ -61,16 +59,9 @@ class XmlEncoder:
         self.root = "Profiles" if self.profiles else "Events"
         self._event_name = replace_forbidden(escape_text(event_name)) if event_name is not None else ""
         self._tags: dict[str, _Tag | None] = {}
-
-    @property
-    def header(self) -> bytes:
-        """The bytes each file starts with."""
-        return f"{_DECLARATION}<{self.root}>\n".encode()
-
-    @property
-    def footer(self) -> bytes:
-        """The bytes each file ends with."""
-        return f"</{self.root}>\n".encode()
+        #: The bytes each file starts and ends with.
+        self.header = f"{_DECLARATION}<{self.root}>\n".encode()
+        self.footer = f"</{self.root}>\n".encode()
 
     def _tag(self, key: str) -> _Tag | None:
         tag = self._tags.get(key, _VALUE_TAG)
@@ -81,13 +72,6 @@ class XmlEncoder:
                 self._tags.clear()
             self._tags[key] = tag
         return tag
-
-    def encode_event(self, record: dict[str, Any]) -> bytes:
-        """Return the ``<Event>`` of an API event record: :meth:`encode` of its shaped record.
-
-        :param record: an API event record (see :func:`~ct_airflow_provider.export.records.shape_event`).
-        """
-        return self.encode(shape_event(record))
 
     def encode(self, record: dict[str, Any]) -> bytes:
         """Return one record as UTF-8 XML text (an ``<Event>`` or ``<Profile>`` element and a newline).
