@@ -211,6 +211,38 @@ def test_profile_files_are_what_csv_writer_writes(
     _check_files_match_reference(folder / "out", files, {20240131: batch}, None)
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    batch=event_records, shuffle=st.randoms(use_true_random=False), flush_bytes=st.sampled_from([1, 1 << 20])
+)
+def test_files_do_not_depend_on_the_order_days_arrive_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch: list[Any], shuffle: Any, flush_bytes: int
+) -> None:
+    """Streams read side by side hand the writer several days' pages interleaved: each day's records
+    keep their order, the days' records mix. The files are those of the days read one after another."""
+    monkeypatch.setattr(csv_format, "_FLUSH_BYTES", flush_bytes)
+    by_day: dict[int, list[Any]] = {}
+    for record in batch:
+        by_day.setdefault(record["ts"] // 1_000_000, []).append(record)
+    in_order = [record for day in sorted(by_day) for record in by_day[day]]
+    waiting = {day: list(records) for day, records in by_day.items()}
+    interleaved = []
+    while waiting:
+        day = shuffle.choice(sorted(waiting))
+        interleaved.append(waiting[day].pop(0))
+        if not waiting[day]:
+            del waiting[day]
+    written = []
+    for name, records in (("in-order", in_order), ("interleaved", interleaved)):
+        folder = tmp_path / f"case-{id(batch)}-{flush_bytes}-{name}"
+        files = export_event(
+            [records[start : start + 2] for start in range(0, len(records), 2)], event_name="E",
+            naming=NAMING, export_format="csv", sink=LocalFolderSink(folder / "out"), work_dir=folder / "work",
+        )  # fmt: skip
+        written.append({file.object_name: file_bytes(folder / "out" / file.object_name) for file in files})
+    assert written[0] == written[1]
+
+
 def _read_export(
     tmp_path: Path, records: list[dict[str, Any]], **options: Any
 ) -> tuple[list[str], list[list[str]]]:
@@ -282,7 +314,7 @@ def test_pending_rows_are_bounded_across_all_days(tmp_path: Path, monkeypatch: p
                 for index in range(start, start + 100)
             ]
             writer.add(page)
-            held = sum(len(row) for rows in writer._pending.values() for row in rows)
+            held = sum(len(row) for day in writer._days.values() for row in day.rows)
             assert held < 4096
         writer.finish()
     finally:

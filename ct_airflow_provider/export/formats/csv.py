@@ -2,6 +2,8 @@
 
 Rows are spilled to per-day files, already formatted, until every column is known, then written
 through the rotation layer of every text format (:class:`~ct_airflow_provider.export.chunking.DayFiles`).
+Columns are ordered as the days' records show them, day after day, whatever order the days' pages
+arrive in (streams are read side by side): days formatted in another order are reordered at the end.
 They are formatted here rather than by ``csv.writer``, whose ``writerow`` was half of this writer's
 time, byte for byte as ``csv.writer`` writes them (minimal quoting, CRLF); the rare rows it treats
 specially are handed to it. Columns, cells and quoting: docs/export-formats.md, "CSV".
@@ -142,6 +144,102 @@ def format_row(values: Sequence[Any]) -> str:
     return line
 
 
+# A column: its kind (_TOP, _CONST or _SECTION), the object key it is under ("" for top-level
+# keys and the constant) and its key.
+_Column = tuple[int, str, str]
+
+
+def _new_columns(
+    record: dict[str, Any], top_keys: set[str], section_keys: dict[str, set[str]]
+) -> list[_Column]:
+    """The columns of ``record`` not among the known ones, in the record's order; they become known.
+
+    :param record: a file record.
+    :param top_keys: the known top-level columns (updated).
+    :param section_keys: the known keys under each object-valued key (updated; every key that held
+        an object has an entry, even an empty one).
+    """
+    new: list[_Column] = []
+    for key, value in record.items():
+        if type(value) is dict:
+            known = section_keys.setdefault(key, set())
+            for sub in value:
+                if sub not in known:
+                    known.add(sub)
+                    new.append((_SECTION, key, sub))
+        elif key not in top_keys:
+            top_keys.add(key)
+            new.append((_TOP, "", key))
+    return new
+
+
+def _append_columns(blocks: list[tuple[int, str, list[str]]], columns: Iterable[_Column]) -> None:
+    """Add columns at the end, a key under the same object as the last block's joining that block."""
+    for kind, name, key in columns:
+        last = blocks[-1] if blocks else None
+        if last is not None and last[0] == kind and last[1] == name:
+            last[2].append(key)
+        else:
+            blocks.append((kind, name, [key]))
+
+
+def _column_list(blocks: list[tuple[int, str, list[str]]]) -> list[_Column]:
+    return [(kind, name, key) for kind, name, keys in blocks for key in (keys if kind != _CONST else [""])]
+
+
+def _has_columns(record: dict[str, Any], top_keys: set[str], section_keys: dict[str, set[str]]) -> bool:
+    """Whether every key of a file record is among the known columns."""
+    for key, value in record.items():
+        if type(value) is dict:
+            known = section_keys.get(key)
+            if known is None or not known.issuperset(value):
+                return False
+        elif key not in top_keys:
+            return False
+    return True
+
+
+class _Day:
+    """One day's rows waiting to be spilled, and the columns its records use in the order they showed them."""
+
+    __slots__ = (
+        "api_event_keys",
+        "api_profile_keys",
+        "api_session_keys",
+        "columns",
+        "rows",
+        "section_keys",
+        "top_keys",
+    )
+
+    def __init__(self) -> None:
+        self.rows: list[bytes] = []
+        self.top_keys: set[str] = set()
+        self.section_keys: dict[str, set[str]] = {}
+        self.columns: list[_Column] = []
+        # The same columns as an API record of the API's own layout holds them (see _GatherPlan.api_row).
+        self.api_profile_keys: frozenset[str] = frozenset()
+        self.api_event_keys: frozenset[str] = frozenset()
+        self.api_session_keys: frozenset[str] = frozenset()
+
+    def knows(self, record: dict[str, Any]) -> bool:
+        """Whether every key of a file record has a column in this day."""
+        return _has_columns(record, self.top_keys, self.section_keys)
+
+    def learn(self, record: dict[str, Any]) -> None:
+        """Add the columns of a file record this day has not shown yet."""
+        self.columns += _new_columns(record, self.top_keys, self.section_keys)
+        sections = self.section_keys
+        self.api_profile_keys = frozenset(sections.get("profile", ())) | _DEVICE_FIELDS.intersection(
+            sections.get("deviceInfo", ())
+        )
+        self.api_event_keys = frozenset(sections.get("eventProps", ()))
+        self.api_session_keys = frozenset(sections.get("sessionProps", ()))
+
+
+_DEVICE_FIELDS = frozenset(DEVICE_FIELDS)
+
+
 class CsvWriter:
     """Spills rows per day while learning the columns, then writes each day's files through DayFiles.
 
@@ -158,47 +256,34 @@ class CsvWriter:
         self.delivery = delivery
         self.spill_dir = spill_dir
         self._event_name = event_name
-        # Each block: (kind, name, keys). Columns are the blocks' keys in order.
-        self._blocks: list[tuple[int, str, list[str]]] = []
-        self._top_keys: set[str] = set()
+        # Each block: (kind, name, keys). Columns are the blocks' keys in order (the order in which
+        # records arrived until finish() puts them in the days' order).
+        self._blocks = self._first_blocks()
+        self._top_keys: set[str] = {"ts"} if event_name is not None else set()
         self._section_keys: dict[str, set[str]] = {}
-        self._columns = 0
-        if event_name is not None:
-            self._blocks.append((_TOP, "", ["ts"]))
-            self._top_keys.add("ts")
-            self._blocks.append((_CONST, event_name, []))
-            self._columns = 2
+        self._columns = len(_column_list(self._blocks))
         self._plan = _GatherPlan(self._blocks, event_name, self._section_keys)
         self._format_line = _line_formatter(self._columns)
-        # Formatted rows (UTF-8, CRLF included) per day, waiting to be spilled; all have _columns cells.
-        self._pending: dict[int, list[bytes]] = {}
+        # Per day: formatted rows (UTF-8, CRLF included) waiting to be spilled, all of _columns cells.
+        self._days: dict[int, _Day] = {}
         self._pending_bytes = 0
+
+    def _first_blocks(self) -> list[tuple[int, str, list[str]]]:
+        """The columns every event file starts with: ``ts``, then ``eventName``; none for profiles."""
+        if self._event_name is None:
+            return []
+        return [(_TOP, "", ["ts"]), (_CONST, self._event_name, [])]
 
     def _grow(self, record: dict[str, Any]) -> None:
         """Add the columns of ``record`` not seen before (rare: only when the key set grows)."""
+        objects = len(self._section_keys)
+        new = _new_columns(record, self._top_keys, self._section_keys)
+        if not new and len(self._section_keys) == objects:
+            return
         # Rows formatted so far have fewer cells: spill them with their count before it changes.
         self._flush_all()
-        for key, value in record.items():
-            if type(value) is dict:
-                known = self._section_keys.setdefault(key, set())
-                new = [sub for sub in value if sub not in known]
-                if not new:
-                    continue
-                known.update(new)
-                last = self._blocks[-1] if self._blocks else None
-                if last is not None and last[0] == _SECTION and last[1] == key:
-                    last[2].extend(new)
-                else:
-                    self._blocks.append((_SECTION, key, new))
-                self._columns += len(new)
-            elif key not in self._top_keys:
-                self._top_keys.add(key)
-                last = self._blocks[-1] if self._blocks else None
-                if last is not None and last[0] == _TOP:
-                    last[2].append(key)
-                else:
-                    self._blocks.append((_TOP, "", [key]))
-                self._columns += 1
+        _append_columns(self._blocks, new)
+        self._columns += len(new)
         self._plan = _GatherPlan(self._blocks, self._event_name, self._section_keys)
         self._format_line = _line_formatter(self._columns)
 
@@ -207,16 +292,8 @@ class CsvWriter:
 
         :param record: a file record.
         """
-        section_keys = self._section_keys
-        for key, value in record.items():
-            if type(value) is dict:
-                known = section_keys.get(key)
-                if known is not None and known.issuperset(value):
-                    continue
-            elif key in self._top_keys:
-                continue
-            self._grow(record)  # a key without a column (rare)
-            break
+        if not _has_columns(record, self._top_keys, self._section_keys):
+            self._grow(record)
         return (self._format_line(self._plan.row(record)) + "\r\n").encode()
 
     def add(self, records: Iterable[tuple[int, dict[str, Any]]]) -> None:
@@ -226,29 +303,31 @@ class CsvWriter:
             records in the API's own layout as :func:`~ct_airflow_provider.export.records.shape_for_columns`
             passes them.
         """
-        pending = self._pending
-        encode = self.encode
+        days = self._days
         events = self._event_name is not None
         for day_number, record in records:
+            day = days.get(day_number)
+            if day is None:
+                day_of(day_number)  # fail early on a ts that is not a calendar day
+                day = days[day_number] = _Day()
             if events and "event_props" in record:
                 # The API's own layout, its file fields read where the API keeps them: a shaped copy
                 # (a new profile, deviceInfo and record per event) would cost a tenth of this writer's time.
-                plan = self._plan
                 if not (
-                    plan.api_profile_keys.issuperset(record["profile"])
-                    and plan.api_event_keys.issuperset(record["event_props"])
-                    and plan.api_session_keys.issuperset(record["session_props"])
+                    day.api_profile_keys.issuperset(record["profile"])
+                    and day.api_event_keys.issuperset(record["event_props"])
+                    and day.api_session_keys.issuperset(record["session_props"])
                 ):
-                    self._grow(shape_event(record))  # a key without a column (rare)
-                    plan = self._plan
-                data = (self._format_line(plan.api_row(record)) + "\r\n").encode()
+                    shaped = shape_event(record)  # a key new to this day (rare)
+                    day.learn(shaped)
+                    self._grow(shaped)
+                data = (self._format_line(self._plan.api_row(record)) + "\r\n").encode()
             else:
-                data = encode(record)
-            rows = pending.get(day_number)
-            if rows is None:
-                day_of(day_number)  # fail early on a ts that is not a calendar day
-                rows = pending[day_number] = []
-            rows.append(data)
+                if not day.knows(record):
+                    day.learn(record)
+                    self._grow(record)
+                data = (self._format_line(self._plan.row(record)) + "\r\n").encode()
+            day.rows.append(data)
             self._pending_bytes += len(data)
             if self._pending_bytes >= _FLUSH_BYTES:
                 self._flush_all()
@@ -258,13 +337,13 @@ class CsvWriter:
 
     def _flush_all(self) -> None:
         """Append every day's pending rows, with their column count, to that day's spill file."""
-        for day_number, rows in self._pending.items():
-            if rows:
-                batch = marshal.dumps((self._columns, rows), _MARSHAL_VERSION)
+        for day_number, day in self._days.items():
+            if day.rows:
+                batch = marshal.dumps((self._columns, day.rows), _MARSHAL_VERSION)
                 with open(self._spill_path(day_number), "ab") as handle:
                     handle.write(_BATCH_SIZE.pack(len(batch)))
                     handle.write(batch)
-                rows.clear()
+                day.rows = []
         self._pending_bytes = 0
 
     @property
@@ -282,18 +361,38 @@ class CsvWriter:
         csv.writer(buffer, lineterminator="\r\n").writerow(names)
         return buffer.getvalue().encode("utf-8")
 
+    def _days_order(self) -> list[tuple[int, str, list[str]]]:
+        """The columns as records showing them day after day would have added them."""
+        blocks = self._first_blocks()
+        top_keys = {"ts"} if self._event_name is not None else set()
+        section_keys: dict[str, set[str]] = {}
+        for day_number in sorted(self._days):
+            for kind, name, key in self._days[day_number].columns:
+                known = top_keys if kind == _TOP else section_keys.setdefault(name, set())
+                if key not in known:
+                    known.add(key)
+                    _append_columns(blocks, [(kind, name, key)])
+        return blocks
+
     def finish(self) -> None:
         """Write every day's files, in day order, from the spilled rows."""
         self._flush_all()
+        arrived = _column_list(self._blocks)
+        self._blocks = self._days_order()
+        in_order = _column_list(self._blocks)
+        reorder = None
+        if in_order != arrived:
+            position = {column: index for index, column in enumerate(arrived)}
+            reorder = itemgetter(*[position[column] for column in in_order])
         files = DayFiles(self.delivery, self, max_open=1)
         total = self._columns
         try:
-            for day_number in sorted(self._pending):
+            for day_number in sorted(self._days):
                 chunks = files.day(day_number, day_of(day_number))
                 add = chunks.add
                 for columns, rows in self._batches(day_number):
                     for row in padded_rows(rows, columns, total):
-                        add(row)
+                        add(row if reorder is None else _reordered_row(row, reorder))
                 chunks.finish_file()
                 self._spill_path(day_number).unlink(missing_ok=True)
         except BaseException:
@@ -311,6 +410,18 @@ class CsvWriter:
 
     def abort(self) -> None:
         """Nothing to delete beyond the spill directory, which the driver removes."""
+
+
+def _reordered_row(row: bytes, reorder: Callable[[list[Any]], Sequence[Any]]) -> bytes:
+    """A formatted row (CRLF included) with its cells in another order, byte for byte as formatted so.
+
+    :param row: the row, of at least two cells.
+    :param reorder: picks the cells in their new order.
+    """
+    if b'"' not in row:  # no quoted cell, so every comma separates two cells
+        return b",".join(reorder(row[:-2].split(b","))) + b"\r\n"
+    cells = next(csv.reader(io.StringIO(row.decode("utf-8"), newline="")))
+    return (format_row(reorder(cells)) + "\r\n").encode()
 
 
 class _GatherPlan:
