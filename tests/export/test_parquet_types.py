@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.json as pa_json
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -252,7 +253,7 @@ def _write_directly(records: list[dict[str, Any]], folder: Path) -> tuple[parque
 
     out = folder / "out"
     spill = folder / "spill"
-    spill.mkdir()
+    spill.mkdir(parents=True)
     delivery = Delivery(NAMING, "Charged", "parquet", None, 1 << 20, LocalFolderSink(out), folder)
     writer = parquet.ParquetWriter(delivery, spill, "Charged", "snappy")
     try:
@@ -321,3 +322,42 @@ def test_a_failed_delivery_leaves_no_parquet_file_behind(tmp_path: Path) -> None
     ]
     assert not [path for path in (tmp_path / "work").rglob("*") if path.is_file()]
     assert not [thread for thread in threading.enumerate() if thread.name.startswith("parquet-")]
+
+
+@pytest.mark.parametrize("buffered_bytes", [16 << 20, 500])  # 500: lines go to the spill files early
+def test_files_do_not_depend_on_the_order_days_arrive_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, buffered_bytes: int
+) -> None:
+    """Streams read side by side hand the writer several days' pages interleaved: each day's records
+    keep their order, the days' records mix. The files are those of the days read one after another,
+    byte for byte: the same schema (keys in the days' order), row groups and JSON text."""
+    monkeypatch.setattr(parquet, "_BLOCK_BYTES", 300)
+    monkeypatch.setattr(parquet, "_MAX_BUFFERED_BYTES", buffered_bytes)
+
+    def props(index: int) -> dict[str, Any]:
+        day = index % 3
+        values: dict[str, Any] = {f"Day{day}Key": index, "Count": index}
+        if index % 37 == day:  # a key of mixed kinds, first seen at a different point of each day
+            values["Count"] = "many"
+        if index > 150 + 20 * day:  # a key each day shows late, at a different point
+            values["Late"] = [index]
+        return values
+
+    records = _records(300, props)
+    for index, record in enumerate(records):
+        record["ts"] += (index % 3) * 1_000_000
+    by_day: dict[int, list[dict[str, Any]]] = {}
+    for record in records:
+        by_day.setdefault(record["ts"] // 1_000_000, []).append(record)
+    in_order = [record for day in sorted(by_day) for record in by_day[day]]
+    # The last day first, then the others side by side.
+    interleaved = by_day[max(by_day)] + [
+        record for record in records if record["ts"] // 1_000_000 != max(by_day)
+    ]
+    written = []
+    for name, ordered in (("in-order", in_order), ("interleaved", interleaved)):
+        _writer, files, out = _write_directly(ordered, tmp_path / name)
+        written.append({file.object_name: (out / file.object_name).read_bytes() for file in files})
+    first = pq.ParquetFile(pa.BufferReader(next(iter(written[0].values()))))
+    assert first.metadata.num_row_groups > 3  # several blocks per day
+    assert written[0] == written[1]

@@ -1,8 +1,10 @@
 """Parquet: one schema for every file of an event in one export, each file within ``max_file_bytes``.
 
 Records are spilled to per-day files of JSON lines, in blocks that pyarrow's JSON reader reads in
-helper threads, inferring their types; the blocks' types are merged into the export's schema, and
-the files are made from the tables read, cast to it. Python decides only what the reader cannot: a
+helper threads, inferring their types; the blocks' types are merged, day after day, into the
+export's schema, and the files are made from the tables read, cast to it. Each day's blocks and
+types depend on that day's records alone, so the files are the same whatever order the days'
+pages arrive in (streams are read side by side). Python decides only what the reader cannot: a
 key whose values differ in kind (its values become JSON text) and integers a double or int64 does
 not hold. Columns, type rules and how the size limit is kept: docs/export-formats.md, "Parquet".
 """
@@ -49,7 +51,8 @@ _EVENT_ORDER = ("ts", "profile", "deviceInfo", "eventProps", "sessionProps")
 # Each day's lines go to the reader in blocks of about this size: large enough that its per-call
 # cost vanishes, small enough to keep few in memory. A block's table makes one or more row groups.
 _BLOCK_BYTES = 4 << 20
-# Lines waiting in the days' buffers, all days together: beyond it the fullest days' blocks go early.
+# Lines waiting in the days' buffers, all days together: beyond it the fullest days' lines go to
+# their spill files early (their blocks still end where they would have).
 _MAX_BUFFERED_BYTES = 16 << 20
 # Blocks handed to the reader and not learned from yet; the export waits for the oldest beyond this.
 _MAX_PENDING_BLOCKS = 2
@@ -290,12 +293,36 @@ class _Block:
 
 @dataclass
 class _DaySpill:
-    """One day's spilled lines: its file, the lines not in it yet (``careful`` as a block), its blocks."""
+    """One day's spill: its file, the lines of its current block not in it yet, its blocks, its types.
+
+    Everything here follows from the day's own records: a block ends every ``_BLOCK_BYTES`` of
+    lines, and the keys a block holds as JSON text are those its day's earlier blocks showed.
+    """
 
     path: Path
     buffer: bytearray = field(default_factory=bytearray)
-    careful: bool = False
+    careful: bool = False  # the current block holds an integer beyond 64 bits
+    block_start: int = 0  # where the current block starts in the file
+    written: int = 0  # bytes in the file
     blocks: list[_Block] = field(default_factory=list)
+    learned: pa.DataType = field(default_factory=lambda: pa.struct([]))
+    paths: dict[str, Any] = field(default_factory=dict)  # the JSON text paths lines are spilled with
+    encode: _Encoder | None = None
+
+    buffer_limit: int = field(default_factory=lambda: _BLOCK_BYTES)  # the buffer size that ends the block
+
+    @property
+    def block_bytes(self) -> int:
+        return self.written - self.block_start + len(self.buffer)
+
+    def write_buffer(self) -> None:
+        """Append the waiting lines to the file (the block goes on)."""
+        if self.buffer:
+            with open(self.path, "ab") as handle:
+                handle.write(self.buffer)
+            self.written += len(self.buffer)
+            self.buffer = bytearray()
+            self.buffer_limit = _BLOCK_BYTES - (self.written - self.block_start)
 
 
 def _read_block(data: bytearray, table_path: Path) -> pa.DataType | None:
@@ -349,11 +376,7 @@ class ParquetWriter:
             )
         self.delivery, self.spill_dir, self.event_name, self.codec = delivery, spill_dir, event_name, codec
         self._days: dict[int, _DaySpill] = {}
-        self._learned = pa.struct([])
-        self._learned_blocks = 0
-        self._paths: dict[str, Any] = {}  # the JSON text paths records are spilled with
-        self._encode: _Encoder | None = None
-        self._pending: deque[tuple[_Block, bytearray, Future[pa.DataType | None] | None]] = deque()
+        self._pending: deque[tuple[_DaySpill, _Block, bytearray, Future[pa.DataType | None] | None]] = deque()
         self._reader: ThreadPoolExecutor | None = None
         #: Records read again from their JSON lines for the files, as the table read while learning
         #: types could not serve (a key turned to JSON text later, ...). Mostly none.
@@ -364,88 +387,97 @@ class ParquetWriter:
 
         :param records: ``(yyyymmdd, file record)`` pairs.
         """
-        days, encode = self._days, self._encode
+        days = self._days
         dumps, option = orjson.dumps, orjson.OPT_APPEND_NEWLINE  # looked up once: this runs per record
         for day_number, record in records:
             spill = days.get(day_number)
             if spill is None:
                 day_of(day_number)  # refuses what is not a calendar day
                 spill = days[day_number] = _DaySpill(self.spill_dir / f"{day_number}.jsonl")
-            if encode is not None:
-                record = encode(record)
+            if spill.encode is not None:
+                record = spill.encode(record)
             try:
                 line = dumps(record, option=option)
             except TypeError:  # an integer beyond 64 bits
                 line, spill.careful = careful_line(record), True
             spill.buffer += line
-            if len(spill.buffer) >= _BLOCK_BYTES:
-                self._spill(spill)
-                encode = self._encode
+            if len(spill.buffer) >= spill.buffer_limit:
+                self._end_block(spill)
         total = sum(len(spill.buffer) for spill in days.values())
         for spill in sorted(days.values(), key=lambda spill: len(spill.buffer), reverse=True):
             if total <= _MAX_BUFFERED_BYTES:
                 break
             total -= len(spill.buffer)
-            self._spill(spill)
+            spill.write_buffer()
 
-    def _spill(self, spill: _DaySpill) -> None:
-        """Hand a day's waiting lines to the reader; learn from finished blocks."""
+    def _end_block(self, spill: _DaySpill) -> None:
+        """End a day's block and hand it to the reader; its day's next block holds as JSON text the
+        keys of mixed kinds the day's blocks before this one showed (this one, for a first block)."""
         self._submit(spill)
-        # The first block is waited for: it shows most keys of mixed kinds, which the blocks
-        # after it then hold as JSON text, so that the reader can tell them.
-        self._learn(keep=_MAX_PENDING_BLOCKS if self._learned_blocks else 0)
-        paths = _json_paths(_field("", self._learned, final=False).type)
-        if paths != self._paths:
-            for day in self._days.values():  # their waiting lines hold the values as they were
-                self._submit(day)
-            self._paths, self._encode = paths, json_text_encoder(paths)
+        # The first block is waited for: it shows most keys of mixed kinds, which the blocks after
+        # it then hold as JSON text, so that the reader can tell them. Later blocks are not: the
+        # block before is learned while this one was filled.
+        self._learn(until=spill.blocks[0] if len(spill.blocks) == 1 else spill.blocks[-2])
+        paths = _json_paths(_field("", spill.learned, final=False).type)
+        if paths != spill.paths:
+            spill.paths, spill.encode = paths, json_text_encoder(paths)
+        while len(self._pending) > _MAX_PENDING_BLOCKS:  # they hold their lines in memory
+            self._learn(until=self._pending[0][1])
 
     def _submit(self, spill: _DaySpill) -> None:
-        """Append a day's waiting lines to its spill file as a block, and hand it to the reader."""
-        data = spill.buffer
-        if not data:
+        """End a day's current block and hand it to the reader."""
+        if not spill.block_bytes:
             return
-        with open(spill.path, "ab") as handle:
-            start = handle.tell()
-            handle.write(data)
-        block = _Block(start, start + len(data), self._paths, spill.careful)
+        start, data = spill.block_start, spill.buffer
+        early = spill.written > start  # part of the block went to the file early
+        spill.write_buffer()
+        if early:
+            with open(spill.path, "rb") as handle:
+                handle.seek(start)
+                data = bytearray(handle.read(spill.written - start))
+        block = _Block(start, spill.written, spill.paths, spill.careful)
         spill.blocks.append(block)
-        spill.buffer, spill.careful = bytearray(), False
+        spill.block_start, spill.careful, spill.buffer_limit = spill.written, False, _BLOCK_BYTES
         future = None
         if not block.careful:  # the reader would take such integers for doubles
             self._reader = self._reader or ThreadPoolExecutor(2, thread_name_prefix="parquet-types")
             block.table_path = self.spill_dir / f"{spill.path.stem}-{start}.arrow"
             future = self._reader.submit(_read_block, data, block.table_path)
-        self._pending.append((block, data, future))
+        self._pending.append((spill, block, data, future))
 
-    def _learn(self, keep: int) -> None:
-        """Merge the types of finished blocks, oldest first (keys keep their order).
+    def _learn(self, until: _Block | None = None) -> None:
+        """Merge the types of blocks into their days' types, oldest first (keys keep their order),
+        up to the block ``until`` (every block by default), waiting for the reader where needed.
 
-        :param keep: how many blocks may stay pending (the oldest are waited for beyond it).
+        Only blocks up to ``until`` are learned, even when later ones are ready: what a day's types
+        are when its next block starts must not depend on the reader's timing.
         """
+        if until is not None and all(block is not until for _spill, block, _data, _future in self._pending):
+            return  # learned already
         while self._pending:
-            block, data, future = self._pending[0]
-            if future is not None and not future.done() and len(self._pending) <= keep:
-                return
-            self._pending.popleft()
+            spill, block, data, future = self._pending.popleft()
             learned = future.result() if future is not None else None
             if learned is None:
                 loads = decoder(block.careful)
                 learned = _python_type(loads(line) for line in data.splitlines())
             if block.table_path is not None and not block.table_path.exists():
                 block.table_path = None
-            self._learned = _merge(self._learned, learned)
-            self._learned_blocks += 1
+            spill.learned = _merge(spill.learned, learned)
+            if block is until:
+                return
 
     def finish(self) -> None:
         """Write every day's files, in day order, from the spilled records."""
-        for spill in self._days.values():
-            self._submit(spill)
-        self._learn(keep=0)
+        for day_number in sorted(self._days):
+            self._submit(self._days[day_number])
+        self._learn()
         self.abort()
         if not self._days:
             return
-        fields = {child.name: _field(child.name, child.type, final=True) for child in self._learned}
+        learned = pa.struct([])
+        for day_number in sorted(self._days):  # keys in the order the days show them
+            learned = _merge(learned, self._days[day_number].learned)
+        fields = {child.name: _field(child.name, child.type, final=True) for child in learned}
         if self.event_name is not None:
             fields["ts"] = pa.field("ts", pa.int64())  # made a timestamp for the files
             fields = {key: fields[key] for key in _EVENT_ORDER if key in fields} | fields
