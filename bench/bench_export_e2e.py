@@ -18,6 +18,7 @@ stays flat as the export grows.
     .venv/bin/python bench/bench_export_e2e.py                  # 1,000,000 events, every format
     .venv/bin/python bench/bench_export_e2e.py --quick          # 100,000 events
     .venv/bin/python bench/bench_export_e2e.py --sizes 250000 1000000 --formats csv
+    .venv/bin/python bench/bench_export_e2e.py --quick --requests 1 3   # one stream against three
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def service_pids() -> dict[str, list[int]]:
     return services
 
 
-def run_case(export_format: str, events: int) -> dict[str, object]:
+def run_case(export_format: str, events: int, requests: int) -> dict[str, object]:
     """One format at one size, in this (fresh) process; the services' addresses come from the environment."""
     from ct_airflow_provider.config import export_tuning_from_config
     from ct_airflow_provider.export.job import ExportRun, ExportSpec
@@ -160,7 +161,8 @@ def run_case(export_format: str, events: int) -> dict[str, object]:
     )
     spec = ExportSpec(naming, ExportWindow(first, last), export_format, None, 100 * 1024 * 1024)
     started, cpu_before = time.perf_counter(), cpu.read()
-    result = ExportRun(spec, bucket, logging.getLogger("bench"), tuning=tuning).events(hook, [EVENT])
+    run = ExportRun(spec, bucket, logging.getLogger("bench"), tuning=tuning, concurrent_requests=requests)
+    result = run.events(hook, [EVENT])
     export_seconds = time.perf_counter() - started
     export_cpu = cpu.since(cpu_before)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -220,6 +222,7 @@ def run_case(export_format: str, events: int) -> dict[str, object]:
             bucket.delete_object(name)
     return {
         "format": export_format,
+        "requests": requests,
         "events": drained,
         "exported": result.records,
         "files": len(result.files),
@@ -243,11 +246,14 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="100,000 events instead of 1,000,000")
     parser.add_argument("--sizes", type=int, nargs="+", help="event counts to run (default 1,000,000)")
     parser.add_argument("--formats", nargs="+", default=["json", "csv", "xml", "parquet"])
+    parser.add_argument(
+        "--requests", type=int, nargs="+", default=[3], help="concurrent_requests to run (default 3)"
+    )
     parser.add_argument("--case", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
-        export_format, events = args.case.split(":")
-        print(json.dumps(run_case(export_format, int(events))), flush=True)
+        export_format, events, requests = args.case.split(":")
+        print(json.dumps(run_case(export_format, int(events), int(requests))), flush=True)
         return 0
     sizes = args.sizes or ([100_000] if args.quick else [1_000_000])
     with simulator_process(100_000, 1024) as url, gcs_stack_process() as stack:
@@ -262,23 +268,24 @@ def main() -> int:
         rows = []
         for size in sizes:
             for export_format in args.formats:
-                output = subprocess.run(
-                    [sys.executable, __file__, "--case", f"{export_format}:{size}"],
-                    env=env, capture_output=True, text=True, check=True, cwd=ROOT,
-                )  # fmt: skip
-                rows.append(json.loads(output.stdout.strip().splitlines()[-1]))
-                print(rows[-1], file=sys.stderr, flush=True)
+                for requests in args.requests:
+                    output = subprocess.run(
+                        [sys.executable, __file__, "--case", f"{export_format}:{size}:{requests}"],
+                        env=env, capture_output=True, text=True, check=True, cwd=ROOT,
+                    )  # fmt: skip
+                    rows.append(json.loads(output.stdout.strip().splitlines()[-1]))
+                    print(rows[-1], file=sys.stderr, flush=True)
     cores = os.cpu_count() or 1
     print(
-        "| format | events | files | MB | (a) drain s | (b) upload s | export s | export / max(a, b) "
+        "| format | concurrent_requests | events | files | MB | (a) drain s | (b) upload s | export s | export / max(a, b) "
         f"| export CPU s: own + simulator + emulator | least export s on {cores} cores | peak RSS MB |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         cpu = row["cpu_s"]["export"]  # type: ignore[index]
         total = sum(cpu.values())
         print(
-            f"| {row['format']} | {row['events']:,} | {row['files']} | {row['mb']} | {row['drain_s']} | "
+            f"| {row['format']} | {row['requests']} | {row['events']:,} | {row['files']} | {row['mb']} | {row['drain_s']} | "
             f"{row['upload_s']} | {row['export_s']} | **{row['ratio']}** | "
             f"{cpu['export process']} + {cpu['simulator']} + {cpu['gcs emulator']} = {total:.1f} | "
             f"{total / cores:.1f} | {row['peak_rss_mb']} |"
