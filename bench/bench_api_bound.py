@@ -9,6 +9,11 @@ latency, divided by 3. Cases, per latency (0.1, 0.4 and 1 s):
 * (a) 12 events x 1 day, (b) 3 events x 7 days: events, JSON;
 * (c) profiles over 3 days.
 
+The simulated account has 5 synthetic events on top of its usual 7 exportable ones, so that (a)
+really reads 12 events, and 20,000 events per day before each event's weight, so that a stream
+(one event, one day) has several pages of 5,000 records as real exports do: 3 to 5 for the
+biggest events, 2 or 3 for the synthetic ones (weight 0.5), 1 for the smallest.
+
 Target: every case within 1.3x of the limit; the simulator never sees more than 3 requests in flight.
 
     .venv/bin/python bench/bench_api_bound.py                    # latencies 0.1, 0.4 and 1 s
@@ -36,10 +41,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_clevertap_hook import ACCOUNT_ID, PASSCODE, simulator_process  # noqa: E402
 from bench_export_e2e import gcs_stack_process  # noqa: E402
 
-from ct_airflow_provider.testing.seed_data import EVENT_SPECS  # noqa: E402
+from ct_airflow_provider.testing.seed_data import event_specs  # noqa: E402
 
+#: Synthetic events added to the simulated account: with its 7 exportable ones, 12 for case (a).
+EXTRA_EVENTS = 5
+#: Records per event and day before each event's weight: several pages of 5,000 per stream.
+EVENTS_PER_DAY = 20_000
 #: The simulator's events that CleverTap's export accepts.
-EXPORTABLE = [spec.name for spec in EVENT_SPECS if spec.exportable]
+EXPORTABLE = [spec.name for spec in event_specs(EXTRA_EVENTS) if spec.exportable]
 CASES = {
     "a": ("12 events x 1 day", 12, 1),
     "b": ("3 events x 7 days", 3, 7),
@@ -61,6 +70,8 @@ def run_case(case: str, requests: int) -> dict[str, object]:
     hook = CleverTapHook("bench_clevertap")
     bucket = CleverTapGCSHook("bench_bucket")
     names = hook.list_event_names()  # before the clock: the operators list them too, once
+    chosen = EXPORTABLE[:events]
+    assert len(chosen) == events and set(chosen) <= set(names), (chosen, names)
     last = dt.datetime.now(hook.timezone).date() - dt.timedelta(days=1)
     naming = ExportNaming(request_id="1700000000", run_timestamp=int(time.time()), database_id=0, prefix=case)
     spec = ExportSpec(naming, ExportWindow(last - dt.timedelta(days=days - 1), last), "json", None, 100 << 20)
@@ -75,10 +86,16 @@ def run_case(case: str, requests: int) -> dict[str, object]:
     control.request("DELETE", os.environ["BENCH_SIMULATOR_URL"] + "/_simulator/stats")
     started = time.perf_counter()
     if events:
-        result = run.events(hook, EXPORTABLE[:events])
+        result = run.events(hook, chosen)
     else:
         result = run.profiles(hook, names, skippable=(EventExportNotAllowedError,))
     seconds = time.perf_counter() - started
+    if events:
+        exported = result.records_per_event_and_day()
+        assert len(exported) == events and not result.skipped_events, (
+            sorted(exported),
+            result.skipped_events,
+        )
     stats = json.loads(control.request("GET", os.environ["BENCH_SIMULATOR_URL"] + "/_simulator/stats").data)
     for name in bucket.list_objects(f"{case}"):
         bucket.delete_object(name)
@@ -107,7 +124,7 @@ def main() -> int:
         print(json.dumps(run_case(case, int(requests))), flush=True)
         return 0
     rows = []
-    with simulator_process(3000, 512) as url, gcs_stack_process() as stack:
+    with simulator_process(EVENTS_PER_DAY, 1024, EXTRA_EVENTS) as url, gcs_stack_process() as stack:
         control = urllib3.PoolManager()
         env = dict(os.environ)
         env["STORAGE_EMULATOR_HOST"] = stack["url"]

@@ -42,12 +42,15 @@ DRAINS = {
 
 
 @contextmanager
-def simulator_process(events_per_day: int, page_cache_mb: int) -> Iterator[str]:
-    """Run the simulator as its own process (its own GIL) and yield its URL."""
+def simulator_process(events_per_day: int, page_cache_mb: int, extra_events: int = 0) -> Iterator[str]:
+    """Run the simulator as its own process (its own GIL) and yield its URL.
+
+    :param extra_events: synthetic events ("Custom Event 1", ...) added to the simulated account.
+    """
     command = [
         sys.executable, "-m", "ct_airflow_provider.testing.simulator", "--port", "0",
         "--events-per-day", str(events_per_day), "--page-cache-mb", str(page_cache_mb),
-        "--account-id", ACCOUNT_ID, "--passcode", PASSCODE,
+        "--account-id", ACCOUNT_ID, "--passcode", PASSCODE, "--extra-events", str(extra_events),
     ]  # fmt: skip
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent

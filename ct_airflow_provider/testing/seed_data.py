@@ -64,6 +64,29 @@ EVENT_SPECS: tuple[EventSpec, ...] = (
     EventSpec("Notification Viewed", 0.6, exportable=False),
 )
 
+#: Share of ``events_per_day`` each synthetic extra event gets (see :func:`event_specs`).
+EXTRA_EVENT_WEIGHT = 0.5
+
+
+def extra_event_name(number: int) -> str:
+    """The name of synthetic extra event ``number`` (from 1): ``"Custom Event 1"``, ..."""
+    return f"Custom Event {number}"
+
+
+def event_specs(extra_events: int = 0) -> tuple[EventSpec, ...]:
+    """The account's events: :data:`EVENT_SPECS`, then ``extra_events`` synthetic exportable ones.
+
+    Extra event ``n`` is named :func:`extra_event_name` ``(n)``, has weight
+    :data:`EXTRA_EVENT_WEIGHT`, and draws its properties from the pool of the ``EVENT_SPECS``
+    entry at its index modulo ``len(EVENT_SPECS)`` ("Custom Event 1" like "App Launched", "Custom
+    Event 2" like "Product Viewed", ...); its records still differ, as their hashes include the name.
+    """
+    if extra_events < 0:
+        raise ValueError(f"extra_events must be 0 or more, got {extra_events}")
+    extras = tuple(EventSpec(extra_event_name(n), EXTRA_EVENT_WEIGHT) for n in range(1, extra_events + 1))
+    return EVENT_SPECS + extras
+
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -262,6 +285,8 @@ class SeedData:
     :param population: how many distinct users do the events (profiles repeat across days).
     :param as_of: the simulator's "now"; defaults to the real current time. Fixed at creation so
         that the data does not change while a test or an export reads it.
+    :param extra_events: synthetic exportable events listed after :data:`EVENT_SPECS`
+        (``"Custom Event 1"``, ...; see :func:`event_specs`), for accounts with many events.
     """
 
     def __init__(
@@ -273,6 +298,7 @@ class SeedData:
         days: int = 60,
         population: int = 2000,
         as_of: dt.datetime | None = None,
+        extra_events: int = 0,
     ) -> None:
         if events_per_day < 0:
             raise ValueError(f"events_per_day must be 0 or more, got {events_per_day}")
@@ -297,7 +323,8 @@ class SeedData:
         self.today = self.as_of.date()
         self.first_day = self.today - dt.timedelta(days=days)
         self._as_of_epoch = int(self.as_of.timestamp())
-        self._event_index = {spec.name: index for index, spec in enumerate(EVENT_SPECS)}
+        self._specs = event_specs(extra_events)
+        self._event_index = {spec.name: index for index, spec in enumerate(self._specs)}
         self._users, self._properties, self._sessions = _pools(seed, population)
         self._event_days: BoundedCache[tuple[int, dt.date], _EventDay] = BoundedCache(4096)
         self._profile_stats: BoundedCache[tuple[int, dt.date], dict[int, ProfileStats]] = BoundedCache(512)
@@ -306,16 +333,16 @@ class SeedData:
 
     def event_names(self) -> list[str]:
         """Every event name ``getSchema`` lists, including those that refuse export."""
-        return [spec.name for spec in EVENT_SPECS]
+        return [spec.name for spec in self._specs]
 
     def exportable_event_names(self) -> list[str]:
         """Event names that can be exported ("All user events")."""
-        return [spec.name for spec in EVENT_SPECS if spec.exportable]
+        return [spec.name for spec in self._specs if spec.exportable]
 
     def is_exportable(self, event_name: str) -> bool:
         """False for events CleverTap refuses to export; unknown names export (as nothing)."""
         index = self._event_index.get(event_name)
-        return index is None or EVENT_SPECS[index].exportable
+        return index is None or self._specs[index].exportable
 
     def days(self) -> list[dt.date]:
         """The days holding data, oldest first; the last one is today (partial, up to ``as_of``)."""
@@ -350,7 +377,8 @@ class SeedData:
             return []
         stop = min(stop, event_day.count)
         users, population = self._users, self.population
-        properties = self._properties[event_day.event_index]
+        # Extra events (past EVENT_SPECS) reuse the property pools of EVENT_SPECS by index.
+        properties = self._properties[event_day.event_index % len(EVENT_SPECS)]
         sessions = self._sessions
         clock_ts = event_day.clock.local_ts
         locate = event_day.record_epoch_and_hash
@@ -435,7 +463,7 @@ class SeedData:
         return event_day if event_day.count else None
 
     def _build_event_day(self, event_index: int, day: dt.date) -> _EventDay:
-        spec = EVENT_SPECS[event_index]
+        spec = self._specs[event_index]
         key = _stable_key(self.seed, spec.name, day.isoformat())
         variation = 0.75 + 0.5 * ((_mix64(key) >> 11) / (1 << 53))
         count = round(self.events_per_day * spec.weight * variation)

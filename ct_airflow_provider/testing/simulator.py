@@ -806,6 +806,9 @@ class SimulatorServer:
     :param days: whole days of history before today (today holds data up to the start time).
     :param population: number of distinct users (profiles) doing the events.
     :param as_of: the simulator's "now" (timezone-aware); defaults to the real current time.
+    :param extra_events: synthetic exportable events ("Custom Event 1", ...) listed after the
+        account's usual ones, each with weight 0.5 (see
+        :func:`~ct_airflow_provider.testing.seed_data.event_specs`); 0 keeps the usual account.
     :param account_id: the account id clients must send.
     :param passcode: the passcode clients must send; random when not given.
     :param concurrency_limit: concurrent read requests allowed per account (CleverTap: 3).
@@ -825,6 +828,7 @@ class SimulatorServer:
         days: int = 60,
         population: int = 2000,
         as_of: dt.datetime | None = None,
+        extra_events: int = 0,
         account_id: str = DEFAULT_ACCOUNT_ID,
         passcode: str | None = None,
         concurrency_limit: int = MAX_CONCURRENT_REQUESTS,
@@ -839,6 +843,7 @@ class SimulatorServer:
             days=days,
             population=population,
             as_of=as_of,
+            extra_events=extra_events,
         )
         self.account_id = account_id
         self.passcode = passcode or "SIM-" + secrets.token_hex(6).upper()
@@ -954,6 +959,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--population", type=int, default=2000, help="distinct users (default 2000)")
     parser.add_argument(
+        "--extra-events",
+        type=int,
+        default=0,
+        help='synthetic exportable events "Custom Event 1", ... added to the account (default 0)',
+    )
+    parser.add_argument(
         "--account-id", default=DEFAULT_ACCOUNT_ID, help=f"account id (default {DEFAULT_ACCOUNT_ID})"
     )
     parser.add_argument("--passcode", default=None, help="passcode (default: random, printed at start)")
@@ -988,6 +999,7 @@ def main(argv: list[str] | None = None) -> int:
             events_per_day=args.events_per_day,
             days=args.days,
             population=args.population,
+            extra_events=args.extra_events,
             account_id=args.account_id,
             passcode=args.passcode,
             page_cache_bytes=args.page_cache_mb << 20,

@@ -25,7 +25,7 @@ import orjson
 import pytest
 import urllib3
 
-from ct_airflow_provider.testing.seed_data import SeedData
+from ct_airflow_provider.testing.seed_data import EVENT_SPECS, SeedData
 from ct_airflow_provider.testing.simulator import Fault, SimulatorServer, run_simulator
 
 
@@ -108,6 +108,23 @@ def test_schema_lists_every_event_including_awkward_names(api: Api) -> None:
     } <= set(names)
     assert any("\t" in name or "  " in name for name in names)
     assert "Notification Viewed" not in api.server.truth.exportable_event_names()
+
+
+def test_extra_events_are_listed_and_export_like_the_others() -> None:
+    with run_simulator(events_per_day=50, extra_events=2) as server:
+        api = Api(server)
+        names = [event["name"] for event in orjson.loads(api.get("/getSchema?type=events").data)["events"]]
+        assert names == [spec.name for spec in EVENT_SPECS] + ["Custom Event 1", "Custom Event 2"]
+        assert server.truth.exportable_event_names()[-2:] == ["Custom Event 1", "Custom Event 2"]
+        day = _yesterday(server)
+        records = api.drain("events", "Custom Event 2", day, day, batch=10)
+        assert records == list(server.truth.events("Custom Event 2", day))
+        assert len(records) == server.truth.event_count("Custom Event 2", day) > 10
+        assert records != list(server.truth.events("Custom Event 1", day))
+        profiles = api.drain("profiles", "Custom Event 2", day, day, batch=10)
+        assert profiles == list(server.truth.profiles("Custom Event 2", day, day))
+        assert sum(profile["events"]["Custom Event 2"]["count"] for profile in profiles) == len(records)
+    assert SeedData().event_names() == [spec.name for spec in EVENT_SPECS]
 
 
 def test_events_paging_returns_the_ground_truth_in_order(api: Api) -> None:
