@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import os
 import secrets
 from typing import Any
@@ -202,9 +203,12 @@ class CleverTapGCSHook(GCSHook):
         """The nickname users know the bucket by (the bucket name when none was given)."""
         return str(self.extras.get("bucket_nickname") or "").strip() or self.bucket_name
 
-    @property
+    @functools.cached_property
     def service_account_key(self) -> dict[str, Any]:
-        """The validated key; raises :class:`BucketConnectionError` naming what is wrong with it."""
+        """The validated key; raises :class:`BucketConnectionError` naming what is wrong with it.
+
+        Validated once per hook: checking the RSA key takes ~40 ms, and an export asks for it
+        several times (credentials, project, each client)."""
         return parse_service_account_key(self._raw_key)
 
     @property
