@@ -14,6 +14,12 @@ really reads 12 events, and 20,000 events per day before each event's weight, so
 (one event, one day) has several pages of 5,000 records as real exports do: 3 to 5 for the
 biggest events, 2 or 3 for the synthetic ones (weight 0.5), 1 for the smallest.
 
+Before the timed runs, each case runs once with an instant simulator (latency 0): that warms the
+simulator's pages (it builds a query's pages the first time it serves them, CPU that CleverTap does
+not take from the machine running the export), and its time is the export's own floor on this
+machine (reading, writing and uploading on 2 cores shared with the simulator and the emulator).
+Where that floor is above the limit, the case is bound by this machine, not by CleverTap.
+
 Target: every case within 1.3x of the limit; the simulator never sees more than 3 requests in flight.
 
     .venv/bin/python bench/bench_api_bound.py                    # latencies 0.1, 0.4 and 1 s
@@ -66,6 +72,11 @@ def run_case(case: str, requests: int) -> dict[str, object]:
     from ct_airflow_provider.hooks.gcs import CleverTapGCSHook
 
     logging.basicConfig(level=logging.WARNING)
+    # A worker's task runner loads Airflow's plugins before the task starts; the Google provider's
+    # upload asks for them (hook lineage) on first use: load them before the clock, as a worker has.
+    from airflow.providers.common.compat.lineage.hook import get_hook_lineage_collector
+
+    get_hook_lineage_collector()
     _, events, days = CASES[case]
     hook = CleverTapHook("bench_clevertap")
     bucket = CleverTapGCSHook("bench_bucket")
@@ -134,6 +145,14 @@ def main() -> int:
             {"conn_type": "clevertap", "host": url, "login": ACCOUNT_ID, "password": PASSCODE,
              "extra": {"timezone": "Asia/Kolkata"}}
         )  # fmt: skip
+        floors: dict[tuple[str, int], float] = {}
+        for case in args.cases:  # instant CleverTap: warms the simulator, measures the floor
+            for requests in args.requests:
+                output = subprocess.run(
+                    [sys.executable, __file__, "--case", f"{case}:{requests}"],
+                    env=env, capture_output=True, text=True, check=True, cwd=ROOT,
+                )  # fmt: skip
+                floors[case, requests] = json.loads(output.stdout.strip().splitlines()[-1])["seconds"]
         for latency in args.latencies:
             control.request(
                 "POST", url + "/_simulator/faults", body=json.dumps({"response_delay_seconds": latency})
@@ -148,16 +167,19 @@ def main() -> int:
                     row.update(json.loads(output.stdout.strip().splitlines()[-1]))
                     row["limit"] = round(row["requests"] * latency / 3, 2)
                     row["ratio"] = round(row["seconds"] / row["limit"], 2)
+                    row["floor"] = floors[case, requests]
                     rows.append(row)
                     print(row, file=sys.stderr, flush=True)
     print(
-        "| case | latency s | concurrent_requests | records | task s | requests | limit s (requests x latency / 3) | ratio | most in flight | peak RSS MB |"
+        "| case | latency s | concurrent_requests | records | task s | requests | limit s (requests x latency / 3) "
+        "| ratio | task s at latency 0 | most in flight | peak RSS MB |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(
             f"| {CASES[str(row['case'])][0]} | {row['latency']} | {row['concurrent']} | {row['records']:,} | {row['seconds']} "
-            f"| {row['requests']} | {row['limit']} | **{row['ratio']}** | {row['most_in_flight']} | {row['peak_rss_mb']} |"
+            f"| {row['requests']} | {row['limit']} | **{row['ratio']}** | {row['floor']} | {row['most_in_flight']} "
+            f"| {row['peak_rss_mb']} |"
         )
     worst = (
         max(float(row["ratio"]) for row in rows if row["concurrent"] == 3)
@@ -165,9 +187,16 @@ def main() -> int:
         else 0.0
     )
     most = max(int(row["most_in_flight"]) for row in rows)
+    machine_bound = sorted(
+        f"{row['case']} at {row['latency']} s" for row in rows if float(row["floor"]) > float(row["limit"])
+    )
     print(
         f"\nWorst ratio with the defaults: {worst:.2f} (target 1.3); most requests in flight: {most} (limit 3)."
     )
+    if machine_bound:
+        print(
+            f"Bound by this machine (the export alone takes longer than the limit): {', '.join(machine_bound)}."
+        )
     return 0 if worst <= 1.3 and most <= 3 else 1
 
 

@@ -5,6 +5,11 @@ An export reads one stream per event and day (each one CleverTap query, paged by
 pages for several of them while the export writes others; each event's pages go to that event's
 writer, which runs in its own thread. A stream waiting on CleverTap ("not ready", 429) only holds
 its own reader. Each stream holds at most one page beyond the ones its event's writer is taking.
+
+A group's streams hand over their first pages in their order (the later ones wait, holding that
+page, until the one before has handed over its first): a writer then meets most keys of its days
+in the days' order, which is the order CSV's columns follow (a key first seen after a day's first
+page may still arrive out of order; the CSV writer reorders its rows then, slower but the same).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ class StreamGroup:
 class _GroupState(Generic[R]):
     group: StreamGroup
     pages: queue.Queue[tuple[str, Any]] = field(default_factory=lambda: queue.Queue(maxsize=1))
+    # Per stream: set once it handed over its first page (or ended without one).
+    started: list[threading.Event] = field(default_factory=list)
     remaining: int = 0
     skipped: BaseException | None = None
     result: R | None = None
@@ -71,8 +78,13 @@ def read_side_by_side(
     :param skippable: errors that end one group rather than everything.
     :returns: per group, in order, the consumer's result or the skippable error that ended it.
     """
-    states: list[_GroupState[R]] = [_GroupState(group, remaining=len(group.streams)) for group in groups]
-    work = iter([(state, stream) for state in states for stream in state.group.streams])
+    states: list[_GroupState[R]] = [
+        _GroupState(group, remaining=len(group.streams), started=[threading.Event() for _ in group.streams])
+        for group in groups
+    ]
+    work = iter(
+        [(state, index, stream) for state in states for index, stream in enumerate(state.group.streams)]
+    )
     lock = threading.Lock()
     stop = threading.Event()
     failures: list[BaseException] = []
@@ -123,17 +135,29 @@ def read_side_by_side(
             state.writer = threading.Thread(target=write, args=(state,), name="ct-export-writer", daemon=True)
             state.writer.start()
 
+    def wait_turn(state: _GroupState[R], index: int) -> None:
+        """Wait until the group's stream before ``index`` handed over its first page."""
+        if index:
+            before = state.started[index - 1]
+            while not before.wait(_POLL_SECONDS) and not stop.is_set() and state.error is None:
+                continue
+
     def read() -> None:
         while not stop.is_set():
             with lock:
-                state, stream = next(work, (None, None))
+                state, index, stream = next(work, (None, 0, None))
                 if state is None or stream is None:
                     return
                 start_writer(state)
+            started = state.started[index]
             if state.skipped is None and state.error is None:
                 try:
                     for page in stream():
-                        if not put(state, ("page", page)):
+                        if not started.is_set():
+                            wait_turn(state, index)
+                        ok = put(state, ("page", page))
+                        started.set()
+                        if not ok:
                             break
                 except skippable as error:
                     with lock:
@@ -144,6 +168,11 @@ def read_side_by_side(
                 except BaseException as error:
                     fail(error)
                     return
+                finally:
+                    if not started.is_set():  # no page: the next stream need not wait for this one
+                        wait_turn(state, index)
+                        started.set()
+            started.set()
             with lock:
                 state.remaining -= 1
                 last = state.remaining == 0 and state.skipped is None

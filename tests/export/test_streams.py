@@ -147,3 +147,29 @@ def test_a_group_without_streams_still_gets_its_writer() -> None:
         [StreamGroup("empty", []), StreamGroup("b", [_stream("b1", 1)])], _collect, concurrency=3
     )
     assert results[0] == []
+
+
+def test_a_group_s_first_pages_arrive_in_its_streams_order_even_when_a_later_one_is_ready_first() -> None:
+    # Day 0's first page is slow, days 1 and 2 answer at once: the writer still meets day 0 first,
+    # so that it learns the keys of its days in the days' order (CSV's columns follow it); later
+    # pages come as they are ready. A stream without pages waits its turn too.
+    def stream(name: str, pages: int, delay: float) -> Callable[[], Iterator[Page]]:
+        def read() -> Iterator[Page]:
+            time.sleep(delay)
+            for index in range(pages):
+                yield [{"stream": name, "page": index}]
+
+        return read
+
+    groups = [
+        StreamGroup(
+            "e", [stream("d0", 2, 0.3), stream("empty", 0, 0), stream("d1", 3, 0), stream("d2", 3, 0)]
+        )
+    ]
+    (seen,) = read_side_by_side(groups, _collect, concurrency=3)
+    assert isinstance(seen, list)
+    firsts = [page["stream"] for page in seen if page["page"] == 0]
+    assert firsts == ["d0", "d1", "d2"]
+    assert sorted((page["stream"], page["page"]) for page in seen) == sorted(
+        [("d0", 0), ("d0", 1)] + [(day, index) for day in ("d1", "d2") for index in range(3)]
+    )
