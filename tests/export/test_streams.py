@@ -173,3 +173,32 @@ def test_a_group_s_first_pages_arrive_in_its_streams_order_even_when_a_later_one
     assert sorted((page["stream"], page["page"]) for page in seen) == sorted(
         [("d0", 0), ("d0", 1)] + [(day, index) for day in ("d1", "d2") for index in range(3)]
     )
+
+
+def test_a_stream_that_waits_holds_only_its_own_reader() -> None:
+    # The first stream is told "not ready" until every other group is written: the other streams
+    # are read and written meanwhile, on the other readers, instead of waiting behind it.
+    others_written = threading.Event()
+    written: list[str] = []
+    lock = threading.Lock()
+
+    def not_ready_until_the_others_are_done() -> Iterator[Page]:
+        assert others_written.wait(10), "the other streams waited behind the one not ready"
+        yield [{"stream": "slow", "page": 0}]
+
+    def collect(group: StreamGroup, pages: Iterator[Page]) -> list[dict[str, Any]]:
+        seen = _collect(group, pages)
+        with lock:
+            written.append(group.name)
+            if {"a", "b"} <= set(written):
+                others_written.set()
+        return seen
+
+    groups = [
+        StreamGroup("slow", [not_ready_until_the_others_are_done]),
+        StreamGroup("a", [_stream("a1", 2), _stream("a2", 2)]),
+        StreamGroup("b", [_stream("b1", 3)]),
+    ]
+    results = read_side_by_side(groups, collect, concurrency=3)
+    assert written == ["a", "b", "slow"] or written == ["b", "a", "slow"]
+    assert [len(seen) for seen in results] == [1, 4, 3]  # type: ignore[arg-type]
