@@ -11,6 +11,7 @@ not hold. Columns, type rules and how the size limit is kept: docs/export-format
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -277,6 +278,7 @@ def _decoded(obj: dict[str, Any], paths: dict[str, Any]) -> dict[str, Any]:
 class _Block:
     """Whole lines of a day's spill, read by the reader in one go.
 
+    :param path: the day's spill file.
     :param start: offset of its first line in the day's spill file.
     :param end: offset just after its last line.
     :param paths: the JSON text paths its lines were spilled with.
@@ -284,6 +286,7 @@ class _Block:
     :param table_path: where the reader's table of the lines is kept (Arrow IPC), if it may serve.
     """
 
+    path: Path
     start: int
     end: int
     paths: dict[str, Any]
@@ -435,7 +438,7 @@ class ParquetWriter:
             with open(spill.path, "rb") as handle:
                 handle.seek(start)
                 data = bytearray(handle.read(spill.written - start))
-        block = _Block(start, spill.written, spill.paths, spill.careful)
+        block = _Block(spill.path, start, spill.written, spill.paths, spill.careful)
         spill.blocks.append(block)
         spill.block_start, spill.careful, spill.buffer_limit = spill.written, False, _BLOCK_BYTES
         future = None
@@ -482,7 +485,8 @@ class ParquetWriter:
             fields["ts"] = pa.field("ts", pa.int64())  # made a timestamp for the files
             fields = {key: fields[key] for key in _EVENT_ORDER if key in fields} | fields
         with ThreadPoolExecutor(1, thread_name_prefix="parquet-tables") as pool:
-            files = _Files(self, pa.schema(list(fields.values())), pool)
+            blocks = [block for day_number in sorted(self._days) for block in self._days[day_number].blocks]
+            files = _Files(self, pa.schema(list(fields.values())), pool, blocks)
             for day_number in sorted(self._days):
                 spill = self._days[day_number]
                 files.write_day(day_number, spill)
@@ -513,9 +517,12 @@ class _Files:
     :param writer: the export's writer.
     :param raw_schema: the schema of the records (``ts`` an integer).
     :param pool: the helper thread that makes the tables.
+    :param blocks: every block, in the order they are written (day after day).
     """
 
-    def __init__(self, writer: ParquetWriter, raw_schema: pa.Schema, pool: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, writer: ParquetWriter, raw_schema: pa.Schema, pool: ThreadPoolExecutor, blocks: list[_Block]
+    ) -> None:
         self.writer, self.raw_schema, self.schema = writer, raw_schema, raw_schema
         if writer.event_name is not None:
             first = [pa.field("ts", pa.timestamp("ms")), pa.field("eventName", pa.string())]
@@ -532,6 +539,8 @@ class _Files:
         # schema takes, until measured.
         self.footer_per_group = float(self.footer_base)
         self.pool = pool
+        # The block written after each one, the next day's first after a day's last.
+        self.successor = {id(block): following for block, following in itertools.pairwise(blocks)}
         # The table being written (asked for again and again), and the next one, being made.
         self.current: tuple[_Block, Future[pa.Table]] | None = None
         self.ahead: tuple[_Block, Future[pa.Table]] | None = None
@@ -561,8 +570,11 @@ class _Files:
             records = sum(rows for _block, _first, rows in groups)
             self.writer.delivery.deliver(path, digest_of_path(path), day_of(day_number), index, records)
             index += 1
-        for made in (self.current, self.ahead):  # tables still being made read the spill, removed next
-            if made is not None:
+        for made in (
+            self.current,
+            self.ahead,
+        ):  # tables of the day still being made read its spill, removed next
+            if made is not None and made[0].path == spill.path:
                 made[1].exception()
 
     def _fill(self, path: Path, cursor: tuple[int, int]) -> tuple[list[_Group], tuple[int, int]]:
@@ -625,7 +637,8 @@ class _Files:
         """The rows of the day's block ``number`` in the files' schema; the next block's are made meanwhile.
 
         Making a table (reading, casting) and writing Parquet both run in C++ without the GIL: the
-        helper thread makes the next table while this one is written, and both cores work.
+        helper thread makes the next table (the next day's first after a day's last) while this one
+        is written, and both cores work.
 
         :param number: the block's index in the day.
         """
@@ -636,7 +649,7 @@ class _Files:
                 self.current = ahead
             else:
                 self.current = (blocks[number], self.pool.submit(self._make, blocks[number]))
-            following = blocks[number + 1] if number + 1 < len(blocks) else None
+            following = self.successor.get(id(blocks[number]))
             self.ahead = None if following is None else (following, self.pool.submit(self._make, following))
         return self.current[1].result()
 
@@ -661,7 +674,7 @@ class _Files:
 
     def _read_again(self, block: _Block) -> pa.Table:
         """A block's lines read with the schema, values made JSON text where it says so."""
-        with open(self.spill.path, "rb") as handle:
+        with open(block.path, "rb") as handle:
             handle.seek(block.start)
             data = handle.read(block.end - block.start)
         if block.paths != self.paths or block.careful:
@@ -679,7 +692,7 @@ class _Files:
             )
         except pa.ArrowInvalid as exc:  # the schema was learned from these very records
             raise ExportDataError(
-                f"Records of {self.spill.path.stem} do not match the export's Parquet schema: {exc}."
+                f"Records of {block.path.stem} do not match the export's Parquet schema: {exc}."
             ) from exc
 
 
