@@ -6,6 +6,10 @@ pages for several of them while the export writes others; each event's pages go 
 writer, which runs in its own thread. A stream waiting on CleverTap ("not ready", 429) only holds
 its own reader. Each stream holds at most one page beyond the ones its event's writer is taking.
 
+When a group's writer falls behind (a page already waits for it, another is held), its other
+streams ask CleverTap for their next page only once it catches up: more pages in memory would not
+make it faster, and CleverTap is then not what the export waits for.
+
 A group's streams hand over their first pages in their order (the later ones wait, holding that
 page, until the one before has handed over its first): a writer then meets most keys of its days
 in the days' order, which is the order CSV's columns follow (a key first seen after a day's first
@@ -49,6 +53,9 @@ class _GroupState(Generic[R]):
     pages: queue.Queue[tuple[str, Any]] = field(default_factory=lambda: queue.Queue(maxsize=1))
     # Per stream: set once it handed over its first page (or ended without one).
     started: list[threading.Event] = field(default_factory=list)
+    # Readers holding a page the queue has no room for, and the condition they leave it under.
+    holding: int = 0
+    caught_up: threading.Condition = field(default_factory=threading.Condition)
     remaining: int = 0
     skipped: BaseException | None = None
     result: R | None = None
@@ -96,13 +103,31 @@ def read_side_by_side(
 
     def put(state: _GroupState[R], item: tuple[str, Any]) -> bool:
         """Queue an item for the group's consumer; False once the export or the group stopped."""
-        while not stop.is_set() and state.error is None:
-            try:
-                state.pages.put(item, timeout=_POLL_SECONDS)
-                return True
-            except queue.Full:
-                continue
-        return False
+        try:
+            state.pages.put_nowait(item)
+            return True
+        except queue.Full:
+            pass
+        with state.caught_up:
+            state.holding += 1
+        try:
+            while not stop.is_set() and state.error is None:
+                try:
+                    state.pages.put(item, timeout=_POLL_SECONDS)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+        finally:
+            with state.caught_up:
+                state.holding -= 1
+                state.caught_up.notify_all()
+
+    def wait_for_writer(state: _GroupState[R]) -> None:
+        """Before asking for a page: wait while the group's writer has one waiting and another held."""
+        with state.caught_up:
+            while state.holding and not stop.is_set() and state.error is None:
+                state.caught_up.wait(_POLL_SECONDS)
 
     def write(state: _GroupState[R]) -> None:
         def pages() -> Iterator[Page]:
@@ -152,7 +177,12 @@ def read_side_by_side(
             started = state.started[index]
             if state.skipped is None and state.error is None:
                 try:
-                    for page in stream():
+                    pages = iter(stream())
+                    while True:
+                        wait_for_writer(state)
+                        page = next(pages, None)
+                        if page is None:
+                            break
                         if not started.is_set():
                             wait_turn(state, index)
                         ok = put(state, ("page", page))
