@@ -6,8 +6,8 @@ pages for several of them while the export writes others; each event's pages go 
 writer, which runs in its own thread. A stream waiting on CleverTap ("not ready", 429) only holds
 its own reader. Each stream holds at most one page beyond the ones its event's writer is taking.
 
-When a group's writer falls behind (a page already waits for it, another is held), its other
-streams ask CleverTap for their next page only once it catches up: more pages in memory would not
+When a group's writer falls behind (a page already waits for it), its streams ask CleverTap for
+their next page only once it takes that page: more pages in memory would not
 make it faster, and CleverTap is then not what the export waits for.
 
 A group's streams hand over their first pages in their order (the later ones wait, holding that
@@ -124,9 +124,9 @@ def read_side_by_side(
                 state.caught_up.notify_all()
 
     def wait_for_writer(state: _GroupState[R]) -> None:
-        """Before asking for a page: wait while the group's writer has one waiting and another held."""
+        """Before asking for a page: wait while the group's writer has a page waiting (and more held)."""
         with state.caught_up:
-            while state.holding and not stop.is_set() and state.error is None:
+            while (state.holding or state.pages.full()) and not stop.is_set() and state.error is None:
                 state.caught_up.wait(_POLL_SECONDS)
 
     def write(state: _GroupState[R]) -> None:
@@ -138,6 +138,8 @@ def read_side_by_side(
                     if stop.is_set():
                         raise _Stopped() from None
                     continue
+                with state.caught_up:  # room in the queue: readers waiting for the writer may ask again
+                    state.caught_up.notify_all()
                 if kind == "page":
                     yield item
                 elif kind == "error":
