@@ -6,8 +6,8 @@ pages for several of them while the export writes others; each event's pages go 
 writer, which runs in its own thread. A stream waiting on CleverTap ("not ready", 429) only holds
 its own reader. Each stream holds at most one page beyond the ones its event's writer is taking.
 
-When a group's writer falls behind (a page already waits for it), its streams ask CleverTap for
-their next page only once it takes that page: more pages in memory would not
+When a group's writer falls behind (a page already waits for it), its streams keep one request
+or held page beyond the waiting one, as a single stream does, rather than one each: more pages in memory would not
 make it faster, and CleverTap is then not what the export waits for.
 
 A group's streams hand over their first pages in their order (the later ones wait, holding that
@@ -53,8 +53,10 @@ class _GroupState(Generic[R]):
     pages: queue.Queue[tuple[str, Any]] = field(default_factory=lambda: queue.Queue(maxsize=1))
     # Per stream: set once it handed over its first page (or ended without one).
     started: list[threading.Event] = field(default_factory=list)
-    # Readers holding a page the queue has no room for, and the condition they leave it under.
+    # Readers holding a page the queue has no room for, readers asking CleverTap for a page, and
+    # the condition under which either changes (or the writer takes a page).
     holding: int = 0
+    asking: int = 0
     caught_up: threading.Condition = field(default_factory=threading.Condition)
     remaining: int = 0
     skipped: BaseException | None = None
@@ -101,15 +103,22 @@ def read_side_by_side(
             failures.append(error)
         stop.set()
 
-    def put(state: _GroupState[R], item: tuple[str, Any]) -> bool:
-        """Queue an item for the group's consumer; False once the export or the group stopped."""
+    def put(state: _GroupState[R], item: tuple[str, Any], *, asked: bool = False) -> bool:
+        """Queue an item for the group's consumer; False once the export or the group stopped.
+
+        :param asked: the item is a page counted as asked for (see :func:`next_page`) until now.
+        """
         try:
             state.pages.put_nowait(item)
+            if asked:
+                done_asking(state)
             return True
         except queue.Full:
             pass
         with state.caught_up:
             state.holding += 1
+            if asked:
+                state.asking -= 1
         try:
             while not stop.is_set() and state.error is None:
                 try:
@@ -123,11 +132,33 @@ def read_side_by_side(
                 state.holding -= 1
                 state.caught_up.notify_all()
 
-    def wait_for_writer(state: _GroupState[R]) -> None:
-        """Before asking for a page: wait while the group's writer has a page waiting (and more held)."""
+    def may_ask(state: _GroupState[R]) -> bool:
+        behind = state.holding + state.pages.qsize()
+        # A writer that keeps up lets every stream ask; one that is behind, one page beyond its next.
+        return behind == 0 or behind + state.asking < 2
+
+    def next_page(state: _GroupState[R], pages: Iterator[Page]) -> Page | None:
+        """The stream's next page (``None`` at its end), asked for once the group's writer allows.
+
+        A page returned stays counted as asked for until :func:`put` hands it over.
+        """
         with state.caught_up:
-            while (state.holding or state.pages.full()) and not stop.is_set() and state.error is None:
+            while not may_ask(state) and not stop.is_set() and state.error is None:
                 state.caught_up.wait(_POLL_SECONDS)
+            state.asking += 1
+        try:
+            page = next(pages, None)
+        except BaseException:
+            done_asking(state)
+            raise
+        if page is None:
+            done_asking(state)
+        return page
+
+    def done_asking(state: _GroupState[R]) -> None:
+        with state.caught_up:
+            state.asking -= 1
+            state.caught_up.notify_all()
 
     def write(state: _GroupState[R]) -> None:
         def pages() -> Iterator[Page]:
@@ -181,13 +212,12 @@ def read_side_by_side(
                 try:
                     pages = iter(stream())
                     while True:
-                        wait_for_writer(state)
-                        page = next(pages, None)
+                        page = next_page(state, pages)
                         if page is None:
                             break
                         if not started.is_set():
                             wait_turn(state, index)
-                        ok = put(state, ("page", page))
+                        ok = put(state, ("page", page), asked=True)
                         started.set()
                         if not ok:
                             break
