@@ -179,7 +179,7 @@ def test_selected_events_in_each_format(
                 assert file["bytes"] <= 64 * 1024
                 assert "Added-To-Cart-Wishlist" in file["object_name"] or event == "Charged"
     stats = simulator.stats.snapshot()
-    assert stats["max_concurrent_observed"] == 1
+    assert stats["max_concurrent_observed"] <= 3  # the defaults use CleverTap's whole budget, no more
     assert stats["concurrency_rejections"] == 0
 
 
