@@ -119,6 +119,16 @@ def run_case(case: str, requests: int) -> dict[str, object]:
     }
 
 
+def run_case_process(case: str, requests: int, env: dict[str, str]) -> dict[str, object]:
+    """:func:`run_case` in a fresh process (its peak RSS its own)."""
+    output = subprocess.run(
+        [sys.executable, __file__, "--case", f"{case}:{requests}"],
+        env=env, capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    result: dict[str, object] = json.loads(output.stdout.strip().splitlines()[-1])
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -148,23 +158,15 @@ def main() -> int:
         floors: dict[tuple[str, int], float] = {}
         for case in args.cases:  # instant CleverTap: warms the simulator, measures the floor
             for requests in args.requests:
-                output = subprocess.run(
-                    [sys.executable, __file__, "--case", f"{case}:{requests}"],
-                    env=env, capture_output=True, text=True, check=True, cwd=ROOT,
-                )  # fmt: skip
-                floors[case, requests] = json.loads(output.stdout.strip().splitlines()[-1])["seconds"]
+                floors[case, requests] = float(run_case_process(case, requests, env)["seconds"])
         for latency in args.latencies:
             control.request(
                 "POST", url + "/_simulator/faults", body=json.dumps({"response_delay_seconds": latency})
             )
             for case in args.cases:
                 for requests in args.requests:
-                    output = subprocess.run(
-                        [sys.executable, __file__, "--case", f"{case}:{requests}"],
-                        env=env, capture_output=True, text=True, check=True, cwd=ROOT,
-                    )  # fmt: skip
-                    row = {"case": case, "latency": latency, "concurrent": requests}
-                    row.update(json.loads(output.stdout.strip().splitlines()[-1]))
+                    row: dict[str, object] = {"case": case, "latency": latency, "concurrent": requests}
+                    row.update(run_case_process(case, requests, env))
                     row["limit"] = round(row["requests"] * latency / 3, 2)
                     row["ratio"] = round(row["seconds"] / row["limit"], 2)
                     row["floor"] = floors[case, requests]
