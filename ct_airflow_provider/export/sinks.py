@@ -140,11 +140,11 @@ class UploadingSink:
 
     A followed file (:meth:`follow`) is streamed into a resumable upload as it grows; any other
     file goes the same way once submitted, chunk after chunk. Each local file is deleted once its
-    upload succeeds (or fails). At most ``max_in_flight`` finished files are uploading or waiting (``submit`` blocks
-    while that many are pending, which bounds the disk the export uses), and at most
-    ``max_in_flight`` chunks are in transfer at once (which bounds the memory: a chunk is read from
-    disk just before it is sent). After a failure, further ``follow`` and ``submit`` calls raise at
-    once, and ``close`` raises the first failure with the object name.
+    upload succeeds (or fails). At most ``max_in_flight`` finished files are uploading or waiting
+    (``submit`` blocks while that many are pending, which bounds the disk the export uses). Chunks
+    are sent one at a time, whatever the number of files open (which bounds the memory to one chunk:
+    it is read from disk just before it is sent). After a failure, further ``follow`` and ``submit``
+    calls raise at once, and ``close`` raises the first failure with the object name.
 
     :param uploader: the bucket hook, or any object with its ``open_object_writer`` and
         ``upload_chunk_bytes``.
@@ -164,11 +164,9 @@ class UploadingSink:
             raise ExportConfigError(f"max_in_flight must be an integer of at least 1, got {max_in_flight!r}.")
         self._uploader = uploader
         self._slots = threading.BoundedSemaphore(max_in_flight)
-        # Chunks of followed files are sent by these threads: at most max_in_flight chunks are in
-        # memory at once, and few threads means few malloc arenas holding freed chunk buffers.
-        self._chunk_pool = ThreadPoolExecutor(
-            max_workers=max_in_flight, thread_name_prefix="ct-export-chunks"
-        )
+        # One thread sends every chunk: a stream of 8 MiB chunks keeps up with the writers, while each
+        # chunk in transfer holds about twice its size (docs/performance.md, "Uploads").
+        self._chunk_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ct-export-chunks")
         self._streams: dict[Path, _StreamedUpload] = {}  # followed files not yet submitted
         self._all_streams: list[_StreamedUpload] = []
         self._failure: ExportSinkError | None = None

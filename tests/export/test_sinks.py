@@ -35,11 +35,18 @@ class FolderObjectWriter:
         self.handle = self.part.open("wb")
 
     def write(self, data: bytes) -> int:
-        self.uploader.release.wait(timeout=30)
-        time.sleep(self.uploader.delay)
-        if self.uploader.fail_on is not None and self.uploader.fail_on in self.object_name:
-            raise OSError("bucket said 503")
-        self.handle.write(data)
+        with self.uploader.lock:
+            self.uploader.writing += 1
+            self.uploader.most_writing = max(self.uploader.most_writing, self.uploader.writing)
+        try:
+            self.uploader.release.wait(timeout=30)
+            time.sleep(self.uploader.delay)
+            if self.uploader.fail_on is not None and self.uploader.fail_on in self.object_name:
+                raise OSError("bucket said 503")
+            self.handle.write(data)
+        finally:
+            with self.uploader.lock:
+                self.uploader.writing -= 1
         with self.uploader.lock:
             self.uploader.chunks.append((self.object_name, len(data), time.monotonic()))
         return len(data)
@@ -74,6 +81,8 @@ class FolderUploader:
         self.uploads: list[tuple[str, str, float, float]] = []
         self.chunks: list[tuple[str, int, float]] = []
         self.terminated: list[str] = []
+        self.writing = 0  # write() calls under way, and the most at once
+        self.most_writing = 0
         self.lock = threading.Lock()
         self.release = threading.Event()
         self.release.set()
@@ -113,6 +122,30 @@ def test_uploads_overlap_with_writing_and_match_the_reported_checksums(tmp_path:
         assert base64.b64encode(google_crc32c.Checksum(data).digest()).decode() == file.crc32c
     # Local copies are gone once uploaded.
     assert not [p for p in (tmp_path / "work").rglob("*") if p.is_file()]
+
+
+def test_files_written_side_by_side_send_one_chunk_at_a_time(tmp_path: Path) -> None:
+    # Each chunk in transfer is held in memory: however many files grow at once, one is sent at a time.
+    uploader = FolderUploader(tmp_path / "bucket", delay=0.01, chunk_bytes=1024)
+    work = tmp_path / "work"
+    work.mkdir()
+    paths = [work / f"day-{day}.json" for day in range(3)]
+    with UploadingSink(uploader, max_in_flight=3) as sink:
+        followers = [sink.follow(path, path.name, "application/json") for path in paths]
+        for step in range(1, 9):
+            for path, follower in zip(paths, followers, strict=True):
+                with path.open("ab") as handle:
+                    handle.write(bytes([48 + step]) * 1024)
+                follower.written(step * 1024)
+        for path in paths:
+            sink.submit(
+                path, ExportedFile(path.name, "E", _file("x").day, 0, 8, 8 * 1024, "", "application/json")
+            )
+    assert uploader.most_writing == 1
+    for path in paths:
+        assert (tmp_path / "bucket" / path.name).read_bytes() == b"".join(
+            bytes([48 + s]) * 1024 for s in range(1, 9)
+        )
 
 
 def test_submit_waits_while_max_in_flight_files_are_pending(tmp_path: Path) -> None:
