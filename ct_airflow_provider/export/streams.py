@@ -6,9 +6,10 @@ pages for several of them while the export writes others; each event's pages go 
 writer, which runs in its own thread. A stream waiting on CleverTap ("not ready", 429) only holds
 its own reader. Each stream holds at most one page beyond the ones its event's writer is taking.
 
-When a group's writer falls behind (a page already waits for it), its streams keep one request
-or held page beyond the waiting one, as a single stream does, rather than one each: more pages in memory would not
-make it faster, and CleverTap is then not what the export waits for.
+A group keeps at most three pages in memory or on their way, as a single stream does: the one its
+writer is writing, one waiting for it, one held or asked for. While the writer waits for pages
+(CleverTap is what the export waits for), that is three requests in flight; while it writes, more
+pages would only fill memory.
 
 A group's streams hand over their first pages in their order (the later ones wait, holding that
 page, until the one before has handed over its first): a writer then meets most keys of its days
@@ -29,6 +30,8 @@ R = TypeVar("R")
 
 #: Seconds a blocked reader or writer waits before it looks again whether the export stopped.
 _POLL_SECONDS = 0.2
+#: Pages of a group being written, waiting, held or asked for: what one stream keeps.
+_PAGES_PER_GROUP = 3
 
 
 class _Stopped(Exception):
@@ -53,10 +56,11 @@ class _GroupState(Generic[R]):
     pages: queue.Queue[tuple[str, Any]] = field(default_factory=lambda: queue.Queue(maxsize=1))
     # Per stream: set once it handed over its first page (or ended without one).
     started: list[threading.Event] = field(default_factory=list)
-    # Readers holding a page the queue has no room for, readers asking CleverTap for a page, and
-    # the condition under which either changes (or the writer takes a page).
+    # Readers holding a page the queue has no room for, readers asking CleverTap for a page, whether
+    # the writer is writing a page, and the condition under which any of them changes.
     holding: int = 0
     asking: int = 0
+    writing: bool = False
     caught_up: threading.Condition = field(default_factory=threading.Condition)
     remaining: int = 0
     skipped: BaseException | None = None
@@ -133,9 +137,8 @@ def read_side_by_side(
                 state.caught_up.notify_all()
 
     def may_ask(state: _GroupState[R]) -> bool:
-        behind = state.holding + state.pages.qsize()
-        # A writer that keeps up lets every stream ask; one that is behind, one page beyond its next.
-        return behind == 0 or behind + state.asking < 2
+        pages = state.writing + state.pages.qsize() + state.holding + state.asking
+        return pages < _PAGES_PER_GROUP
 
     def next_page(state: _GroupState[R], pages: Iterator[Page]) -> Page | None:
         """The stream's next page (``None`` at its end), asked for once the group's writer allows.
@@ -163,13 +166,18 @@ def read_side_by_side(
     def write(state: _GroupState[R]) -> None:
         def pages() -> Iterator[Page]:
             while True:
+                if state.writing:  # the page is written: readers waiting for the writer may ask again
+                    with state.caught_up:
+                        state.writing = False
+                        state.caught_up.notify_all()
                 try:
                     kind, item = state.pages.get(timeout=_POLL_SECONDS)
                 except queue.Empty:
                     if stop.is_set():
                         raise _Stopped() from None
                     continue
-                with state.caught_up:  # room in the queue: readers waiting for the writer may ask again
+                with state.caught_up:  # room in the queue
+                    state.writing = kind == "page"
                     state.caught_up.notify_all()
                 if kind == "page":
                     yield item
