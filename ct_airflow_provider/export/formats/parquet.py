@@ -51,6 +51,7 @@ _EVENT_ORDER = ("ts", "profile", "deviceInfo", "eventProps", "sessionProps")
 
 # Each day's lines go to the reader in blocks of about this size: large enough that its per-call
 # cost vanishes, small enough to keep few in memory. A block's table makes one or more row groups.
+# A day's first block is an eighth of it: the export waits while the reader reads it (see _end_block).
 _BLOCK_BYTES = 4 << 20
 # Lines waiting in the days' buffers, all days together: beyond it the fullest days' lines go to
 # their spill files early (their blocks still end where they would have).
@@ -311,12 +312,17 @@ class _DaySpill:
     learned: pa.DataType = field(default_factory=lambda: pa.struct([]))
     paths: dict[str, Any] = field(default_factory=dict)  # the JSON text paths lines are spilled with
     encode: _Encoder | None = None
-
-    buffer_limit: int = field(default_factory=lambda: _BLOCK_BYTES)  # the buffer size that ends the block
+    # The buffer's size that ends the current block (kept rather than worked out for every record).
+    buffer_limit: int = field(default_factory=lambda: _BLOCK_BYTES // 8)
 
     @property
     def block_bytes(self) -> int:
         return self.written - self.block_start + len(self.buffer)
+
+    @property
+    def block_limit(self) -> int:
+        """The size of the current block: a day's first is small, as the export waits for it."""
+        return _BLOCK_BYTES if self.blocks else _BLOCK_BYTES // 8
 
     def write_buffer(self) -> None:
         """Append the waiting lines to the file (the block goes on)."""
@@ -325,7 +331,7 @@ class _DaySpill:
                 handle.write(self.buffer)
             self.written += len(self.buffer)
             self.buffer = bytearray()
-            self.buffer_limit = _BLOCK_BYTES - (self.written - self.block_start)
+            self.buffer_limit = self.block_limit - (self.written - self.block_start)
 
 
 def _read_block(data: bytearray, table_path: Path) -> pa.DataType | None:
@@ -415,12 +421,14 @@ class ParquetWriter:
 
     def _end_block(self, spill: _DaySpill) -> None:
         """End a day's block and hand it to the reader; its day's next block holds as JSON text the
-        keys of mixed kinds the day's blocks before this one showed (this one, for a first block)."""
+        keys of mixed kinds its first block and the blocks before the last two showed."""
         self._submit(spill)
-        # The first block is waited for: it shows most keys of mixed kinds, which the blocks after
-        # it then hold as JSON text, so that the reader can tell them. Later blocks are not: the
-        # block before is learned while this one was filled.
-        self._learn(until=spill.blocks[0] if len(spill.blocks) == 1 else spill.blocks[-2])
+        # The first block (small) is waited for: it shows most keys of mixed kinds, which the blocks
+        # after it then hold as JSON text, so that the reader can tell them. Later blocks are not:
+        # two are read while the next is filled.
+        blocks = spill.blocks
+        if len(blocks) != 2:
+            self._learn(until=blocks[0] if len(blocks) == 1 else blocks[-3])
         paths = _json_paths(_field("", spill.learned, final=False).type)
         if paths != spill.paths:
             spill.paths, spill.encode = paths, json_text_encoder(paths)
