@@ -164,8 +164,8 @@ class UploadingSink:
             raise ExportConfigError(f"max_in_flight must be an integer of at least 1, got {max_in_flight!r}.")
         self._uploader = uploader
         self._slots = threading.BoundedSemaphore(max_in_flight)
-        # One thread sends every chunk: a stream of 8 MiB chunks keeps up with the writers, while each
-        # chunk in transfer holds about twice its size (docs/performance.md, "Uploads").
+        # One thread sends every chunk: each chunk in transfer holds about twice its size, and a second
+        # thread cost more memory than the time it saved (docs/performance.md, request budget).
         self._chunk_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ct-export-chunks")
         self._streams: dict[Path, _StreamedUpload] = {}  # followed files not yet submitted
         self._all_streams: list[_StreamedUpload] = []
