@@ -20,11 +20,12 @@ from ct_airflow_provider.export.formats import parquet
 from ct_airflow_provider.export.formats.json import encode_line
 from ct_airflow_provider.export.formats.parquet import (
     _block_table,
-    _field,
     _json_paths,
     _merge,
     _python_type,
     _read_block,
+    extend_columns,
+    file_fields,
     json_text_encoder,
 )
 from tests.export.conftest import Exporter
@@ -49,7 +50,8 @@ record_lists = st.lists(st.dictionaries(st.sampled_from(["x", "y", "z", ""]), va
 
 
 def _schema(learned: pa.DataType) -> pa.Schema:
-    return pa.schema([_field(field.name, field.type, final=True) for field in learned])
+    """The files' schema of records of a learned type, as an export without earlier ones writes them."""
+    return pa.schema(file_fields(extend_columns(None, learned)["columns"]))
 
 
 def _lines(records: list[dict[str, Any]]) -> bytearray:
@@ -146,13 +148,13 @@ def test_a_big_integer_in_an_inferred_block_is_remembered(tmp_path: Path) -> Non
         _lines([{"a": {"b": [{"c": 2**60}]}}, {"a": {"b": [{"c": 3}]}}]), tmp_path / "block.arrow"
     )
     assert inferred is not None
-    assert _field("a", inferred.field("a").type, final=True).type == pa.struct(
+    assert _schema(inferred).field("a").type == pa.struct(
         [pa.field("b", pa.list_(pa.struct([pa.field("c", pa.int64())])))]
     )
     learned = _merge(inferred, _python_type([{"a": {"b": [{"c": 0.5}]}}]))
     # Integers beyond 2**53 and a float: JSON text rather than a double that would round them
     # (and a list holding JSON text is JSON text itself).
-    items = _field("a", learned.field("a").type, final=True).type.field("b")
+    items = _schema(learned).field("a").type.field("b")
     assert is_json_field(items) and items.type == pa.string()
 
 

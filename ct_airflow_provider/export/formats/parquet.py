@@ -184,25 +184,23 @@ def _python_type(records: Iterable[dict[str, Any]]) -> pa.DataType:
     return root.learned()
 
 
-def _field(name: str, learned: pa.DataType, final: bool) -> pa.Field:
-    """The field of a key of a learned type, marked in its metadata when its values are JSON text.
+def _field(name: str, learned: pa.DataType) -> pa.Field:
+    """The field of a key of a learned type while records are spilled, marked in its metadata when
+    its values are JSON text (a key holding only empty objects so far stays a struct: a later record
+    may give it keys). The files' fields follow from the stored columns (:func:`_file_field`).
 
     :param name: the key.
     :param learned: its learned type.
-    :param final: whether every record was seen: a key holding only empty objects so far becomes
-        JSON text only then (a later record may give it keys).
     """
     column = learned
     if learned == _BIG_INT:
         column = pa.int64()
     elif learned == pa.null():
         column = pa.string()
-    elif pa.types.is_struct(learned) and (learned.num_fields or not final):
-        column = pa.struct([_field(child.name, child.type, final) for child in learned])
     elif pa.types.is_struct(learned):
-        column = _JSON
+        column = pa.struct([_field(child.name, child.type) for child in learned])
     elif pa.types.is_list(learned):
-        item = _field("item", learned.value_type, final)
+        item = _field("item", learned.value_type)
         # A list holding JSON text is JSON text itself: items are never encoded one by one.
         column = _JSON if item.metadata or _json_paths(item.type) else pa.list_(item.type)
     if column == _JSON:
@@ -354,6 +352,11 @@ def _file_field(name: str, column: Column) -> pa.Field:
 
 
 _FILE_SCALARS = {"int64": pa.int64(), "string": pa.string(), "bool": pa.bool_()}
+
+
+def file_fields(columns: list[list[Any]]) -> list[pa.Field]:
+    """The Parquet fields of stored columns (``[[key, column], ...]``), in their order."""
+    return [_file_field(key, column) for key, column in columns]
 
 
 def _fits(value: Any, column: Column) -> bool:
@@ -636,7 +639,7 @@ class ParquetWriter:
         blocks = spill.blocks
         if len(blocks) != 2:
             self._learn(until=blocks[0] if len(blocks) == 1 else blocks[-3])
-        paths = _json_paths(_field("", spill.learned, final=False).type)
+        paths = _json_paths(_field("", spill.learned).type)
         if paths != spill.paths:
             spill.paths, spill.encode = paths, json_text_encoder(paths)
         while len(self._pending) > _MAX_PENDING_BLOCKS:  # they hold their lines in memory
@@ -703,7 +706,7 @@ class ParquetWriter:
             return extend_columns(stored, learned)
 
         columns = (extend(None) if self.schema is None else self.schema.settle("parquet", extend))["columns"]
-        fields = {key: _file_field(key, column) for key, column in columns}
+        fields = {field.name: field for field in file_fields(columns)}
         if self.event_name is not None:
             fields["ts"] = pa.field("ts", pa.int64())  # made a timestamp for the files
             fields = {key: fields[key] for key in _EVENT_ORDER if key in fields} | fields
