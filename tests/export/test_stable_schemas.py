@@ -74,7 +74,7 @@ def _export(
 def _record(run: int, index: int, props: dict[str, Any]) -> dict[str, Any]:
     return {
         "profile": {"identity": f"r{run}-u{index}"},
-        "ts": 20261101000000 + run * 1_000_000 + index,  # one day per run
+        "ts": 20261101000000 + run * 1_000_000 + index // 60 * 100 + index % 60,  # one day per run
         "event_props": props,
     }
 
@@ -348,3 +348,41 @@ def test_a_stored_schema_that_is_not_one_is_refused_with_the_remedy(
     )
     with pytest.raises(Exception, match=r"column type this version does not know"):
         _export(bucket, tmp_path, 0, [_record(0, 0, {"a": 1})], "parquet")
+
+
+class _CountingBucket:
+    """The bucket, counting the schema's reads and writes."""
+
+    def __init__(self, bucket: CleverTapGCSHook) -> None:
+        self.bucket, self.reads, self.writes = bucket, 0, 0
+
+    def read_object_generation(self, object_name: str) -> tuple[bytes, int] | None:
+        self.reads += 1
+        return self.bucket.read_object_generation(object_name)
+
+    def write_object_if_generation(
+        self, data: bytes, object_name: str, content_type: str, generation: int
+    ) -> int | None:
+        self.writes += 1
+        return self.bucket.write_object_if_generation(data, object_name, content_type, generation)
+
+
+@pytest.mark.parametrize("export_format", ["parquet", "csv"])
+def test_an_export_reads_the_schema_once_and_writes_it_only_when_it_grows(
+    bucket: CleverTapGCSHook, tmp_path: Path, export_format: str
+) -> None:
+    counts = []
+    for run, props in enumerate([{"a": 1.5}, {"a": 2.5}, {"a": 3.5, "b": "new"}]):
+        counting = _CountingBucket(bucket)
+        naming = _naming(run)
+        export_event(
+            pages_of([_record(run, i, props) for i in range(300)], size=10),  # 30 pages over one day
+            event_name=EVENT,
+            naming=naming,
+            export_format=export_format,
+            sink=LocalFolderSink(tmp_path / "out"),
+            work_dir=tmp_path / f"work-{run}",
+            schema=StoredSchema(counting, naming.schema_object_name(EVENT), LOG),  # type: ignore[arg-type]
+        )
+        counts.append((counting.reads, counting.writes))
+    assert counts == [(1, 1), (1, 0), (1, 1)]
