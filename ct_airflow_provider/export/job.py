@@ -35,7 +35,7 @@ from ct_airflow_provider.export.claim import LEASE_SECONDS, POLL_SECONDS, ClaimS
 from ct_airflow_provider.export.errors import ExportConfigError
 from ct_airflow_provider.export.files import ExportedFile
 from ct_airflow_provider.export.manifest import MANIFEST_CONTENT_TYPE, build_manifest
-from ct_airflow_provider.export.naming import ExportNaming
+from ct_airflow_provider.export.naming import PROFILES_NAME, ExportNaming
 from ct_airflow_provider.export.profiles import ProfileDeduplicator
 from ct_airflow_provider.export.reconcile import (
     CountSource,
@@ -44,6 +44,7 @@ from ct_airflow_provider.export.reconcile import (
     check_reconcile_mode,
     reconcile,
 )
+from ct_airflow_provider.export.schemas import StoredSchema
 from ct_airflow_provider.export.sinks import ObjectWriter, UploadingSink
 from ct_airflow_provider.export.streams import StreamGroup, read_side_by_side
 from ct_airflow_provider.export.tuning import ExportTuning, export_tuning
@@ -325,6 +326,7 @@ class ExportRun:
                 sink=sink,
                 work_dir=scratch / "events",
                 keep=keep,
+                schema=self._schema(group.name),
             )
 
         # app_fields: the device fields that CleverTap's own files carry as deviceInfo.
@@ -388,6 +390,7 @@ class ExportRun:
                         max_file_bytes=self.spec.max_file_bytes,
                         sink=sink,
                         work_dir=scratch / "profiles",
+                        schema=self._schema(PROFILES_NAME),
                     )
                 finally:
                     unique.close()
@@ -448,6 +451,12 @@ class ExportRun:
         if app_fields:
             return lambda: read(event_name, day, day, app_fields=True)
         return lambda: read(event_name, day, day)
+
+    def _schema(self, event_name: str) -> StoredSchema | None:
+        """The event's schema in the bucket, which CSV and Parquet files keep to from run to run."""
+        if self.spec.export_format not in ("csv", "parquet"):
+            return None
+        return StoredSchema(self.bucket, self.spec.naming.schema_object_name(event_name), self.log)
 
     def _claim(self) -> ExportClaim:
         self._held_claim = ExportClaim(

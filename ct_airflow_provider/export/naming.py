@@ -17,6 +17,9 @@ from ct_airflow_provider.export.errors import ExportConfigError
 #: Stands in for the event name in the names of profile files.
 PROFILES_NAME = "profiles"
 
+#: The folder, under the prefix, of the schemas exports keep from run to run (see export.schemas).
+SCHEMAS_FOLDER = "_schemas"
+
 #: Google Cloud Storage refuses object names longer than this many UTF-8 bytes.
 MAX_OBJECT_NAME_BYTES = 1024
 
@@ -180,6 +183,17 @@ class ExportNaming:
         It lies outside :meth:`run_prefix`, so an attempt's clean-up of earlier objects never touches it.
         """
         return self._checked(f"{self.request_id}-{self.run_timestamp}.claim", "the claim")
+
+    def schema_object_name(self, event_name: str) -> str:
+        """Return ``<prefix>_schemas/<event name>.json``: the columns every export of the event wrote.
+
+        Shared by every run and request under the prefix, outside any :meth:`run_prefix`.
+
+        :param event_name: the raw event name, or :data:`PROFILES_NAME`.
+        """
+        return self._checked(
+            f"{SCHEMAS_FOLDER}/{sanitize_event_name(event_name)}.json", f"the schema of {event_name!r}"
+        )
 
 
 def manifest_object_name(naming: ExportNaming) -> str:

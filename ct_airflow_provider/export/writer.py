@@ -38,6 +38,7 @@ from ct_airflow_provider.export.formats.json import JsonEncoder
 from ct_airflow_provider.export.formats.xml import XmlEncoder
 from ct_airflow_provider.export.naming import PROFILES_NAME, ExportNaming, sanitize_event_name
 from ct_airflow_provider.export.records import days_of_page, describe_record, shape_event, shape_for_columns
+from ct_airflow_provider.export.schemas import SchemaSettler
 from ct_airflow_provider.export.sinks import Sink
 
 #: Smallest ``max_file_bytes`` accepted: below it no file could hold a record.
@@ -136,6 +137,7 @@ def _write(
     pages: Iterable[Iterable[tuple[int, dict[str, Any]]]],
     event_name: str | None,
     max_open_days: int = DEFAULT_MAX_OPEN_DAYS,
+    schema: SchemaSettler | None = None,
 ) -> list[ExportedFile]:
     """Write every page with the format's writer; return the files handed to the sink.
 
@@ -145,6 +147,7 @@ def _write(
     :param pages: pages of ``(yyyymmdd, record)`` pairs.
     :param event_name: the event name, ``None`` for a profile export.
     :param max_open_days: how many days' files JSON and XML may keep open at once.
+    :param schema: the stored schema CSV and Parquet files keep to (JSON and XML have none).
     """
     title = PROFILES_NAME if event_name is None else event_name
     # A private directory for the spill files of CSV and Parquet, removed whatever happens.
@@ -166,12 +169,12 @@ def _write(
         elif settings.export_format == "xml":
             writer = DayFiles(delivery, XmlEncoder(event_name), max_open_days)
         elif settings.export_format == "csv":
-            writer = CsvWriter(delivery, spill_dir, event_name)
+            writer = CsvWriter(delivery, spill_dir, event_name, schema)
         else:
             # pyarrow is imported only for Parquet exports: it is the largest import of the package.
             from ct_airflow_provider.export.formats.parquet import ParquetWriter
 
-            writer = ParquetWriter(delivery, spill_dir, event_name, settings.parquet_codec)
+            writer = ParquetWriter(delivery, spill_dir, event_name, settings.parquet_codec, schema)
         try:
             for records in pages:
                 writer.add(records)
@@ -199,6 +202,7 @@ def export_event(
     gzip_level: int = DEFAULT_GZIP_LEVEL,
     parquet_codec: str = DEFAULT_PARQUET_CODEC,
     max_open_days: int = DEFAULT_MAX_OPEN_DAYS,
+    schema: SchemaSettler | None = None,
 ) -> ExportedFiles:
     """Write the records of one event as export files, split per day and per ``max_file_bytes``.
 
@@ -217,6 +221,9 @@ def export_event(
     :param parquet_codec: codec inside Parquet files: ``snappy`` (default), ``zstd``, ``gzip``,
         ``brotli``, ``lz4`` or ``none``.
     :param max_open_days: how many days' files may be open at once for JSON and XML.
+    :param schema: the event's stored schema, which CSV and Parquet files keep to and extend (see
+        :mod:`~ct_airflow_provider.export.schemas`); ``None``: the files' columns follow from this
+        export's records alone.
     :raises ExportConfigError: for settings that cannot work, before any page is read.
     :raises ExportDataError: for a record that cannot be exported (no valid ``ts``, too big for
         ``max_file_bytes``, ...); files already handed to the sink stay with it.
@@ -245,7 +252,7 @@ def export_event(
         counts[1] += len(records)
         return zip(days, map(shape, records), strict=True)
 
-    files = _write(settings, naming, sink, map(prepared, pages), event_name, max_open_days)
+    files = _write(settings, naming, sink, map(prepared, pages), event_name, max_open_days, schema)
     return _result(event_name, files, counts[0], counts[1])
 
 
@@ -261,6 +268,7 @@ def export_profiles(
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     gzip_level: int = DEFAULT_GZIP_LEVEL,
     parquet_codec: str = DEFAULT_PARQUET_CODEC,
+    schema: SchemaSettler | None = None,
 ) -> ExportedFiles:
     """Write profile records as export files named with ``profiles`` for the event name.
 
@@ -278,6 +286,7 @@ def export_profiles(
     :param max_file_bytes: size limit of each file.
     :param gzip_level: gzip level 1-9 when gzipped.
     :param parquet_codec: codec inside Parquet files.
+    :param schema: the stored schema of profile exports (see :func:`export_event`).
     :raises ExportConfigError: for settings that cannot work.
     :raises ExportDataError: for a record that is not a JSON object or does not fit in a file.
     """
@@ -298,7 +307,7 @@ def export_profiles(
             counts[0] += 1
             yield day_number, record
 
-    files = _write(settings, naming, sink, map(prepared, pages), None)
+    files = _write(settings, naming, sink, map(prepared, pages), None, schema=schema)
     return _result(PROFILES_NAME, files, counts[0], counts[0])
 
 

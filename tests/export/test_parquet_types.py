@@ -20,11 +20,12 @@ from ct_airflow_provider.export.formats import parquet
 from ct_airflow_provider.export.formats.json import encode_line
 from ct_airflow_provider.export.formats.parquet import (
     _block_table,
-    _field,
     _json_paths,
     _merge,
     _python_type,
     _read_block,
+    extend_columns,
+    file_fields,
     json_text_encoder,
 )
 from tests.export.conftest import Exporter
@@ -49,7 +50,8 @@ record_lists = st.lists(st.dictionaries(st.sampled_from(["x", "y", "z", ""]), va
 
 
 def _schema(learned: pa.DataType) -> pa.Schema:
-    return pa.schema([_field(field.name, field.type, final=True) for field in learned])
+    """The files' schema of records of a learned type, as an export without earlier ones writes them."""
+    return pa.schema(file_fields(extend_columns(None, learned)["columns"]))
 
 
 def _lines(records: list[dict[str, Any]]) -> bytearray:
@@ -146,13 +148,13 @@ def test_a_big_integer_in_an_inferred_block_is_remembered(tmp_path: Path) -> Non
         _lines([{"a": {"b": [{"c": 2**60}]}}, {"a": {"b": [{"c": 3}]}}]), tmp_path / "block.arrow"
     )
     assert inferred is not None
-    assert _field("a", inferred.field("a").type, final=True).type == pa.struct(
+    assert _schema(inferred).field("a").type == pa.struct(
         [pa.field("b", pa.list_(pa.struct([pa.field("c", pa.int64())])))]
     )
     learned = _merge(inferred, _python_type([{"a": {"b": [{"c": 0.5}]}}]))
     # Integers beyond 2**53 and a float: JSON text rather than a double that would round them
     # (and a list holding JSON text is JSON text itself).
-    items = _field("a", learned.field("a").type, final=True).type.field("b")
+    items = _schema(learned).field("a").type.field("b")
     assert is_json_field(items) and items.type == pa.string()
 
 
@@ -188,17 +190,17 @@ def small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("small_blocks")
 @pytest.mark.parametrize(
-    ("late_value", "json_text"),
+    ("late_value", "column_type"),
     [
-        ("text", True),  # a type change long after the first blocks
-        (2**60, False),  # a big integer after many small ones: int64 still holds it
-        (2**64, True),  # beyond int64
-        (True, True),
-        (None, False),
+        ("text", pa.string()),  # a type change long after the first blocks: JSON text
+        (2**60, pa.int64()),  # a big integer after many small ones: int64 still holds it
+        (2**64, pa.string()),  # beyond int64: JSON text
+        (True, pa.string()),
+        (None, pa.float64()),  # numbers are doubles
     ],
 )
 def test_a_late_value_decides_the_type_of_every_file(
-    run_export: Exporter, late_value: Any, json_text: bool
+    run_export: Exporter, late_value: Any, column_type: pa.DataType
 ) -> None:
     count = 400
     records = _records(count, lambda index: {"Count": late_value if index == count - 3 else index})
@@ -206,8 +208,8 @@ def test_a_late_value_decides_the_type_of_every_file(
     assert len(files) > 1
     schema, rows = _rows(files, out)
     field = schema.field("eventProps").type.field("Count")
-    assert is_json_field(field) is json_text
-    assert field.type == (pa.string() if json_text else pa.int64())
+    assert is_json_field(field) is (column_type == pa.string())
+    assert field.type == column_type
     assert len(rows) == count
     by_identity = {row["profile"]["identity"]: row for row in rows}
     for record in records:
@@ -275,7 +277,7 @@ def test_records_are_read_once_when_their_types_hold(tmp_path: Path) -> None:
     # Each day's spill and the tables kept for it are gone once its files are written.
     assert not list((tmp_path / "spill").iterdir())
     schema, rows = _rows(files, out)
-    assert schema.field("eventProps").type.field("Count").type == pa.int64()
+    assert schema.field("eventProps").type.field("Count").type == pa.float64()  # numbers are doubles
     assert sorted(row["profile"]["identity"] for row in rows) == sorted(f"u{i}" for i in range(400))
     by_identity = {row["profile"]["identity"]: row for row in rows}
     for record in records:

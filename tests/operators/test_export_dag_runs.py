@@ -178,6 +178,21 @@ def test_selected_events_in_each_format(
             for file in files:
                 assert file["bytes"] <= 64 * 1024
                 assert "Added-To-Cart-Wishlist" in file["object_name"] or event == "Charged"
+    # CSV and Parquet keep each event's schema beside the files, for the next runs.
+    schemas = sorted(name for name in stack.list_objects(BUCKET) if name.split("/")[-2:-1] == ["_schemas"])
+    if export_format in ("json", "xml"):
+        assert schemas == []
+    else:
+        assert [name.split("/")[-1] for name in schemas] == ["Added-To-Cart-Wishlist.json", "Charged.json"]
+        for event, name in zip(sorted(events), schemas, strict=True):
+            stored = orjson.loads(stack.read_object(BUCKET, name))
+            file = next(f for f in manifest["files"] if f["event_name"] == event)
+            if export_format == "csv":
+                header = stack.read_object(BUCKET, file["object_name"]).decode().split("\r\n", 1)[0]
+                assert header.split(",")[2:] == [".".join(path) for path in stored["csv"]["columns"]]
+            else:
+                schema = pq.read_schema(io.BytesIO(stack.read_object(BUCKET, file["object_name"])))
+                assert schema.names[2:] == [key for key, _column in stored["parquet"]["columns"]]
     stats = simulator.stats.snapshot()
     assert stats["max_concurrent_observed"] <= 3  # the defaults use CleverTap's whole budget, no more
     assert stats["concurrency_rejections"] == 0

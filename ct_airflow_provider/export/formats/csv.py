@@ -23,8 +23,10 @@ from typing import Any
 import orjson
 
 from ct_airflow_provider.export.chunking import DayFiles, Delivery
+from ct_airflow_provider.export.errors import ExportConfigError
 from ct_airflow_provider.export.formats.json import json_text
 from ct_airflow_provider.export.records import API_LAYOUT_SOURCES, DEVICE_FIELDS, day_of, shape_event
+from ct_airflow_provider.export.schemas import SchemaSettler
 
 _TOP = 0
 _CONST = 1
@@ -248,12 +250,18 @@ class CsvWriter:
     :param delivery: where finished files go.
     :param spill_dir: a private directory for the spill files.
     :param event_name: the event name for the ``eventName`` column, ``None`` for profile exports.
+    :param schema: the event's stored schema, settled before the first file (see
+        :mod:`~ct_airflow_provider.export.schemas`): columns of earlier exports come first, in their
+        order, new ones after them; without one, the columns are those of this export's records.
     """
 
     footer = b""
 
-    def __init__(self, delivery: Delivery, spill_dir: Path, event_name: str | None) -> None:
+    def __init__(
+        self, delivery: Delivery, spill_dir: Path, event_name: str | None, schema: SchemaSettler | None = None
+    ) -> None:
         self.delivery = delivery
+        self.schema = schema
         self.spill_dir = spill_dir
         self._event_name = event_name
         # Each block: (kind, name, keys). Columns are the blocks' keys in order (the order in which
@@ -378,14 +386,16 @@ class CsvWriter:
         """Write every day's files, in day order, from the spilled rows."""
         self._flush_all()
         arrived = _column_list(self._blocks)
-        self._blocks = self._days_order()
+        self._blocks = self._settled(self._days_order())
         in_order = _column_list(self._blocks)
+        known = set(arrived)
+        arrived += [column for column in in_order if column not in known]  # only earlier exports had them
+        total = len(arrived)
         reorder = None
         if in_order != arrived:
             position = {column: index for index, column in enumerate(arrived)}
             reorder = itemgetter(*[position[column] for column in in_order])
         files = DayFiles(self.delivery, self, max_open=1)
-        total = self._columns
         try:
             for day_number in sorted(self._days):
                 chunks = files.day(day_number, day_of(day_number))
@@ -399,6 +409,23 @@ class CsvWriter:
             files.abort()
             raise
 
+    def _settled(self, blocks: list[tuple[int, str, list[str]]]) -> list[tuple[int, str, list[str]]]:
+        """The columns of the files: the stored schema's, then the new ones of ``blocks`` (stored too)."""
+        if self.schema is None:
+            return blocks
+        first = len(_column_list(self._first_blocks()))
+        own = [[key] if kind == _TOP else [name, key] for kind, name, key in _column_list(blocks)[first:]]
+
+        def extend(stored: dict[str, Any] | None) -> dict[str, Any]:
+            return extend_csv_columns(stored, own)
+
+        settled = self._first_blocks()
+        stored = self.schema.settle("csv", extend)["columns"]
+        _append_columns(
+            settled, [(_TOP, "", path[0]) if len(path) == 1 else (_SECTION, *path) for path in stored]
+        )
+        return settled
+
     def _batches(self, day_number: int) -> Iterator[tuple[int, list[bytes]]]:
         path = self._spill_path(day_number)
         if not path.exists():
@@ -410,6 +437,26 @@ class CsvWriter:
 
     def abort(self) -> None:
         """Nothing to delete beyond the spill directory, which the driver removes."""
+
+
+def extend_csv_columns(stored: dict[str, Any] | None, own: list[list[str]]) -> dict[str, Any]:
+    """The ``csv`` section of a stored schema extended with an export's columns, new ones at the end.
+
+    :param stored: the section as stored: ``{"columns": [[key] or [object key, key], ...]}`` (after
+        ``ts`` and ``eventName`` for events), ``None`` if none.
+    :param own: the export's columns, in the same form and order.
+    """
+    columns = (stored or {}).get("columns", [])
+    if not isinstance(columns, list) or not all(
+        isinstance(path, list) and len(path) in (1, 2) and all(isinstance(key, str) for key in path)
+        for path in columns
+    ):
+        raise ExportConfigError(
+            'The stored CSV schema is not {"columns": [[key] or [object key, key], ...]}; fix the schema '
+            "object, or delete it to start afresh."
+        )
+    known = {tuple(path) for path in columns}
+    return {"columns": columns + [path for path in own if tuple(path) not in known]}
 
 
 def _reordered_row(row: bytes, reorder: Callable[[list[Any]], Sequence[Any]]) -> bytes:

@@ -32,6 +32,7 @@ from ct_airflow_provider.export.files import digest_of_path
 from ct_airflow_provider.export.formats import PARQUET_CODECS
 from ct_airflow_provider.export.formats.json import careful_line, decoder, encode_line, json_text
 from ct_airflow_provider.export.records import day_of
+from ct_airflow_provider.export.schemas import SchemaSettler
 
 JSON_ENCODING_METADATA = {b"ct_airflow_provider.encoding": b"json"}
 
@@ -183,25 +184,23 @@ def _python_type(records: Iterable[dict[str, Any]]) -> pa.DataType:
     return root.learned()
 
 
-def _field(name: str, learned: pa.DataType, final: bool) -> pa.Field:
-    """The field of a key of a learned type, marked in its metadata when its values are JSON text.
+def _field(name: str, learned: pa.DataType) -> pa.Field:
+    """The field of a key of a learned type while records are spilled, marked in its metadata when
+    its values are JSON text (a key holding only empty objects so far stays a struct: a later record
+    may give it keys). The files' fields follow from the stored columns (:func:`_file_field`).
 
     :param name: the key.
     :param learned: its learned type.
-    :param final: whether every record was seen: a key holding only empty objects so far becomes
-        JSON text only then (a later record may give it keys).
     """
     column = learned
     if learned == _BIG_INT:
         column = pa.int64()
     elif learned == pa.null():
         column = pa.string()
-    elif pa.types.is_struct(learned) and (learned.num_fields or not final):
-        column = pa.struct([_field(child.name, child.type, final) for child in learned])
     elif pa.types.is_struct(learned):
-        column = _JSON
+        column = pa.struct([_field(child.name, child.type) for child in learned])
     elif pa.types.is_list(learned):
-        item = _field("item", learned.value_type, final)
+        item = _field("item", learned.value_type)
         # A list holding JSON text is JSON text itself: items are never encoded one by one.
         column = _JSON if item.metadata or _json_paths(item.type) else pa.list_(item.type)
     if column == _JSON:
@@ -226,6 +225,204 @@ def _holds(arrow_type: pa.DataType, test: Callable[[pa.DataType], bool]) -> bool
     if pa.types.is_list(arrow_type):
         return _holds(arrow_type.value_type, test)
     return test(arrow_type)
+
+
+# Columns that last from export to export -------------------------------------------------------
+#
+# A column's type as the stored schema keeps it (export.schemas), in JSON: "double", "int64",
+# "string", "bool", "json" (JSON text), "null" (only nulls so far: decided by the first value),
+# {"struct": [[key, type], ...]} or {"list": type}. A column first seen gets the type of its values
+# (every number a double, unless an integer needs int64); once written, a column keeps its type,
+# and values that do not fit it go to its variant column, "<key>__v_json", as JSON text.
+
+Column = Any  # str | dict[str, Any]: see above
+
+#: The name of a key's variant column is the key's with this appended.
+VARIANT_SUFFIX = "__v_json"
+_SCALAR_COLUMNS = {
+    pa.null(): "null",
+    pa.bool_(): "bool",
+    pa.int64(): "double",
+    pa.float64(): "double",
+    _BIG_INT: "int64",
+    pa.string(): "string",
+    _JSON: "json",
+}
+# The learned types each scalar column holds as they are.
+_HELD = {
+    "double": (pa.int64(), pa.float64()),
+    "int64": (pa.int64(), _BIG_INT),
+    "string": (pa.string(),),
+    "bool": (pa.bool_(),),
+}
+
+
+def _holds_json(column: Column) -> bool:
+    if column == "json":
+        return True
+    if isinstance(column, dict) and "struct" in column:
+        return any(_holds_json(child) for _key, child in column["struct"])
+    return isinstance(column, dict) and _holds_json(column["list"])
+
+
+def _new_column(learned: pa.DataType) -> Column:
+    """The column of a key first seen, from its learned type (over every record of the export)."""
+    if pa.types.is_struct(learned):
+        if not learned.num_fields:  # only ever empty objects
+            return "json"
+        return {"struct": [[child.name, _new_column(child.type)] for child in learned]}
+    if pa.types.is_list(learned):
+        item = _new_column(learned.value_type)
+        # Values inside lists are never made JSON text one by one: such a list is JSON text whole.
+        return "json" if _holds_json(item) else {"list": item}
+    return _SCALAR_COLUMNS[learned]
+
+
+def _extend_column(column: Column, learned: pa.DataType, variants: bool) -> tuple[Column, bool]:
+    """A column extended with values of a learned type: the column, and whether some of them do not fit.
+
+    :param column: the column as stored.
+    :param learned: the learned type of this export's values.
+    :param variants: whether a struct's keys may get variant columns (not inside lists, whose items
+        are never split: a list with an item that does not fit goes whole to its own variant).
+    """
+    if learned == pa.null() or column == "json":
+        return column, False
+    if column == "null":
+        return _new_column(learned), False
+    if isinstance(column, str):
+        return column, learned not in _HELD[column]
+    if "struct" in column:
+        if not pa.types.is_struct(learned):
+            return column, True
+        fields = [[key, child] for key, child in column["struct"]]
+        index = {key: position for position, (key, _child) in enumerate(fields)}
+        for child in learned:
+            position = index.get(child.name)
+            if position is None:
+                index[child.name] = len(fields)
+                fields.append([child.name, _new_column(child.type)])
+                continue
+            extended, misfit = _extend_column(fields[position][1], child.type, variants)
+            if not misfit:
+                fields[position][1] = extended
+            elif not variants:
+                return column, True
+            elif child.name + VARIANT_SUFFIX not in index:
+                index[child.name + VARIANT_SUFFIX] = len(fields)
+                fields.append([child.name + VARIANT_SUFFIX, "json"])
+        return {"struct": fields}, False
+    if not pa.types.is_list(learned):
+        return column, True
+    item, misfit = _extend_column(column["list"], learned.value_type, variants=False)
+    if misfit or _holds_json(item):
+        return column, True
+    return {"list": item}, False
+
+
+def extend_columns(stored: dict[str, Any] | None, learned: pa.DataType) -> dict[str, Any]:
+    """The ``parquet`` section of a stored schema extended with an export's learned record type.
+
+    :param stored: the section as stored (``{"columns": [[key, column], ...]}``), ``None`` if none.
+    :param learned: the learned type of the export's records (a struct).
+    """
+    columns = {"struct": (stored or {}).get("columns", [])}
+    try:
+        extended, _misfit = _extend_column(columns, learned, variants=True)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ExportConfigError(
+            f"The stored Parquet schema holds a column type this version does not know ({exc!r}); "
+            'types are "double", "int64", "string", "bool", "json", "null", {"struct": [[key, type], ...]} '
+            'and {"list": type}. Fix the schema object, or delete it to start afresh.'
+        ) from exc
+    return {"columns": extended["struct"]}
+
+
+def _file_field(name: str, column: Column) -> pa.Field:
+    """The Parquet field of a column."""
+    if column == "json":
+        return pa.field(name, pa.string(), metadata=JSON_ENCODING_METADATA)
+    if isinstance(column, str):
+        arrow_type = {"null": pa.string(), "double": pa.float64()}.get(column) or _FILE_SCALARS[column]
+    elif "struct" in column:
+        arrow_type = pa.struct([_file_field(key, child) for key, child in column["struct"]])
+    else:
+        arrow_type = pa.list_(_file_field("item", column["list"]).type)
+    return pa.field(name, arrow_type)
+
+
+_FILE_SCALARS = {"int64": pa.int64(), "string": pa.string(), "bool": pa.bool_()}
+
+
+def file_fields(columns: list[list[Any]]) -> list[pa.Field]:
+    """The Parquet fields of stored columns (``[[key, column], ...]``), in their order."""
+    return [_file_field(key, column) for key, column in columns]
+
+
+def _fits(value: Any, column: Column) -> bool:
+    """Whether a value is written as it is in a column (else it goes to the key's variant column)."""
+    kind = type(value)
+    if value is None or column == "json":
+        return True
+    if column == "double":
+        return kind is float or (kind is int and -_EXACT_DOUBLE <= value <= _EXACT_DOUBLE)
+    if column == "int64":
+        return kind is int and value in _INT64
+    if column == "string":
+        return kind is str
+    if column == "bool":
+        return kind is bool
+    if column == "null":
+        return False
+    if "struct" in column:
+        if kind is not dict:
+            return False
+        children = dict(column["struct"])
+        return all(key in children and _fits(child, children[key]) for key, child in value.items())
+    return kind is list and all(_fits(item, column["list"]) for item in value)
+
+
+def _misfits(learned: pa.DataType, column: Column) -> bool:
+    """Whether values of a learned type may not all fit a column (a block's rows are then routed)."""
+    return _extend_column(column, learned, variants=False)[1]
+
+
+def variant_router(columns: list[list[Any]]) -> _Encoder | None:
+    """A function moving each value that does not fit its column to the key's variant column.
+
+    The value is moved as it is (made JSON text afterwards, as the variant column is JSON text);
+    ``None`` when no column has a variant.
+
+    :param columns: the columns of a struct, ``[[key, column], ...]``.
+    """
+    keys = {key for key, _column in columns}
+    steps: list[tuple[str, Column, _Encoder | None]] = []
+    for key, column in columns:
+        inner = variant_router(column["struct"]) if isinstance(column, dict) and "struct" in column else None
+        if key + VARIANT_SUFFIX in keys or inner is not None:
+            steps.append((key, column, inner))
+    if not steps:
+        return None
+
+    def route(obj: dict[str, Any]) -> dict[str, Any]:
+        copy = None
+        for key, column, inner in steps:
+            value = obj.get(key)
+            if value is None:
+                continue
+            if key + VARIANT_SUFFIX in keys and not (
+                _fits(value, column) if inner is None else type(value) is dict
+            ):
+                copy = copy or obj.copy()
+                copy[key], copy[key + VARIANT_SUFFIX] = None, value
+            elif inner is not None and type(value) is dict:
+                routed = inner(value)
+                if routed is not value:
+                    copy = copy or obj.copy()
+                    copy[key] = routed
+        return obj if copy is None else copy
+
+    return route
 
 
 # JSON text ---------------------------------------------------------------------------------------
@@ -285,6 +482,7 @@ class _Block:
     :param paths: the JSON text paths its lines were spilled with.
     :param careful: whether a line holds an integer beyond 64 bits (never given to the reader).
     :param table_path: where the reader's table of the lines is kept (Arrow IPC), if it may serve.
+    :param learned: the learned type of its records, once learned.
     """
 
     path: Path
@@ -293,6 +491,7 @@ class _Block:
     paths: dict[str, Any]
     careful: bool
     table_path: Path | None = None
+    learned: pa.DataType | None = None
 
 
 @dataclass
@@ -373,17 +572,28 @@ class ParquetWriter:
     :param spill_dir: a private directory for the spill files.
     :param event_name: the event name for the ``eventName`` column, ``None`` for profile exports.
     :param codec: the compression codec inside the files.
+    :param schema: the event's stored schema, settled before the first file (see
+        :mod:`~ct_airflow_provider.export.schemas`); without one, the files' columns are those of
+        this export's records alone, by the same rules.
     """
 
     #: Event records arrive shaped (see :func:`~ct_airflow_provider.export.records.shape_event`).
     shapes_records = False
 
-    def __init__(self, delivery: Delivery, spill_dir: Path, event_name: str | None, codec: str) -> None:
+    def __init__(
+        self,
+        delivery: Delivery,
+        spill_dir: Path,
+        event_name: str | None,
+        codec: str,
+        schema: SchemaSettler | None = None,
+    ) -> None:
         if codec not in PARQUET_CODECS:
             raise ExportConfigError(
                 f"Unknown Parquet codec {codec!r}; choose one of {', '.join(PARQUET_CODECS)}."
             )
         self.delivery, self.spill_dir, self.event_name, self.codec = delivery, spill_dir, event_name, codec
+        self.schema = schema
         self._days: dict[int, _DaySpill] = {}
         self._pending: deque[tuple[_DaySpill, _Block, bytearray, Future[pa.DataType | None] | None]] = deque()
         self._reader: ThreadPoolExecutor | None = None
@@ -429,7 +639,7 @@ class ParquetWriter:
         blocks = spill.blocks
         if len(blocks) != 2:
             self._learn(until=blocks[0] if len(blocks) == 1 else blocks[-3])
-        paths = _json_paths(_field("", spill.learned, final=False).type)
+        paths = _json_paths(_field("", spill.learned).type)
         if paths != spill.paths:
             spill.paths, spill.encode = paths, json_text_encoder(paths)
         while len(self._pending) > _MAX_PENDING_BLOCKS:  # they hold their lines in memory
@@ -473,6 +683,7 @@ class ParquetWriter:
                 learned = _python_type(loads(line) for line in data.splitlines())
             if block.table_path is not None and not block.table_path.exists():
                 block.table_path = None
+            block.learned = learned
             spill.learned = _merge(spill.learned, learned)
             if block is until:
                 return
@@ -488,13 +699,20 @@ class ParquetWriter:
         learned = pa.struct([])
         for day_number in sorted(self._days):  # keys in the order the days show them
             learned = _merge(learned, self._days[day_number].learned)
-        fields = {child.name: _field(child.name, child.type, final=True) for child in learned}
+        if self.event_name is not None:  # ts is the files' timestamp column, not a stored one
+            learned = pa.struct([child for child in learned if child.name != "ts"])
+
+        def extend(stored: dict[str, Any] | None) -> dict[str, Any]:
+            return extend_columns(stored, learned)
+
+        columns = (extend(None) if self.schema is None else self.schema.settle("parquet", extend))["columns"]
+        fields = {field.name: field for field in file_fields(columns)}
         if self.event_name is not None:
             fields["ts"] = pa.field("ts", pa.int64())  # made a timestamp for the files
             fields = {key: fields[key] for key in _EVENT_ORDER if key in fields} | fields
         with ThreadPoolExecutor(1, thread_name_prefix="parquet-tables") as pool:
             blocks = [block for day_number in sorted(self._days) for block in self._days[day_number].blocks]
-            files = _Files(self, pa.schema(list(fields.values())), pool, blocks)
+            files = _Files(self, pa.schema(list(fields.values())), pool, blocks, columns)
             for day_number in sorted(self._days):
                 spill = self._days[day_number]
                 files.write_day(day_number, spill)
@@ -526,10 +744,17 @@ class _Files:
     :param raw_schema: the schema of the records (``ts`` an integer).
     :param pool: the helper thread that makes the tables.
     :param blocks: every block, in the order they are written (day after day).
+    :param columns: the columns as stored (``[[key, column], ...]``), to route values that do not
+        fit theirs to their variant columns.
     """
 
     def __init__(
-        self, writer: ParquetWriter, raw_schema: pa.Schema, pool: ThreadPoolExecutor, blocks: list[_Block]
+        self,
+        writer: ParquetWriter,
+        raw_schema: pa.Schema,
+        pool: ThreadPoolExecutor,
+        blocks: list[_Block],
+        columns: list[list[Any]],
     ) -> None:
         self.writer, self.raw_schema, self.schema = writer, raw_schema, raw_schema
         if writer.event_name is not None:
@@ -537,6 +762,8 @@ class _Files:
             self.schema = pa.schema(first + [column for column in raw_schema if column.name != "ts"])
         self.paths = _json_paths(pa.struct(list(raw_schema)))
         self.encode = json_text_encoder(self.paths)
+        self.columns: Column = {"struct": columns}
+        self.route = variant_router(columns)
         self.limit = writer.delivery.max_file_bytes
         self.ratio = _INITIAL_RATIO
         # ParquetWriter rather than pq.write_table, which imports pandas (seconds, and memory).
@@ -664,7 +891,7 @@ class _Files:
     def _make(self, block: _Block) -> pa.Table:
         """A block's rows in the files' schema (in the helper thread)."""
         raw = None
-        if block.table_path is not None and block.paths == self.paths:
+        if block.table_path is not None and block.paths == self.paths and not self._routed(block):
             raw = _block_table(block.table_path, self.raw_schema)
         if raw is None:
             raw = self._read_again(block)
@@ -680,16 +907,25 @@ class _Files:
         columns += [raw.column(column.name) for column in self.raw_schema if column.name != "ts"]
         return pa.Table.from_arrays(columns, schema=self.schema)
 
+    def _routed(self, block: _Block) -> bool:
+        """Whether some of a block's values go to variant columns (they do not fit their columns)."""
+        return self.route is not None and (block.learned is None or _misfits(block.learned, self.columns))
+
     def _read_again(self, block: _Block) -> pa.Table:
-        """A block's lines read with the schema, values made JSON text where it says so."""
+        """A block's lines read with the schema, values made JSON text or moved to variant columns
+        where it says so."""
         with open(block.path, "rb") as handle:
             handle.seek(block.start)
             data = handle.read(block.end - block.start)
-        if block.paths != self.paths or block.careful:
-            loads = decoder(block.careful)
-            data = b"".join(
-                encode_line(self.encode(_decoded(loads(line), block.paths))) for line in data.splitlines()
+        route = self.route if self._routed(block) else None
+        if block.paths != self.paths or block.careful or route is not None:
+            loads, encode = decoder(block.careful), self.encode
+            records: Iterable[dict[str, Any]] = (
+                _decoded(loads(line), block.paths) for line in data.splitlines()
             )
+            if route is not None:
+                records = map(route, records)
+            data = b"".join(encode_line(encode(record)) for record in records)
         try:
             return pa_json.read_json(
                 pa.BufferReader(data),
