@@ -4,7 +4,7 @@ An export reads one stream per event and day (each one CleverTap query, paged by
 ``concurrency`` streams are read at once, whatever the mix of events and days, so CleverTap prepares
 pages for several of them while the export writes others; each event's pages go to that event's
 writer, which runs in its own thread. A stream waiting on CleverTap ("not ready", 429) only holds
-its own reader. Each stream holds at most one page beyond the ones its event's writer is taking.
+its own reader.
 
 A group keeps at most three pages in memory or on their way, as a single stream does: the one its
 writer is writing, one waiting for it, one held or asked for. While the writer waits for pages

@@ -144,8 +144,10 @@ def _time(value: str) -> dt.datetime:
 
 
 def _objects(gcs: GCSTestStack, prefix: str) -> dict[str, int]:
-    """Object name -> generation (a rewrite gets a new generation)."""
-    return gcs.object_generations(BUCKET, prefix)
+    """Object name -> generation (a rewrite gets a new generation) of the runs' objects: the event
+    schemas every run shares (``_schemas/``) are left out."""
+    generations = gcs.object_generations(BUCKET, prefix)
+    return {name: generation for name, generation in generations.items() if "/_schemas/" not in name}
 
 
 def _manifests(gcs: GCSTestStack, prefix: str) -> dict[int, list[dict[str, Any]]]:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from ct_airflow_provider.export.claim import ClaimLostError, ExportClaim
-from ct_airflow_provider.hooks.gcs import CleverTapGCSHook, get_bucket_hook
+from ct_airflow_provider.hooks.gcs import CleverTapGCSHook
 from ct_airflow_provider.testing.gcs_emulator import GCSTestStack
+from tests.export.conftest import empty_bucket_hook
 
 BUCKET = "ct-claims"
 CLAIM = "1234567890-1796472000.claim"
@@ -19,13 +19,8 @@ LOG = logging.getLogger("test_claim")
 
 
 @pytest.fixture
-def bucket(gcs_stack: GCSTestStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[CleverTapGCSHook]:
-    gcs_stack.create_bucket(BUCKET)
-    gcs_stack.delete_all_objects(BUCKET)
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_CT_CLAIMS", gcs_stack.connection_env(BUCKET, gcs_stack.new_service_account_key())
-    )
-    yield get_bucket_hook("ct_claims")
+def bucket(gcs_stack: GCSTestStack, monkeypatch: pytest.MonkeyPatch) -> CleverTapGCSHook:
+    return empty_bucket_hook(gcs_stack, monkeypatch, BUCKET)
 
 
 def _claim(bucket: CleverTapGCSHook, holder: str, lease: float = 30.0) -> ExportClaim:

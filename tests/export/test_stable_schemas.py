@@ -13,7 +13,6 @@ import itertools
 import json
 import logging
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,9 @@ import pytest
 from ct_airflow_provider.export import ExportNaming, LocalFolderSink, export_event
 from ct_airflow_provider.export.formats.parquet import VARIANT_SUFFIX, extend_columns
 from ct_airflow_provider.export.schemas import StoredSchema, StoredSchemaError
-from ct_airflow_provider.hooks.gcs import CleverTapGCSHook, get_bucket_hook
+from ct_airflow_provider.hooks.gcs import CleverTapGCSHook
 from ct_airflow_provider.testing.gcs_emulator import GCSTestStack
+from tests.export.conftest import empty_bucket_hook
 from tests.export.sample_records import pages_of
 
 BUCKET = "ct-schemas"
@@ -38,13 +38,8 @@ LOG = logging.getLogger("test_stable_schemas")
 
 
 @pytest.fixture
-def bucket(gcs_stack: GCSTestStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[CleverTapGCSHook]:
-    gcs_stack.create_bucket(BUCKET)
-    gcs_stack.delete_all_objects(BUCKET)
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_CT_SCHEMAS", gcs_stack.connection_env(BUCKET, gcs_stack.new_service_account_key())
-    )
-    yield get_bucket_hook("ct_schemas")
+def bucket(gcs_stack: GCSTestStack, monkeypatch: pytest.MonkeyPatch) -> CleverTapGCSHook:
+    return empty_bucket_hook(gcs_stack, monkeypatch, BUCKET)
 
 
 def _naming(run: int) -> ExportNaming:

@@ -25,9 +25,10 @@ from ct_airflow_provider.export.job import ExportRun, ExportSpec, Pages
 from ct_airflow_provider.export.tuning import ExportTuning, export_tuning
 from ct_airflow_provider.export.windows import ExportWindow
 from ct_airflow_provider.hooks.clevertap import CleverTapHook
-from ct_airflow_provider.hooks.gcs import CleverTapGCSHook, get_bucket_hook
+from ct_airflow_provider.hooks.gcs import CleverTapGCSHook
 from ct_airflow_provider.testing.gcs_emulator import GCSTestStack
 from ct_airflow_provider.testing.simulator import SimulatorServer
+from tests.export.conftest import empty_bucket_hook
 
 BUCKET = "ct-tuning"
 EVENT = "App Launched"
@@ -63,13 +64,8 @@ class _Watched:
 
 
 @pytest.fixture
-def bucket(gcs_stack: GCSTestStack, monkeypatch: pytest.MonkeyPatch) -> Iterator[CleverTapGCSHook]:
-    gcs_stack.create_bucket(BUCKET)
-    gcs_stack.delete_all_objects(BUCKET)
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_CT_TUNING", gcs_stack.connection_env(BUCKET, gcs_stack.new_service_account_key())
-    )
-    yield get_bucket_hook("ct_tuning")
+def bucket(gcs_stack: GCSTestStack, monkeypatch: pytest.MonkeyPatch) -> CleverTapGCSHook:
+    return empty_bucket_hook(gcs_stack, monkeypatch, BUCKET)
 
 
 @pytest.fixture

@@ -512,7 +512,10 @@ class _DaySpill:
     paths: dict[str, Any] = field(default_factory=dict)  # the JSON text paths lines are spilled with
     encode: _Encoder | None = None
     # The buffer's size that ends the current block (kept rather than worked out for every record).
-    buffer_limit: int = field(default_factory=lambda: _BLOCK_BYTES // 8)
+    buffer_limit: int = 0
+
+    def __post_init__(self) -> None:
+        self.buffer_limit = self.block_limit
 
     @property
     def block_bytes(self) -> int:
@@ -658,7 +661,8 @@ class ParquetWriter:
                 data = bytearray(handle.read(spill.written - start))
         block = _Block(spill.path, start, spill.written, spill.paths, spill.careful)
         spill.blocks.append(block)
-        spill.block_start, spill.careful, spill.buffer_limit = spill.written, False, _BLOCK_BYTES
+        spill.block_start, spill.careful = spill.written, False
+        spill.buffer_limit = spill.block_limit
         future = None
         if not block.careful:  # the reader would take such integers for doubles
             self._reader = self._reader or ThreadPoolExecutor(2, thread_name_prefix="parquet-types")
