@@ -162,6 +162,7 @@ class CleverTapExportTaskGroup(TaskGroup):
                 from_date=from_date,
                 to_date=to_date,
                 slice_results=exports.output,
+                slices=len(slices),
                 **shared,
             )
             exports >> manifest

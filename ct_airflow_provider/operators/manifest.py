@@ -26,17 +26,26 @@ class CleverTapExportManifestOperator(_CleverTapToGCSBase):
     :class:`~ct_airflow_provider.task_groups.CleverTapExportTaskGroup` builds it.
 
     :param slice_results: what the slices returned (the mapped export task's ``output``). (templated)
+    :param slices: how many slices the export has: fewer results (a slice failed, and this task was
+        made to run anyway with another trigger rule) fail the task, without a manifest.
     """
 
     template_fields: Sequence[str] = (*_CleverTapToGCSBase.template_fields, "slice_results")
 
-    def __init__(self, *, slice_results: Any, **kwargs: Any) -> None:
+    def __init__(self, *, slice_results: Any, slices: int, **kwargs: Any) -> None:
         kwargs.setdefault("pool_slots", 1)
         super().__init__(**kwargs)
         self.slice_results = slice_results
+        self.slices = slices
 
     def _export(self, context: Context) -> ExportResult:
         reports = _reports(self.slice_results)
+        if len(reports) != self.slices:
+            raise ExportConfigError(
+                f"{len(reports)} of the export's {self.slices} slices reported their files: a slice failed or did "
+                "not run, so the export is not complete and gets no manifest. Clear the failed slices to run "
+                "them again, then this task."
+            )
         run, _clevertap = self._run(context)
         self.log.info("Writing the manifest of %d slices", len(reports))
         return run.complete_slices(reports)

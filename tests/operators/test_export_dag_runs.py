@@ -468,6 +468,13 @@ def test_a_failed_slice_leaves_the_export_without_a_manifest(
     assert states[("export.export", 0)] == "success" and states[("export.export", 1)] == "failed"
     assert states[("export.manifest", -1)] == "upstream_failed"
     assert not [name for name in stack.list_objects(BUCKET) if name.endswith("manifest.json")]
+    # Made to run anyway (another trigger rule), the manifest step sees a slice missing and refuses.
+    manifest_task = dag.get_task("export.manifest")
+    manifest_task.trigger_rule = "all_done"
+    dag_run = run_dag(dag)
+    states = {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
+    assert states[("export.manifest", -1)] == "failed"
+    assert not [name for name in stack.list_objects(BUCKET) if name.endswith("manifest.json")]
 
 
 def test_a_recurring_export_sliced_by_event_writes_each_window_once(
