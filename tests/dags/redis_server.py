@@ -95,7 +95,9 @@ def _wait_until_ready(process: subprocess.Popen[bytes], redis: RedisServer) -> N
     deadline = time.monotonic() + _STARTUP_DEADLINE_S
     while not _answers_ping(redis.port):
         if process.poll() is not None or time.monotonic() > deadline:
-            state = f"exited with {process.returncode}" if process.returncode is not None else "did not answer"
+            state = (
+                f"exited with {process.returncode}" if process.returncode is not None else "did not answer"
+            )
             raise RuntimeError(
                 f"redis-server on port {redis.port} {state}; last lines of {redis.log_path}:\n"
                 f"{tail(redis.log_path)}"
