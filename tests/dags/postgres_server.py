@@ -41,8 +41,12 @@ class PostgresServer:
 
     @property
     def celery_result_backend(self) -> str:
-        """The URL of Celery's database result backend (SQLAlchemy behind a ``db+`` prefix)."""
-        return f"db+postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
+        """The URL of Celery's database result backend: SQLAlchemy's URL behind a ``db+`` prefix.
+
+        The driver is named: SQLAlchemy 2.1 takes psycopg 3 for a bare ``postgresql://``, and the
+        tests have psycopg2 only.
+        """
+        return f"db+{self.sqlalchemy_url}"
 
 
 def _as_server_user() -> dict[str, str]:
