@@ -259,12 +259,20 @@ class AirflowDeployment:
     def wait_for_workers(self, timeout_s: float = _STARTUP_DEADLINE_S) -> None:
         """Wait until every running Celery worker consumes tasks."""
         running = [name for name in self.worker_hostnames if name in self.processes]
-        self.wait_until(
-            f"Celery workers {running} ready",
-            lambda: all(self.worker_ready(name) for name in running),
-            timeout_s,
-            poll_s=0.5,
-        )
+        try:
+            self.wait_until(
+                f"Celery workers {running} ready",
+                lambda: all(self.worker_ready(name) for name in running),
+                timeout_s,
+                poll_s=0.5,
+            )
+        except DeploymentError as error:
+            logs = "".join(
+                f"\nlast lines of {name}.log:\n{tail(self.home / f'{name}.log', 15)}"
+                for name in running
+                if not self.worker_ready(name)
+            )
+            raise DeploymentError(f"{error}{logs}") from None
 
     def kill_worker(self, name: str, sig: signal.Signals = signal.SIGKILL, timeout_s: float = 30.0) -> None:
         """Send ``sig`` to a Celery worker's whole process group and wait until the worker has exited.
