@@ -80,6 +80,21 @@ class ExportedFile:
             "content_type": self.content_type,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExportedFile:
+        """The file :meth:`as_dict` describes (as a slice of an export reports it)."""
+        day = str(data["day"])
+        return cls(
+            object_name=str(data["object_name"]),
+            event_name=str(data["event_name"]),
+            day=date(int(day[:4]), int(day[4:6]), int(day[6:])),
+            file_index=int(data["file_index"]),
+            records=int(data["records"]),
+            bytes=int(data["bytes"]),
+            crc32c=str(data["crc32c"]),
+            content_type=str(data["content_type"]),
+        )
+
 
 @dataclass(frozen=True)
 class FileDigest:

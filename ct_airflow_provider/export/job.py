@@ -13,6 +13,13 @@ Exactly once, whatever happens:
 3. Objects of this request and run timestamp that this attempt did not write (an earlier attempt
    produced more chunks, or data for an event that is now skipped) are deleted.
 4. The manifest is written last: its presence marks the export complete.
+
+An export may also be split into slices (events, days, or both) that run as separate tasks, on any
+workers: each slice is an ``ExportRun`` with the export's request id and run timestamp and a
+``slice_key``; it holds a claim of its own, deletes the manifest first, writes its files, removes
+only its own stale objects, and reports its files instead of writing the manifest.
+:meth:`ExportRun.complete_slices` then writes the export's one manifest from every slice's report,
+once all succeeded.
 """
 
 from __future__ import annotations
@@ -21,21 +28,22 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from ct_airflow_provider.clevertap_api import MAX_CONCURRENT_REQUESTS
 from ct_airflow_provider.export.claim import LEASE_SECONDS, POLL_SECONDS, ClaimStore, ExportClaim
-from ct_airflow_provider.export.errors import ExportConfigError
+from ct_airflow_provider.export.errors import ExportConfigError, ExportSinkError
 from ct_airflow_provider.export.files import ExportedFile
 from ct_airflow_provider.export.manifest import MANIFEST_CONTENT_TYPE, build_manifest
-from ct_airflow_provider.export.naming import PROFILES_NAME, ExportNaming
+from ct_airflow_provider.export.naming import PROFILES_NAME, ExportNaming, sanitize_event_name
 from ct_airflow_provider.export.profiles import ProfileDeduplicator
 from ct_airflow_provider.export.reconcile import (
     CountSource,
@@ -153,6 +161,14 @@ class ExportResult:
             "reconciled": None if self.reconciliation is None else self.reconciliation.reconciled,
         }
 
+    def slice_report(self) -> dict[str, Any]:
+        """What a slice of a sliced export reports for the export's manifest (JSON-able)."""
+        return {
+            "files": [file.as_dict() for file in self.files],
+            "skipped_events": dict(self.skipped_events),
+            "reconciliation": None if self.reconciliation is None else self.reconciliation.as_manifest(),
+        }
+
 
 def check_concurrent_requests(value: object) -> int:
     """Return ``value`` if it is a number of concurrent CleverTap requests an export may use.
@@ -220,6 +236,9 @@ class ExportRun:
     :param claim_lease_seconds: a claim on the run not renewed for this long is taken over.
     :param tuning: process-wide settings applied while the export runs (see
         :mod:`~ct_airflow_provider.export.tuning`); none by default.
+    :param slice_key: this run is one slice of a sliced export (its events and the days of
+        ``spec.window``), named by this key (unique within the export): it writes no manifest and
+        removes only its own stale objects (see :meth:`complete_slices`).
     """
 
     def __init__(
@@ -234,8 +253,11 @@ class ExportRun:
         holder: str | None = None,
         claim_lease_seconds: float = LEASE_SECONDS,
         tuning: ExportTuning | None = None,
+        slice_key: str | None = None,
     ) -> None:
         self.tuning = tuning or ExportTuning()
+        self.slice_key = slice_key
+        self._slice_events: Sequence[str] = ()
         self.concurrent_requests = check_concurrent_requests(concurrent_requests)
         self.holder = holder or f"export {uuid.uuid4().hex[:12]} (process {os.getpid()})"
         self.claim_lease_seconds = claim_lease_seconds
@@ -270,6 +292,7 @@ class ExportRun:
             Only whole days are compared: a recurring window's days are checked by a daily task.
         """
         check_reconcile_mode(reconcile_mode)
+        self._slice_events = list(event_names)
         progress = _Progress(self.log, f"Export {self.spec.naming.request_id}")
         keep = self.spec.window.keep()
         with export_tuning(self.tuning, self.spec.export_format), self._claim(), self._scratch() as scratch:
@@ -349,6 +372,11 @@ class ExportRun:
         self, source: RecordSource, event_names: Sequence[str], *, skippable: tuple[type[Exception], ...] = ()
     ) -> ExportResult:
         """Export every profile active in the window (that did any of ``event_names``), each once."""
+        if self.slice_key is not None:
+            raise ExportConfigError(
+                "A profile export cannot be sliced: a profile active in two slices (two events or two days) "
+                "would be exported twice. Export profiles in one task."
+            )
         progress = _Progress(self.log, f"Profile export {self.spec.naming.request_id}")
         window = self.spec.window
         with export_tuning(self.tuning, self.spec.export_format), self._claim(), self._scratch() as scratch:
@@ -408,9 +436,88 @@ class ExportRun:
         self.result.skipped_events[event_name] = str(error)
 
     def _finish(self, progress: _Progress) -> ExportResult:
-        written = {f.object_name for f in self.result.files}
+        self._remove_stale({f.object_name for f in self.result.files}, self._owned_pattern())
+        elapsed = max(time.monotonic() - progress.started, 1e-9)
+        if self.slice_key is not None:
+            self._held_claim.check()
+            self.log.info(
+                "Slice %s of export %s complete: %d records in %d files (%.1f MB) in %.1f s; the export's "
+                "manifest is written once every slice is (gs://%s/%s)",
+                self.slice_key, self.result.request_id, self.result.records, len(self.result.files),
+                self.result.bytes / 1e6, elapsed, self.result.bucket, self.manifest_object,
+            )  # fmt: skip
+            return self.result
+        self._write_manifest()
+        self.log.info(
+            "Export %s complete: %d records in %d files (%.1f MB) in %.1f s (%.0f records/s); manifest gs://%s/%s",
+            self.result.request_id, self.result.records, len(self.result.files), self.result.bytes / 1e6,
+            elapsed, progress.records / elapsed, self.result.bucket, self.manifest_object,
+        )  # fmt: skip
+        return self.result
+
+    def complete_slices(self, reports: Sequence[Mapping[str, Any]]) -> ExportResult:
+        """Write the manifest of a sliced export from every slice's report, once all succeeded.
+
+        Every file a slice reported must be in the bucket (else the export fails, naming them);
+        objects of the run that no slice reported (left by a slice no longer planned, or by an
+        attempt whose retry wrote fewer chunks) are removed first.
+
+        :param reports: :meth:`ExportResult.slice_report` of every slice.
+        :raises ExportSinkError: a reported file is missing.
+        """
+        if not reports:
+            raise ExportConfigError(
+                "No slice of this export reported its files: there is nothing to complete."
+            )
+        files = [ExportedFile.from_dict(file) for report in reports for file in report["files"]]
+        names = [file.object_name for file in files]
+        if len(set(names)) != len(names):
+            twice = sorted({name for name in names if names.count(name) > 1})
+            raise ExportConfigError(
+                f"Two slices reported the same files ({', '.join(twice[:5])}): the slices overlap. Give each "
+                "event and day to one slice only."
+            )
+        counts: dict[str, Any] = {}
+        for report in reports:
+            self.result.skipped_events.update(report.get("skipped_events") or {})
+            for event, days in (report.get("reconciliation") or {}).items():
+                counts.setdefault(event, {}).update(days)  # slices of one event hold other days
+        checked = [report.get("reconciliation") is not None for report in reports]
+        if all(checked):
+            self.result.reconciliation = Reconciliation.from_manifest(counts)
+        self.result.files = files
+        with self._claim():
+            present = set(self.bucket.list_objects(self.prefix))
+            missing = sorted(set(names) - present)
+            if missing:
+                raise ExportSinkError(
+                    f"{len(missing)} files that slices reported are not in the bucket ({', '.join(missing[:5])}): "
+                    "clear the slices that wrote them so they run again, then this step."
+                )
+            self._remove_stale(set(names), None)
+            self._write_manifest()
+        self.log.info(
+            "Export %s complete: %d slices, %d records in %d files (%.1f MB); manifest gs://%s/%s",
+            self.result.request_id, len(reports), self.result.records, len(files), self.result.bytes / 1e6,
+            self.result.bucket, self.manifest_object,
+        )  # fmt: skip
+        return self.result
+
+    def _owned_pattern(self) -> re.Pattern[str] | None:
+        """The names of the objects a slice writes (its events on its days); ``None``: the whole run's."""
+        if self.slice_key is None:
+            return None
+        events = "|".join(re.escape(sanitize_event_name(name)) for name in self._slice_events) or "(?!)"
+        days = "|".join(f"{day:%Y%m%d}" for day in self._days())
+        database = self.spec.naming.database_id
+        return re.compile(rf"{re.escape(self.prefix)}(?:{events})-(?:{days})-\d+-{database}\.[a-z.]+")
+
+    def _remove_stale(self, written: set[str], owned: re.Pattern[str] | None) -> None:
+        """Delete the run's objects (of ``owned`` names) this attempt did not write."""
         for name in self.bucket.list_objects(self.prefix):
-            if name not in written and name != self.manifest_object:
+            if name in written or name == self.manifest_object:
+                continue
+            if owned is None or owned.fullmatch(name):
                 self.bucket.delete_object(name)
                 self.result.removed_stale_objects.append(name)
         if self.result.removed_stale_objects:
@@ -418,6 +525,8 @@ class ExportRun:
                 "Removed %d objects an earlier attempt wrote and this one did not: %s",
                 len(self.result.removed_stale_objects), ", ".join(self.result.removed_stale_objects[:10]),
             )  # fmt: skip
+
+    def _write_manifest(self) -> None:
         manifest = build_manifest(
             naming=self.spec.naming,
             files=self.result.files,
@@ -431,13 +540,6 @@ class ExportRun:
         # Only the claim's holder may mark the export complete.
         self._held_claim.check()
         self.bucket.upload_bytes(manifest, self.manifest_object, MANIFEST_CONTENT_TYPE)
-        elapsed = max(time.monotonic() - progress.started, 1e-9)
-        self.log.info(
-            "Export %s complete: %d records in %d files (%.1f MB) in %.1f s (%.0f records/s); manifest gs://%s/%s",
-            self.result.request_id, self.result.records, len(self.result.files), self.result.bytes / 1e6,
-            elapsed, progress.records / elapsed, self.result.bucket, self.manifest_object,
-        )  # fmt: skip
-        return self.result
 
     # -- plumbing ----------------------------------------------------------------------------------
     def _days(self) -> list[dt.date]:
@@ -461,7 +563,7 @@ class ExportRun:
     def _claim(self) -> ExportClaim:
         self._held_claim = ExportClaim(
             self.bucket,
-            self.spec.naming.claim_object_name(),
+            self.spec.naming.claim_object_name(self.slice_key),
             self.holder,
             self.log,
             lease_seconds=self.claim_lease_seconds,

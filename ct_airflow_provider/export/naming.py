@@ -177,12 +177,20 @@ class ExportNaming:
         """Return ``<prefix><request id>-<run timestamp>-manifest.json``."""
         return self._checked(f"{self.request_id}-{self.run_timestamp}-manifest.json", "the manifest")
 
-    def claim_object_name(self) -> str:
-        """Return ``<prefix><request id>-<run timestamp>.claim``, present while an attempt writes this run.
+    def claim_object_name(self, slice_key: str | None = None) -> str:
+        """Return ``<prefix><request id>-<run timestamp>.claim``, present while an attempt writes this run
+        (``<request id>-<run timestamp>.<slice key>.claim`` for one slice of a sliced export).
 
         It lies outside :meth:`run_prefix`, so an attempt's clean-up of earlier objects never touches it.
+
+        :param slice_key: the slice's key (see :class:`~ct_airflow_provider.export.job.ExportRun`).
         """
-        return self._checked(f"{self.request_id}-{self.run_timestamp}.claim", "the claim")
+        if slice_key is None:
+            return self._checked(f"{self.request_id}-{self.run_timestamp}.claim", "the claim")
+        key = sanitize_event_name(slice_key)
+        return self._checked(
+            f"{self.request_id}-{self.run_timestamp}.{key}.claim", f"the claim of slice {key}"
+        )
 
     def schema_object_name(self, event_name: str) -> str:
         """Return ``<prefix>_schemas/<event name>.json``: the columns every export of the event wrote.

@@ -73,6 +73,16 @@ class Reconciliation:
     def describe_mismatches(self) -> str:
         return "; ".join(f"{event!r} on {day}: {count.describe()}" for event, day, count in self.mismatches())
 
+    @classmethod
+    def from_manifest(cls, data: Mapping[str, Mapping[str, Mapping[str, int]]]) -> Reconciliation:
+        """The reconciliation :meth:`as_manifest` describes."""
+        return cls(
+            {
+                event: {day: DayCount(int(c["exported"]), int(c["clevertap"])) for day, c in days.items()}
+                for event, days in data.items()
+            }
+        )
+
     def as_manifest(self) -> dict[str, dict[str, dict[str, int]]]:
         return {
             event: {

@@ -102,6 +102,8 @@ class _CleverTapToGCSBase(BaseOperator):
     )
     ui_color = "#e8f0fe"
     ui_fgcolor = "#1a1a1a"
+    #: Set on the slices of an export split across tasks (see the events operator's ``slice_key``).
+    slice_key: str | None = None
 
     def __init__(
         self,
@@ -204,7 +206,7 @@ class _CleverTapToGCSBase(BaseOperator):
         request_id = (
             str(self.request_id)
             if self.request_id
-            else _derived_request_id(ti.dag_id, ti.task_id, ti.map_index)
+            else derived_request_id(ti.dag_id, ti.task_id, ti.map_index)
         )
         return ExportNaming(
             request_id=request_id,
@@ -242,6 +244,7 @@ class _CleverTapToGCSBase(BaseOperator):
             concurrent_requests=self.concurrent_requests,
             holder=_holder(context),
             tuning=tuning,
+            slice_key=self.slice_key,
         )
         return run, clevertap
 
@@ -250,7 +253,10 @@ class _CleverTapToGCSBase(BaseOperator):
             self._result = self._export(context)
         except NOT_RETRYABLE as error:
             raise AirflowFailException(str(error)) from error
-        return self._result.summary()
+        summary = self._result.summary()
+        if self.slice_key is not None:  # what the export's manifest step collects
+            summary["slice"] = self._result.slice_report()
+        return summary
 
     def _export(self, context: Context) -> ExportResult:
         raise NotImplementedError
@@ -285,7 +291,7 @@ def _is_template(value: object) -> bool:
     return isinstance(value, str) and "{{" in value
 
 
-def _derived_request_id(dag_id: str, task_id: str, map_index: int | None) -> str:
+def derived_request_id(dag_id: str, task_id: str, map_index: int | None) -> str:
     """A 10-digit id (CleverTap's are epoch-second sized) stable for one task, distinct between tasks."""
     digest = hashlib.sha256(
         f"{dag_id}\x00{task_id}\x00{map_index if map_index not in (None, -1) else ''}".encode()

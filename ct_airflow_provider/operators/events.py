@@ -40,6 +40,10 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
         difference, naming each event, day and both numbers; ``"warn"`` writes the manifest with
         ``"reconciled": false``; ``"off"`` skips the check. Recurring windows cut days into parts:
         :class:`~ct_airflow_provider.operators.CleverTapReconcileOperator` checks their days.
+    :param slice_key: makes this task one slice of an export split across tasks, named by the key:
+        it writes its events and days under the export's request id and run timestamp and reports
+        its files (XCom ``slice``) for the export's one manifest, which a last task writes.
+        :class:`~ct_airflow_provider.task_groups.CleverTapExportTaskGroup` sets it; leave it unset.
     """
 
     template_fields: Sequence[str] = (*_CleverTapToGCSBase.template_fields, "events")
@@ -53,10 +57,12 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
         export_format: str = "json",
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
         reconcile: str = "fail",
+        slice_key: str | None = None,
         **kwargs: Any,
     ) -> None:
         self.events = events
         self.reconcile = check_reconcile_mode(reconcile)
+        self.slice_key = slice_key
         super().__init__(
             from_date=from_date,
             to_date=to_date,
@@ -64,33 +70,6 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
             max_file_bytes=max_file_bytes,
             **kwargs,
         )
-
-    @staticmethod
-    def slices(events: list[str], from_date: str | dt.date, to_date: str | dt.date) -> list[dict[str, Any]]:
-        """Split a once-only export into one slice per event and day, for ``.expand_kwargs()``.
-
-        Each slice runs as its own mapped task instance (on any executor, in parallel, retried on its
-        own) and is a complete export with its own request id and manifest. Give the mapped task
-        ``pool="clevertap_api"`` (3 slots) so the whole deployment stays within CleverTap's limit of 3
-        concurrent requests::
-
-            CleverTapEventsToGCSOperator.partial(task_id="export", pool="clevertap_api").expand_kwargs(
-                CleverTapEventsToGCSOperator.slices(["Charged", "App Launched"], "2024-01-01", "2024-01-07")
-            )
-
-        :param events: the event names.
-        :param from_date: first day (inclusive).
-        :param to_date: last day (inclusive).
-        """
-        first, last = _as_date(from_date), _as_date(to_date)
-        if first > last:
-            raise ValueError(f"from_date {first} is after to_date {last}.")
-        days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
-        return [
-            {"events": [event], "from_date": day.isoformat(), "to_date": day.isoformat()}
-            for event in _event_list(events)
-            for day in days
-        ]
 
     def _export(self, context: Context) -> ExportResult:
         run, clevertap = self._run(context)
@@ -109,10 +88,6 @@ class CleverTapEventsToGCSOperator(_CleverTapToGCSBase):
         result = run.events(clevertap, names, skippable=skippable, reconcile_mode=self.reconcile)
         self._note_refused_events(result)
         return result
-
-
-def _as_date(value: str | dt.date) -> dt.date:
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))
 
 
 def _check_known(selected: list[str], known: list[str]) -> None:

@@ -19,7 +19,7 @@ from ct_airflow_provider.export.reconcile import (
 from ct_airflow_provider.export.windows import ExportWindowError, once_only_window
 from ct_airflow_provider.hooks.clevertap import CleverTapHook
 from ct_airflow_provider.hooks.gcs import CleverTapGCSHook, get_bucket_hook
-from ct_airflow_provider.operators._base import _derived_request_id
+from ct_airflow_provider.operators._base import derived_request_id
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -109,7 +109,7 @@ class CleverTapReconcileOperator(BaseOperator):
             day = self._day(context, clevertap)
         except ExportWindowError as error:
             raise AirflowFailException(str(error)) from error
-        request_id = self.request_id or _derived_request_id(
+        request_id = self.request_id or derived_request_id(
             self.export_dag_id or self.dag_id, str(self.export_task_id), None
         )
         prefix = check_prefix(self.object_prefix)

@@ -1,4 +1,5 @@
-"""Processes that tests and ``make airflow`` start: free ports, log tails, stopping a process group."""
+"""Processes that tests and ``make airflow`` start: free ports, log tails, stopping a process group,
+a hostname per Celery worker."""
 
 from __future__ import annotations
 
@@ -10,12 +11,26 @@ import subprocess
 import time
 from pathlib import Path
 
+#: The hostname :func:`worker_hostname` reports, set per Celery worker by the deployment tests.
+WORKER_HOSTNAME_ENV = "CT_AIRFLOW_WORKER_HOSTNAME"
+
 
 def free_port() -> int:
     """A TCP port free on the loopback interface right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def worker_hostname() -> str:
+    """The hostname a task instance records: ``$CT_AIRFLOW_WORKER_HOSTNAME``, else the machine's FQDN.
+
+    Airflow records the result of ``[core] hostname_callable`` as the task instance's ``hostname``.
+    Two Celery workers on one machine share its FQDN, so the deployment tests point each worker's
+    ``hostname_callable`` here with its Celery hostname in the variable, and can tell from a task
+    instance which worker ran it.
+    """
+    return os.environ.get(WORKER_HOSTNAME_ENV) or socket.getfqdn()
 
 
 def tail(path: Path, lines: int = 30) -> str:

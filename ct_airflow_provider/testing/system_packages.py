@@ -1,4 +1,4 @@
-"""Debian packages the deployment tests run for real: Chromium (browser tests) and PostgreSQL.
+"""Debian packages the deployment tests run for real: Chromium (browser tests), PostgreSQL and Redis.
 
 ``python -m ct_airflow_provider.testing.system_packages`` installs what is missing with apt-get and
 does nothing when everything is there, so ``make test`` runs it every time. Nothing is downloaded
@@ -75,16 +75,33 @@ def ensure_postgresql() -> Path:
     return ensure_debian_package("postgresql", _postgresql_bin)
 
 
+#: Where Debian's redis-server package puts the server.
+REDIS_SERVER = Path("/usr/bin/redis-server")
+
+
+def _redis_server() -> Path | None:
+    return REDIS_SERVER if REDIS_SERVER.exists() else None
+
+
+def ensure_redis() -> Path:
+    """The ``redis-server`` program, installed when missing.
+
+    The Celery deployment test uses Redis as Celery's broker, as Airflow's own Docker Compose
+    deployment does.
+    """
+    return ensure_debian_package("redis-server", _redis_server)
+
+
 def main() -> int:
-    """Install Chromium and PostgreSQL when missing; print where they are."""
+    """Install Chromium, PostgreSQL and Redis when missing; print where they are."""
     from ct_airflow_provider.testing.browser_setup import ensure_chromium
 
     try:
-        chromium, postgresql = ensure_chromium(), ensure_postgresql()
+        chromium, postgresql, redis = ensure_chromium(), ensure_postgresql(), ensure_redis()
     except SystemPackageError as error:
         print(f"system_packages: {error}", file=sys.stderr)
         return 1
-    print(f"system_packages: Chromium at {chromium}, PostgreSQL at {postgresql}")
+    print(f"system_packages: Chromium at {chromium}, PostgreSQL at {postgresql}, Redis at {redis}")
     return 0
 
 

@@ -1,7 +1,8 @@
 """A throwaway PostgreSQL server on loopback, from Debian's package, for deployments that need one.
 
 Airflow 2 refuses LocalExecutor (and CeleryExecutor) on SQLite, so its deployment tests run on
-PostgreSQL as a production deployment does. The cluster lives in a temporary folder, trusts local
+PostgreSQL as a production deployment does; so does the Celery deployment on Airflow 3, whose
+workers and scheduler share Celery's result backend there. The cluster lives in a temporary folder, trusts local
 connections and runs without fsync: it exists for one test module.
 """
 
@@ -37,6 +38,15 @@ class PostgresServer:
     @property
     def sqlalchemy_url(self) -> str:
         return f"postgresql+psycopg2://{self.user}@127.0.0.1:{self.port}/{self.database}"
+
+    @property
+    def celery_result_backend(self) -> str:
+        """The URL of Celery's database result backend: SQLAlchemy's URL behind a ``db+`` prefix.
+
+        The driver is named: SQLAlchemy 2.1 takes psycopg 3 for a bare ``postgresql://``, and the
+        tests have psycopg2 only.
+        """
+        return f"db+{self.sqlalchemy_url}"
 
 
 def _as_server_user() -> dict[str, str]:

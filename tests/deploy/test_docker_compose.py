@@ -576,3 +576,16 @@ def _compose_from_text(text: str) -> ComposeFile:
         path = Path(folder) / "docker-compose.yaml"
         path.write_text(text)
         return ComposeFile(path)
+
+
+def test_the_stack_runs_celery_as_the_distributed_test_does(compose: ComposeFile) -> None:
+    # tests/dags/test_celery_export.py runs this deployment without Docker: same executor, same
+    # broker and result backend kinds, workers started with `airflow celery worker`.
+    from tests.dags.airflow_deployment import CELERY_EXECUTOR
+
+    for service in ("airflow-worker", "airflow-scheduler"):
+        env = compose.environment(service)
+        assert env["AIRFLOW__CORE__EXECUTOR"] == CELERY_EXECUTOR, service
+        assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://"), service
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://"), service
+    assert compose.command("airflow-worker") == ["celery", "worker"]

@@ -21,6 +21,7 @@ from lxml import etree
 from ct_airflow_provider.export.profiles import profile_key
 from ct_airflow_provider.export.windows import ts_of
 from ct_airflow_provider.operators import CleverTapEventsToGCSOperator, CleverTapProfilesToGCSOperator
+from ct_airflow_provider.task_groups import CleverTapExportTaskGroup
 from ct_airflow_provider.testing.dag_runs import run_dag
 from ct_airflow_provider.testing.gcs_emulator import GCSTestStack
 from ct_airflow_provider.testing.pytest_plugin import connect_default_connections
@@ -414,28 +415,123 @@ def test_retry_after_a_failed_upload_leaves_exactly_the_right_objects(
         assert Counter(int(r["ts"]) for r in records) == _truth_ts(simulator, event, day)
 
 
-def test_event_day_slices_run_as_mapped_tasks(stack: GCSTestStack, simulator: SimulatorServer) -> None:
+def test_an_export_sliced_by_event_and_day_has_one_request_id_and_one_manifest(
+    stack: GCSTestStack, simulator: SimulatorServer
+) -> None:
     last = _yesterday(simulator)
     first = last - dt.timedelta(days=1)
-    events = ["Charged", "Product Viewed"]
-    slices = CleverTapEventsToGCSOperator.slices(events, first.isoformat(), last.isoformat())
-    assert len(slices) == 4
+    events = ["Charged", "Product Viewed", "App Launched"]
     with DAG(dag_id="e2e_sliced", schedule=None, catchup=False) as dag:
-        CleverTapEventsToGCSOperator.partial(task_id="export", export_format="json").expand_kwargs(slices)
-    assert run_dag(dag).state == "success"
-    objects = stack.list_objects(BUCKET)
-    manifests = [orjson.loads(stack.read_object(BUCKET, n)) for n in objects if n.endswith("manifest.json")]
-    assert len(manifests) == 4 and len({m["request_id"] for m in manifests}) == 4
+        group = CleverTapExportTaskGroup(
+            "big_export", events=events, from_date=first.isoformat(), to_date=last.isoformat(),
+            export_format="json", max_file_bytes=8 * 1024,
+        )  # fmt: skip
+    assert len(group.slices) == 6
+    dag_run = run_dag(dag)
+    assert dag_run.state == "success"
+    tis = {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
+    assert tis == {("big_export.export", i): "success" for i in range(6)} | {
+        ("big_export.manifest", -1): "success"
+    }
+    # One manifest, listing every object of the export: a search by the request id finds them all.
+    manifest = _manifest(stack)
+    assert manifest["request_id"] == group.request_id and manifest["reconciled"] is True
+    objects = set(stack.list_objects(BUCKET))
+    by_request = {
+        name for name in objects if name.startswith(f"{group.request_id}-{manifest['run_timestamp']}-")
+    }
+    assert {f["object_name"] for f in manifest["files"]} == by_request - {
+        n for n in objects if n.endswith("manifest.json")
+    }
     for event in events:
         for day in (first, last):
-            files = [
-                f["object_name"]
-                for m in manifests
-                for f in m["files"]
-                if f["event_name"] == event and f["day"] == day.strftime("%Y%m%d")
-            ]
-            records = [r for name in files for r in _read_records(stack, name)]
+            files = [f for f in manifest["files"] if f["event_name"] == event and f["day"] == f"{day:%Y%m%d}"]
+            assert [f["file_index"] for f in sorted(files, key=lambda f: f["file_index"])] == list(
+                range(len(files))
+            )
+            records = [r for f in files for r in _read_records(stack, f["object_name"])]
             assert Counter(int(r["ts"]) for r in records) == _truth_ts(simulator, event, day)
+
+
+def test_a_failed_slice_leaves_the_export_without_a_manifest(
+    stack: GCSTestStack, simulator: SimulatorServer
+) -> None:
+    day = _yesterday(simulator)
+    refusing = sorted(set(simulator.truth.event_names()) - set(simulator.truth.exportable_event_names()))[0]
+    with DAG(dag_id="e2e_sliced_failing", schedule=None, catchup=False) as dag:
+        CleverTapExportTaskGroup(
+            "export", events=["Charged", refusing], from_date=day.isoformat(), to_date=day.isoformat()
+        )
+    dag_run = run_dag(dag)
+    assert dag_run.state == "failed"
+    states = {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
+    assert states[("export.export", 0)] == "success" and states[("export.export", 1)] == "failed"
+    assert states[("export.manifest", -1)] == "upstream_failed"
+    assert not [name for name in stack.list_objects(BUCKET) if name.endswith("manifest.json")]
+    # Made to run anyway (another trigger rule), the manifest step sees a slice missing and refuses.
+    manifest_task = dag.get_task("export.manifest")
+    manifest_task.trigger_rule = "all_done"
+    dag_run = run_dag(dag)
+    states = {(ti.task_id, ti.map_index): ti.state for ti in dag_run.get_task_instances()}
+    assert states[("export.manifest", -1)] == "failed"
+    assert not [name for name in stack.list_objects(BUCKET) if name.endswith("manifest.json")]
+
+
+def test_a_recurring_export_sliced_by_event_writes_each_window_once(
+    stack: GCSTestStack, simulator: SimulatorServer
+) -> None:
+    tz = __import__("zoneinfo").ZoneInfo(simulator.timezone)
+    day = _yesterday(simulator) - dt.timedelta(days=1)
+    midnight = dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.timezone.utc)
+    events = ["App Launched", "Charged"]
+    with DAG(
+        dag_id="e2e_sliced_recurring",
+        schedule=DeltaDataIntervalTimetable(dt.timedelta(hours=12)),
+        start_date=midnight,
+        catchup=False,
+    ) as dag:
+        CleverTapExportTaskGroup("windows", slice_by="event", events=events, export_format="csv")
+    for window in range(2):
+        # A manual run's data interval ends at its logical date: [date - 12 h, date).
+        assert run_dag(dag, logical_date=midnight + dt.timedelta(hours=12 * (window + 1))).state == "success"
+    manifests = [
+        orjson.loads(stack.read_object(BUCKET, n))
+        for n in stack.list_objects(BUCKET)
+        if n.endswith("manifest.json")
+    ]
+    assert len(manifests) == 2 and len({m["request_id"] for m in manifests}) == 1
+    for event in events:
+        records = [
+            r for m in manifests for f in m["files"] if f["event_name"] == event
+            for r in _read_records(stack, f["object_name"])
+        ]  # fmt: skip
+        assert Counter(int(r["ts"]) for r in records) == _truth_ts(simulator, event, day)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"export": "profiles", "from_date": "2026-11-01", "to_date": "2026-11-01"},
+            "would be exported twice",
+        ),
+        ({"events": [], "from_date": "2026-11-01", "to_date": "2026-11-02"}, "needs the events listed"),
+        ({"events": ["Charged"], "from_date": "2026-11-02", "to_date": "2026-11-01"}, "no day to slice"),
+        ({"events": ["Charged"], "slice_by": "day"}, "needs a once-only range"),
+        (
+            {"events": ["Charged"], "slice_by": "week", "from_date": "2026-11-01", "to_date": "2026-11-01"},
+            "choose one of",
+        ),
+    ],
+)
+def test_slice_plans_that_cannot_work_are_refused_when_the_dag_is_parsed(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    with (
+        DAG(dag_id="e2e_sliced_refused", schedule=None, catchup=False),
+        pytest.raises(ValueError, match=message),
+    ):
+        CleverTapExportTaskGroup("export", **kwargs)
 
 
 def _truth_in(simulator: SimulatorServer, event: str, start: dt.datetime, end: dt.datetime) -> Counter[int]:
