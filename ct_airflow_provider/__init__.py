@@ -65,6 +65,7 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": "CleverTap",
                 "python-modules": [
                     "ct_airflow_provider.operators.events",
+                    "ct_airflow_provider.operators.manifest",
                     "ct_airflow_provider.operators.profiles",
                     "ct_airflow_provider.operators.reconcile",
                 ],
