@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -436,7 +437,8 @@ class ExportRun:
         self.result.skipped_events[event_name] = str(error)
 
     def _finish(self, progress: _Progress) -> ExportResult:
-        self._remove_stale({f.object_name for f in self.result.files}, self._owned_pattern())
+        written = {f.object_name for f in self.result.files}
+        self._remove_stale(self.bucket.list_objects(self.prefix), written, self._owned_pattern())
         elapsed = max(time.monotonic() - progress.started, 1e-9)
         if self.slice_key is not None:
             self._held_claim.check()
@@ -472,7 +474,7 @@ class ExportRun:
         files = [ExportedFile.from_dict(file) for report in reports for file in report["files"]]
         names = [file.object_name for file in files]
         if len(set(names)) != len(names):
-            twice = sorted({name for name in names if names.count(name) > 1})
+            twice = sorted(name for name, count in Counter(names).items() if count > 1)
             raise ExportConfigError(
                 f"Two slices reported the same files ({', '.join(twice[:5])}): the slices overlap. Give each "
                 "event and day to one slice only."
@@ -487,14 +489,14 @@ class ExportRun:
             self.result.reconciliation = Reconciliation.from_manifest(counts)
         self.result.files = files
         with self._claim():
-            present = set(self.bucket.list_objects(self.prefix))
-            missing = sorted(set(names) - present)
+            present = self.bucket.list_objects(self.prefix)
+            missing = sorted(set(names).difference(present))
             if missing:
                 raise ExportSinkError(
                     f"{len(missing)} files that slices reported are not in the bucket ({', '.join(missing[:5])}): "
                     "clear the slices that wrote them so they run again, then this step."
                 )
-            self._remove_stale(set(names), None)
+            self._remove_stale(present, set(names), None)
             self._write_manifest()
         self.log.info(
             "Export %s complete: %d slices, %d records in %d files (%.1f MB); manifest gs://%s/%s",
@@ -512,9 +514,9 @@ class ExportRun:
         database = self.spec.naming.database_id
         return re.compile(rf"{re.escape(self.prefix)}(?:{events})-(?:{days})-\d+-{database}\.[a-z.]+")
 
-    def _remove_stale(self, written: set[str], owned: re.Pattern[str] | None) -> None:
-        """Delete the run's objects (of ``owned`` names) this attempt did not write."""
-        for name in self.bucket.list_objects(self.prefix):
+    def _remove_stale(self, present: Iterable[str], written: set[str], owned: re.Pattern[str] | None) -> None:
+        """Delete the run's objects (``present``, of ``owned`` names) this attempt did not write."""
+        for name in present:
             if name in written or name == self.manifest_object:
                 continue
             if owned is None or owned.fullmatch(name):

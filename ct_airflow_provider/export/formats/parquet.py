@@ -396,25 +396,25 @@ def variant_router(columns: list[list[Any]]) -> _Encoder | None:
     :param columns: the columns of a struct, ``[[key, column], ...]``.
     """
     keys = {key for key, _column in columns}
-    steps: list[tuple[str, Column, _Encoder | None]] = []
+    # Per key: its column, its variant column's name (None: it has none), the router of its struct.
+    steps: list[tuple[str, Column, str | None, _Encoder | None]] = []
     for key, column in columns:
         inner = variant_router(column["struct"]) if isinstance(column, dict) and "struct" in column else None
-        if key + VARIANT_SUFFIX in keys or inner is not None:
-            steps.append((key, column, inner))
+        variant = key + VARIANT_SUFFIX if key + VARIANT_SUFFIX in keys else None
+        if variant is not None or inner is not None:
+            steps.append((key, column, variant, inner))
     if not steps:
         return None
 
     def route(obj: dict[str, Any]) -> dict[str, Any]:
         copy = None
-        for key, column, inner in steps:
+        for key, column, variant, inner in steps:
             value = obj.get(key)
             if value is None:
                 continue
-            if key + VARIANT_SUFFIX in keys and not (
-                _fits(value, column) if inner is None else type(value) is dict
-            ):
+            if variant is not None and not (_fits(value, column) if inner is None else type(value) is dict):
                 copy = copy or obj.copy()
-                copy[key], copy[key + VARIANT_SUFFIX] = None, value
+                copy[key], copy[variant] = None, value
             elif inner is not None and type(value) is dict:
                 routed = inner(value)
                 if routed is not value:
