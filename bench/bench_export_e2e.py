@@ -6,7 +6,7 @@ writing -> manifest) is timed against
 (a) draining the same events from the simulator through the hook, and
 (b) uploading the same bytes (the files that export wrote) to the emulator through the bucket hook,
     two uploads in flight as in the export: whole files (the Google provider's ``GCSHook.upload``) and streamed chunk by chunk
-    (``open_object_writer``, as the export sends text files); the faster of the two is the floor.
+    (``start_file_upload``, as the export sends text files); the faster of the two is the floor.
 
 Target: the export takes at most 1.3x the longer of (a) and (b). The CPU seconds that the export
 process, the simulator and the emulator spend during each phase are reported too: their sum over
@@ -199,13 +199,12 @@ def run_case(export_format: str, events: int, requests: int) -> dict[str, object
 
         # The same files again, each streamed chunk by chunk as the export sends them.
         def stream(path: Path) -> None:
-            writer = bucket.open_object_writer(
-                f"upload-floor/streamed-{path.name}", "application/octet-stream"
-            )
             with open(path, "rb") as source:
-                while data := source.read(bucket.upload_chunk_bytes):
-                    writer.write(data)
-            writer.close()
+                upload = bucket.start_file_upload(
+                    source, f"upload-floor/streamed-{path.name}", "application/octet-stream"
+                )
+                while not upload.finished:
+                    upload.send_chunk()
 
         started, cpu_before = time.perf_counter(), cpu.read()
         with concurrent.futures.ThreadPoolExecutor(2) as pool:

@@ -37,7 +37,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from ct_airflow_provider.clevertap_api import MAX_CONCURRENT_REQUESTS
 from ct_airflow_provider.export.claim import LEASE_SECONDS, POLL_SECONDS, ClaimStore, ExportClaim
@@ -54,7 +54,7 @@ from ct_airflow_provider.export.reconcile import (
     reconcile,
 )
 from ct_airflow_provider.export.schemas import StoredSchema
-from ct_airflow_provider.export.sinks import ObjectWriter, UploadingSink
+from ct_airflow_provider.export.sinks import FileUpload, UploadingSink
 from ct_airflow_provider.export.streams import StreamGroup, read_side_by_side
 from ct_airflow_provider.export.tuning import ExportTuning, export_tuning
 from ct_airflow_provider.export.windows import ExportWindow
@@ -89,7 +89,7 @@ class Bucket(ClaimStore, Protocol):
     @property
     def upload_chunk_bytes(self) -> int: ...
 
-    def open_object_writer(self, object_name: str, content_type: str) -> ObjectWriter: ...
+    def start_file_upload(self, source: BinaryIO, object_name: str, content_type: str) -> FileUpload: ...
 
     def upload_bytes(self, data: bytes, object_name: str, content_type: str) -> None: ...
 
@@ -213,6 +213,7 @@ class _Progress:
                     self.what, label, self.records, self.files, self.bytes / 1e6, self.records / (now - self.started),
                 )  # fmt: skip
             yield page
+            del page  # written: not held while the next page is awaited
 
     def wrote(self, files: Sequence[ExportedFile]) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ object.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -71,16 +72,17 @@ class Sink(Protocol):
     ) -> None: ...
 
 
-class ObjectWriter(Protocol):
-    """An upload sent as it is written (the Google client's ``BlobWriter``)."""
+class FileUpload(Protocol):
+    """A resumable upload that reads its chunks from a local file (the bucket hook's ``start_file_upload``)."""
 
-    def write(self, data: bytes) -> int:
-        """Append ``data``; full chunks are sent before returning."""
+    @property
+    def finished(self) -> bool:
+        """Whether the last chunk was sent and the object created."""
 
-    def close(self) -> None:
-        """Send what is left and create the object."""
+    def send_chunk(self) -> None:
+        """Read the next chunk from the file and send it; a chunk shorter than a whole one is the last."""
 
-    def terminate(self) -> None:
+    def cancel(self) -> None:
         """Abandon the upload: no object is created."""
 
 
@@ -91,8 +93,8 @@ class Uploader(Protocol):
     def upload_chunk_bytes(self) -> int:
         """Size of each chunk of a resumable upload."""
 
-    def open_object_writer(self, object_name: str, content_type: str) -> ObjectWriter:
-        """Start an upload of ``object_name`` that is sent while it is written."""
+    def start_file_upload(self, source: BinaryIO, object_name: str, content_type: str) -> FileUpload:
+        """Start a resumable upload of ``object_name`` whose chunks are read from ``source``."""
 
 
 class LocalFolderSink:
@@ -141,32 +143,37 @@ class UploadingSink:
     A followed file (:meth:`follow`) is streamed into a resumable upload as it grows; any other
     file goes the same way once submitted, chunk after chunk. Each local file is deleted once its
     upload succeeds (or fails). At most ``max_in_flight`` finished files are uploading or waiting
-    (``submit`` blocks while that many are pending, which bounds the disk the export uses). Chunks
-    are sent one at a time, whatever the number of files open (which bounds the memory to one chunk:
-    it is read from disk just before it is sent). After a failure, further ``follow`` and ``submit``
-    calls raise at once, and ``close`` raises the first failure with the object name.
+    (``submit`` blocks while that many are pending, which bounds the disk the export uses). At most
+    ``chunks_in_transfer`` chunks are sent at once, whatever the number of files open, from as many
+    threads; each is read from disk just before it is sent and held once, which bounds the memory.
+    After a failure, further ``follow`` and ``submit`` calls raise at once, and ``close`` raises the
+    first failure with the object name.
 
-    :param uploader: the bucket hook, or any object with its ``open_object_writer`` and
+    :param uploader: the bucket hook, or any object with its ``start_file_upload`` and
         ``upload_chunk_bytes``.
     :param max_in_flight: how many finished files may be pending at once (at least 1).
+    :param chunks_in_transfer: how many chunks may be sent at once (at least 1); two keep the
+        connection busy while the next chunk is read (docs/performance.md, request budget).
     """
 
-    def __init__(self, uploader: Uploader, max_in_flight: int = 2) -> None:
+    def __init__(self, uploader: Uploader, max_in_flight: int = 2, chunks_in_transfer: int = 2) -> None:
         missing = [
-            name for name in ("open_object_writer", "upload_chunk_bytes") if not hasattr(uploader, name)
+            name for name in ("start_file_upload", "upload_chunk_bytes") if not hasattr(uploader, name)
         ]
         if missing:
             raise ExportConfigError(
-                "The uploader needs open_object_writer(object_name, content_type) and upload_chunk_bytes "
-                f"(the bucket hook has both); {type(uploader).__name__} has no {', '.join(missing)}."
+                "The uploader needs start_file_upload(source, object_name, content_type) and "
+                f"upload_chunk_bytes (the bucket hook has both); {type(uploader).__name__} has no "
+                f"{', '.join(missing)}."
             )
-        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
-            raise ExportConfigError(f"max_in_flight must be an integer of at least 1, got {max_in_flight!r}.")
+        for name, value in (("max_in_flight", max_in_flight), ("chunks_in_transfer", chunks_in_transfer)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ExportConfigError(f"{name} must be an integer of at least 1, got {value!r}.")
         self._uploader = uploader
         self._slots = threading.BoundedSemaphore(max_in_flight)
-        # One thread sends every chunk: each chunk in transfer holds about twice its size, and a second
-        # thread cost more memory than the time it saved (docs/performance.md, request budget).
-        self._chunk_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ct-export-chunks")
+        self._chunk_pool = ThreadPoolExecutor(
+            max_workers=chunks_in_transfer, thread_name_prefix="ct-export-chunks"
+        )
         self._streams: dict[Path, _StreamedUpload] = {}  # followed files not yet submitted
         self._all_streams: list[_StreamedUpload] = []
         self._failure: ExportSinkError | None = None
@@ -281,17 +288,14 @@ class UploadingSink:
             self.close()
 
 
-#: Bytes read from a local file at a time while a chunk is handed to the upload.
-_PIECE_BYTES = 1 << 20
-
-
 class _StreamedUpload:
     """One file sent to a resumable upload while it is written.
 
-    Each time a whole chunk is on disk beyond what was sent, a job on the sink's chunk threads reads
-    it back (from the page cache: it was just written) and sends it; once the file is finished the
-    rest is sent and the object created. The local file is the only copy of the data, so memory
-    holds only the chunks in transfer. One job per file runs at a time, so chunks go in order.
+    Each time a whole chunk is on disk beyond what was sent, a job on the sink's chunk threads has
+    the upload read it (from the page cache: it was just written) and send it; once the file is
+    finished the rest is sent and the object created. The local file is the only copy of the data,
+    so memory holds only the chunks in transfer. One job per file runs at a time, so chunks go in
+    order.
     """
 
     def __init__(self, sink: UploadingSink, local_path: Path, object_name: str, content_type: str) -> None:
@@ -307,7 +311,7 @@ class _StreamedUpload:
         self._abandoned = False
         self._failed = False
         self._job_queued = False
-        self._writer: ObjectWriter | None = None
+        self._upload: FileUpload | None = None
         self._source: BinaryIO | None = None
         self._ended = threading.Event()
 
@@ -390,34 +394,33 @@ class _StreamedUpload:
                 return
 
     def _send(self, last: bool) -> None:
-        if self._writer is None:
+        if self._upload is None:
             self._source = open(self.local_path, "rb")  # noqa: SIM115 - closed by _end()
-            self._writer = self.sink._uploader.open_object_writer(self.object_name, self.content_type)
+            self._upload = self.sink._uploader.start_file_upload(
+                self._source, self.object_name, self.content_type
+            )
         assert self._source is not None
-        with self._lock:
-            left = self._size - self._sent if last else self._chunk
-        # Fed in pieces: the Google client keeps its own copy of the chunk until it is sent, so
-        # reading the whole chunk at once would hold it twice.
-        while left > 0:
-            piece = self._source.read(min(_PIECE_BYTES, left))
-            if not piece:
-                raise ExportSinkError(f"{self.local_path} ended {left} bytes early")
-            self._writer.write(piece)
-            left -= len(piece)
-            with self._lock:
-                self._sent += len(piece)
-        if last:
+        if last:  # at most a chunk is left (a whole one is followed by an empty last chunk)
+            while not self._upload.finished:
+                self._upload.send_chunk()
             assert self._file is not None
-            if self._sent != self._file.bytes:
-                raise ExportSinkError(f"sent {self._sent} bytes of a {self._file.bytes}-byte file")
-            self._writer.close()
-            self._writer = None
+            if self._source.tell() != self._file.bytes:
+                raise ExportSinkError(f"sent {self._source.tell()} bytes of a {self._file.bytes}-byte file")
+            self._upload = None
+        else:  # a whole chunk is on disk beyond what was sent
+            # The client takes a short read for the file's end: never let it see one mid-file.
+            on_disk = os.fstat(self._source.fileno()).st_size
+            if on_disk - self._source.tell() < self._chunk:
+                raise ExportSinkError(f"{self.local_path} holds {on_disk} bytes, fewer than it was said to")
+            self._upload.send_chunk()
+        with self._lock:
+            self._sent = self._source.tell()
 
     def _terminate(self) -> None:
-        if self._writer is not None:
-            writer, self._writer = self._writer, None
+        if self._upload is not None:
+            upload, self._upload = self._upload, None
             with contextlib.suppress(Exception):  # an abandoned session expires by itself anyway
-                writer.terminate()
+                upload.cancel()
 
     def _end(self, abandoned: bool) -> None:
         self._terminate()

@@ -114,11 +114,15 @@ def read_side_by_side(
         """
         try:
             state.pages.put_nowait(item)
-            if asked:
-                done_asking(state)
-            return True
         except queue.Full:
             pass
+        else:
+            if asked:
+                done_asking(state)  # wakes the writer too
+            else:
+                with state.caught_up:
+                    state.caught_up.notify_all()
+            return True
         with state.caught_up:
             state.holding += 1
             if asked:
@@ -166,21 +170,25 @@ def read_side_by_side(
     def write(state: _GroupState[R]) -> None:
         def pages() -> Iterator[Page]:
             while True:
-                if state.writing:  # the page is written: readers waiting for the writer may ask again
-                    with state.caught_up:
+                with state.caught_up:
+                    if state.writing:  # the page is written: readers waiting for the writer may ask again
                         state.writing = False
                         state.caught_up.notify_all()
-                try:
-                    kind, item = state.pages.get(timeout=_POLL_SECONDS)
-                except queue.Empty:
-                    if stop.is_set():
-                        raise _Stopped() from None
-                    continue
-                with state.caught_up:  # room in the queue
+                    # Taken from the queue and counted as being written at once, under the lock readers
+                    # count under: no reader sees a page in neither place and asks for one too many.
+                    while True:
+                        try:
+                            kind, item = state.pages.get_nowait()
+                            break
+                        except queue.Empty:
+                            if stop.is_set():
+                                raise _Stopped() from None
+                            state.caught_up.wait(_POLL_SECONDS)
                     state.writing = kind == "page"
-                    state.caught_up.notify_all()
+                    state.caught_up.notify_all()  # room in the queue
                 if kind == "page":
                     yield item
+                    del item  # written: held by nothing here while the writer waits for the next
                 elif kind == "error":
                     raise item
                 else:
@@ -226,6 +234,7 @@ def read_side_by_side(
                         if not started.is_set():
                             wait_turn(state, index)
                         ok = put(state, ("page", page), asked=True)
+                        del page  # the writer's now: not held while the next one is asked for
                         started.set()
                         if not ok:
                             break

@@ -327,6 +327,48 @@ class _Page:
     next_cursor: str | None
 
 
+class _CursorPages:
+    """The pages of one export query, following its cursor: one request per ``next()``.
+
+    An iterator class rather than a generator: a generator suspended after yielding a page keeps it
+    referenced until asked for the next one, which an export does only once its writer has room, so
+    every stream waiting its turn would hold a page already written (docs/performance.md).
+    """
+
+    def __init__(self, client: CleverTapClient, kind: str, what: str, cursor: str) -> None:
+        self._client = client
+        self._kind = kind
+        self._what = what
+        self._next_cursor: str | None = cursor
+        # Cursors already read: a cursor coming back (at once or in a cycle) means no progress.
+        self._seen: set[str] = set()
+        self._page_number = 0
+
+    def __iter__(self) -> _CursorPages:
+        return self
+
+    def __next__(self) -> list[dict[str, Any]]:
+        while self._next_cursor is not None:
+            cursor = self._next_cursor
+            if cursor in self._seen:
+                raise CleverTapCursorStalledError(
+                    f"CleverTap returned a cursor it had already given while reading {self._what} (page "
+                    f"{self._page_number + 1}): paging does not advance, so the export stops rather than "
+                    "loop or duplicate records. Run the export again; if it recurs, report it to CleverTap "
+                    "support."
+                )
+            self._seen.add(cursor)
+            self._page_number += 1
+            # Sent back exactly as received: cursors arrive percent-encoded already.
+            page = self._client._call(
+                "GET", f"/1/{self._kind}.json?cursor={cursor}", None, self._what, self._client._page
+            )
+            self._next_cursor = page.next_cursor
+            if page.records:
+                return page.records
+        raise StopIteration
+
+
 class CleverTapClient:
     """A small client of CleverTap's read API; thread-safe, no Airflow needed.
 
@@ -495,33 +537,10 @@ class CleverTapClient:
                 raise CleverTapRequestError(f"CleverTap started {what} without a cursor: {_snippet(payload)}")
             return cursor
 
-        return self._follow(
-            kind,
-            what,
-            self._call(
-                "POST", f"/1/{kind}.json?batch_size={self.batch_size}{flags}", body, what, started_cursor
-            ),
+        cursor = self._call(
+            "POST", f"/1/{kind}.json?batch_size={self.batch_size}{flags}", body, what, started_cursor
         )
-
-    def _follow(self, kind: str, what: str, cursor: str) -> Iterator[list[dict[str, Any]]]:
-        # Cursors already read: a cursor coming back (at once or in a cycle) means no progress.
-        seen: set[str] = set()
-        page_number = 0
-        next_cursor: str | None = cursor
-        while next_cursor is not None:
-            if next_cursor in seen:
-                raise CleverTapCursorStalledError(
-                    f"CleverTap returned a cursor it had already given while reading {what} (page "
-                    f"{page_number + 1}): paging does not advance, so the export stops rather than loop or "
-                    "duplicate records. Run the export again; if it recurs, report it to CleverTap support."
-                )
-            seen.add(next_cursor)
-            page_number += 1
-            # Sent back exactly as received: cursors arrive percent-encoded already.
-            page = self._call("GET", f"/1/{kind}.json?cursor={next_cursor}", None, what, self._page)
-            next_cursor = page.next_cursor
-            if page.records:
-                yield page.records
+        return _CursorPages(self, kind, what, cursor)
 
     def _page(self, status: int, data: bytes) -> _Page:
         payload = self._json(status, data)

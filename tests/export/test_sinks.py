@@ -22,46 +22,50 @@ from ct_airflow_provider.export import (
 from tests.export.sample_records import NAMING, awkward_records, pages_of
 
 
-class FolderObjectWriter:
-    """A streamed upload into a folder: chunks go to a hidden part file, ``close`` makes the object."""
+class FolderFileUpload:
+    """A resumable upload into a folder, read from its file a chunk at a time as the Google client does.
 
-    def __init__(self, uploader: FolderUploader, object_name: str, content_type: str) -> None:
+    Chunks go to a hidden part file; a chunk shorter than a whole one is the last and makes the object.
+    """
+
+    def __init__(self, uploader: FolderUploader, source: Any, object_name: str, content_type: str) -> None:
         self.uploader = uploader
+        self.source = source
         self.object_name = object_name
         self.content_type = content_type
         self.started = time.monotonic()
         self.part = uploader.folder / ".parts" / object_name
         self.part.parent.mkdir(parents=True, exist_ok=True)
         self.handle = self.part.open("wb")
+        self.finished = False
 
-    def write(self, data: bytes) -> int:
-        with self.uploader.lock:
-            self.uploader.writing += 1
-            self.uploader.most_writing = max(self.uploader.most_writing, self.uploader.writing)
+    def send_chunk(self) -> None:
+        uploader = self.uploader
+        data = self.source.read(uploader.upload_chunk_bytes)
+        with uploader.lock:
+            uploader.sending += 1
+            uploader.most_sending = max(uploader.most_sending, uploader.sending)
         try:
-            self.uploader.release.wait(timeout=30)
-            time.sleep(self.uploader.delay)
-            if self.uploader.fail_on is not None and self.uploader.fail_on in self.object_name:
+            uploader.release.wait(timeout=30)
+            time.sleep(uploader.delay)
+            if uploader.fail_on is not None and uploader.fail_on in self.object_name:
                 raise OSError("bucket said 503")
             self.handle.write(data)
         finally:
-            with self.uploader.lock:
-                self.uploader.writing -= 1
-        with self.uploader.lock:
-            self.uploader.chunks.append((self.object_name, len(data), time.monotonic()))
-        return len(data)
+            with uploader.lock:
+                uploader.sending -= 1
+        with uploader.lock:
+            uploader.chunks.append((self.object_name, len(data), time.monotonic()))
+        if len(data) < uploader.upload_chunk_bytes:
+            self.handle.close()
+            target = uploader.folder / self.object_name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.part.rename(target)
+            self.finished = True
+            with uploader.lock:
+                uploader.uploads.append((self.object_name, self.content_type, self.started, time.monotonic()))
 
-    def close(self) -> None:
-        self.handle.close()
-        target = self.uploader.folder / self.object_name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.part.rename(target)
-        with self.uploader.lock:
-            self.uploader.uploads.append(
-                (self.object_name, self.content_type, self.started, time.monotonic())
-            )
-
-    def terminate(self) -> None:
+    def cancel(self) -> None:
         self.handle.close()
         self.part.unlink()
         with self.uploader.lock:
@@ -69,7 +73,7 @@ class FolderObjectWriter:
 
 
 class FolderUploader:
-    """A real uploader into a folder: takes streamed chunks, records when; can wait, be slow or fail."""
+    """A real uploader into a folder: takes chunks read from files, records when; can wait, be slow or fail."""
 
     def __init__(
         self, folder: Path, *, delay: float = 0.0, fail_on: str | None = None, chunk_bytes: int = 1024
@@ -81,14 +85,14 @@ class FolderUploader:
         self.uploads: list[tuple[str, str, float, float]] = []
         self.chunks: list[tuple[str, int, float]] = []
         self.terminated: list[str] = []
-        self.writing = 0  # write() calls under way, and the most at once
-        self.most_writing = 0
+        self.sending = 0  # chunks being sent, and the most at once
+        self.most_sending = 0
         self.lock = threading.Lock()
         self.release = threading.Event()
         self.release.set()
 
-    def open_object_writer(self, object_name: str, content_type: str) -> FolderObjectWriter:
-        return FolderObjectWriter(self, object_name, content_type)
+    def start_file_upload(self, source: Any, object_name: str, content_type: str) -> FolderFileUpload:
+        return FolderFileUpload(self, source, object_name, content_type)
 
 
 def _file(name: str) -> ExportedFile:
@@ -124,13 +128,16 @@ def test_uploads_overlap_with_writing_and_match_the_reported_checksums(tmp_path:
     assert not [p for p in (tmp_path / "work").rglob("*") if p.is_file()]
 
 
-def test_files_written_side_by_side_send_one_chunk_at_a_time(tmp_path: Path) -> None:
-    # Each chunk in transfer is held in memory: however many files grow at once, one is sent at a time.
-    uploader = FolderUploader(tmp_path / "bucket", delay=0.01, chunk_bytes=1024)
+@pytest.mark.parametrize("chunks_in_transfer", [1, 2])
+def test_files_written_side_by_side_send_at_most_chunks_in_transfer_at_once(
+    tmp_path: Path, chunks_in_transfer: int
+) -> None:
+    # Each chunk in transfer is held in memory: however many files grow at once, the bound holds.
+    uploader = FolderUploader(tmp_path / "bucket", delay=0.02, chunk_bytes=1024)
     work = tmp_path / "work"
     work.mkdir()
     paths = [work / f"day-{day}.json" for day in range(3)]
-    with UploadingSink(uploader, max_in_flight=3) as sink:
+    with UploadingSink(uploader, max_in_flight=3, chunks_in_transfer=chunks_in_transfer) as sink:
         followers = [sink.follow(path, path.name, "application/json") for path in paths]
         for step in range(1, 9):
             for path, follower in zip(paths, followers, strict=True):
@@ -141,11 +148,14 @@ def test_files_written_side_by_side_send_one_chunk_at_a_time(tmp_path: Path) -> 
             sink.submit(
                 path, ExportedFile(path.name, "E", _file("x").day, 0, 8, 8 * 1024, "", "application/json")
             )
-    assert uploader.most_writing == 1
+    # Three files with chunks waiting: the sink sends as many at once as it may, never more.
+    assert uploader.most_sending == chunks_in_transfer
     for path in paths:
         assert (tmp_path / "bucket" / path.name).read_bytes() == b"".join(
             bytes([48 + s]) * 1024 for s in range(1, 9)
         )
+        # Whole chunks, then the empty last one that a file of whole chunks ends with.
+        assert [size for name, size, _ in uploader.chunks if name == path.name] == [1024] * 8 + [0]
 
 
 def test_submit_waits_while_max_in_flight_files_are_pending(tmp_path: Path) -> None:
@@ -205,11 +215,13 @@ def test_after_a_failure_further_files_are_refused_at_once(tmp_path: Path) -> No
         sink.close()
 
 
-def test_an_uploader_without_object_writers_is_refused() -> None:
-    with pytest.raises(ExportConfigError, match="open_object_writer"):
+def test_an_uploader_without_file_uploads_is_refused() -> None:
+    with pytest.raises(ExportConfigError, match="start_file_upload"):
         UploadingSink(object())  # type: ignore[arg-type]
     with pytest.raises(ExportConfigError, match="max_in_flight"):
         UploadingSink(FolderUploader(Path("/nonexistent")), max_in_flight=0)
+    with pytest.raises(ExportConfigError, match="chunks_in_transfer"):
+        UploadingSink(FolderUploader(Path("/nonexistent")), chunks_in_transfer=0)
 
 
 def test_local_folder_sink_keeps_the_prefix_as_folders(tmp_path: Path) -> None:

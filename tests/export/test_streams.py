@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -231,3 +232,54 @@ def test_three_streams_of_one_event_hold_no_more_pages_than_one_stream() -> None
     (count,) = read_side_by_side([StreamGroup("e", [stream, stream, stream])], slow_writer, concurrency=3)
     assert count == 45
     assert most[0] <= 3
+
+
+class _TrackedPage(list[dict[str, Any]]):
+    """A page that can be watched with a weak reference (plain lists cannot)."""
+
+
+def test_a_written_page_is_let_go_even_while_the_next_is_awaited() -> None:
+    # The count above sees what the export means to hold; this one sees what memory holds. A page the
+    # writer is done with must not stay referenced by the reader that fetched it (while it asks for
+    # its next page) or by the writer's side (while it waits for its next page).
+    lock = threading.Lock()
+    alive, most = [0], [0]
+
+    def let_go() -> None:
+        with lock:
+            alive[0] -= 1
+
+    class Source:
+        """Pages of one stream, keeping none once returned (as the CleverTap hook's iterator)."""
+
+        def __init__(self) -> None:
+            self.index = 0
+
+        def __iter__(self) -> Source:
+            return self
+
+        def __next__(self) -> Page:
+            if self.index == 15:
+                raise StopIteration
+            with lock:  # the pages in memory as one more is asked for
+                most[0] = max(most[0], alive[0])
+            time.sleep(0.015)
+            page = _TrackedPage([{"stream": "s", "page": self.index}])
+            self.index += 1
+            with lock:
+                alive[0] += 1
+            weakref.finalize(page, let_go)
+            return page
+
+    def slow_writer(group: StreamGroup, pages: Iterator[Page]) -> int:
+        count = 0
+        for page in pages:
+            time.sleep(0.01)
+            count += len(page)
+            del page  # written
+        return count
+
+    (count,) = read_side_by_side([StreamGroup("e", [Source, Source, Source])], slow_writer, concurrency=3)
+    assert count == 45
+    # One being written and one waiting (or held, or fetched and on its way): never a third.
+    assert most[0] <= 2

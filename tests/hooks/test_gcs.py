@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -167,9 +169,9 @@ def test_upload_list_read_delete_in_the_configured_bucket(
 ) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_CT_BUCKET", gcs_stack.connection_env(bucket, admin_key))
     hook = get_bucket_hook("ct_bucket")
-    writer = hook.open_object_writer("exports/part.json", "application/json")
-    writer.write(b"Charged\n{}\n")
-    writer.close()
+    upload = hook.start_file_upload(io.BytesIO(b"Charged\n{}\n"), "exports/part.json", "application/json")
+    upload.send_chunk()
+    assert upload.finished
     hook.upload_bytes(b"{}", "exports/manifest.json", "application/json")
     assert sorted(hook.list_objects("exports/")) == ["exports/manifest.json", "exports/part.json"]
     assert hook.read_object("exports/part.json") == b"Charged\n{}\n"
@@ -235,28 +237,45 @@ def test_airflow_lists_the_provider_and_its_connection_types(airflow_cli_env: di
     assert listed["clevertap"]["class"] == "ct_airflow_provider.hooks.clevertap.CleverTapHook"
 
 
-def test_an_object_writer_sends_chunks_and_creates_the_object_only_on_close(
-    monkeypatch: pytest.MonkeyPatch, gcs_stack: GCSTestStack, bucket: str, admin_key: dict[str, Any]
+def test_a_file_upload_reads_each_chunk_from_the_growing_file_and_creates_the_object_at_its_end(
+    monkeypatch: pytest.MonkeyPatch,
+    gcs_stack: GCSTestStack,
+    bucket: str,
+    admin_key: dict[str, Any],
+    tmp_path: Path,
 ) -> None:
+    # The private Google client method behind start_file_upload is checked here, on every version leg.
     monkeypatch.setenv("AIRFLOW_CONN_CT_BUCKET", gcs_stack.connection_env(bucket, admin_key))
     hook = get_bucket_hook("ct_bucket")
     chunk = hook.upload_chunk_bytes
     data = os.urandom(chunk) + b"tail"
-    writer = hook.open_object_writer("exports/streamed.json", "application/x-ndjson")
-    writer.write(data[:chunk])  # one whole chunk: sent now...
-    assert gcs_stack.list_objects(bucket, "exports/") == {}  # ...but no object before close
-    writer.write(data[chunk:])
-    writer.close()
+    growing = tmp_path / "streamed.json"
+    growing.write_bytes(data[:chunk])  # one whole chunk on disk, the rest not written yet
+    with growing.open("rb") as source:
+        upload = hook.start_file_upload(source, "exports/streamed.json", "application/x-ndjson")
+        upload.send_chunk()  # the whole chunk leaves...
+        assert source.tell() == chunk and not upload.finished
+        assert gcs_stack.list_objects(bucket, "exports/") == {}  # ...but no object before the end
+        with growing.open("ab") as writer:
+            writer.write(data[chunk:])
+        upload.send_chunk()  # the short last chunk: the object is made
+        assert upload.finished
     assert hook.read_object("exports/streamed.json") == data
-    # A file of exactly one chunk: the chunk leaves at once, close() sends an empty last chunk.
-    exact = hook.open_object_writer("exports/exact.json", "application/x-ndjson")
-    exact.write(data[:chunk])
-    exact.write(b"")
-    exact.close()
+    # A file of exactly one chunk: the chunk leaves, then an empty last chunk ends the upload.
+    exact = tmp_path / "exact.json"
+    exact.write_bytes(data[:chunk])
+    with exact.open("rb") as source:
+        upload = hook.start_file_upload(source, "exports/exact.json", "application/x-ndjson")
+        upload.send_chunk()
+        assert not upload.finished
+        upload.send_chunk()
+        assert upload.finished
     assert hook.read_object("exports/exact.json") == data[:chunk]
-    abandoned = hook.open_object_writer("exports/abandoned.json", "application/x-ndjson")
-    abandoned.write(data[:chunk])
-    abandoned.terminate()
+    # A cancelled upload creates no object, even after a chunk was sent.
+    with exact.open("rb") as source:
+        abandoned = hook.start_file_upload(source, "exports/abandoned.json", "application/x-ndjson")
+        abandoned.send_chunk()
+        abandoned.cancel()
     assert gcs_stack.list_objects(bucket, "exports/") == {
         "exports/streamed.json": len(data),
         "exports/exact.json": chunk,
