@@ -14,6 +14,7 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import TaskGroup
 
+from ct_airflow_provider.export.windows import parse_date
 from ct_airflow_provider.operators._base import CLEVERTAP_POOL, derived_request_id
 from ct_airflow_provider.operators.events import CleverTapEventsToGCSOperator, _event_list
 from ct_airflow_provider.operators.manifest import CleverTapExportManifestOperator
@@ -63,7 +64,7 @@ def plan_slices(
         )
     windows: list[tuple[str | None, str | None]] = [(None, None)]  # a recurring export: each run's window
     if from_date is not None and to_date is not None:
-        first, last = _as_date(from_date), _as_date(to_date)
+        first, last = parse_date(from_date, "from_date"), parse_date(to_date, "to_date")
         if first > last:
             raise ValueError(f"from_date {first} is after to_date {last}: the export has no day to slice.")
         days = [(first + dt.timedelta(days=offset)).isoformat() for offset in range((last - first).days + 1)]
@@ -168,7 +169,3 @@ class CleverTapExportTaskGroup(TaskGroup):
             exports >> manifest
         self.slices = slices
         self.request_id = request_id
-
-
-def _as_date(value: str | dt.date) -> dt.date:
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value))

@@ -78,7 +78,13 @@ class ExportWindow:
         return f"days {self.first_day}..{self.last_day}"
 
 
-def _parse_date(value: dt.date | dt.datetime | str, name: str) -> dt.date:
+def parse_date(value: dt.date | dt.datetime | str, name: str) -> dt.date:
+    """A day given as a date, a datetime (its date), ``YYYY-MM-DD`` or ``YYYYMMDD``.
+
+    :param value: the day.
+    :param name: the parameter's name, for the error.
+    :raises ExportWindowError: naming the parameter and the formats it takes.
+    """
     if isinstance(value, dt.datetime):
         return value.date()
     if isinstance(value, dt.date):
@@ -103,7 +109,7 @@ def once_only_window(
     :param to_date: last day to export (inclusive).
     :param today: today in the account's time zone.
     """
-    first, last = _parse_date(from_date, "from_date"), _parse_date(to_date, "to_date")
+    first, last = parse_date(from_date, "from_date"), parse_date(to_date, "to_date")
     earliest = today - dt.timedelta(days=RETENTION_DAYS)
     if first > last:
         raise ExportWindowError(
@@ -188,9 +194,9 @@ def preset_range(
     :param to_date: last day, for ``date_range``.
     """
     if preset == "specific_day":
-        first = last = _parse_date(day or "", "day")
+        first = last = parse_date(day or "", "day")
     elif preset == "date_range":
-        first, last = _parse_date(from_date or "", "from_date"), _parse_date(to_date or "", "to_date")
+        first, last = parse_date(from_date or "", "from_date"), parse_date(to_date or "", "to_date")
     elif preset == "yesterday":
         first = last = today - dt.timedelta(days=1)
     elif preset == "current_month":

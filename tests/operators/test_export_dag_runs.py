@@ -21,7 +21,7 @@ from lxml import etree
 from ct_airflow_provider.export.profiles import profile_key
 from ct_airflow_provider.export.windows import ts_of
 from ct_airflow_provider.operators import CleverTapEventsToGCSOperator, CleverTapProfilesToGCSOperator
-from ct_airflow_provider.task_groups import CleverTapExportTaskGroup
+from ct_airflow_provider.task_groups import CleverTapExportTaskGroup, plan_slices
 from ct_airflow_provider.testing.dag_runs import run_dag
 from ct_airflow_provider.testing.gcs_emulator import GCSTestStack
 from ct_airflow_provider.testing.pytest_plugin import connect_default_connections
@@ -522,6 +522,10 @@ def test_a_recurring_export_sliced_by_event_writes_each_window_once(
             {"events": ["Charged"], "slice_by": "week", "from_date": "2026-11-01", "to_date": "2026-11-01"},
             "choose one of",
         ),
+        (
+            {"events": ["Charged"], "from_date": "2026-11-31", "to_date": "2026-12-01"},
+            "from_date=.* is not a date",
+        ),
     ],
 )
 def test_slice_plans_that_cannot_work_are_refused_when_the_dag_is_parsed(
@@ -696,3 +700,16 @@ def test_a_selected_event_clevertap_does_not_know_is_refused_naming_it_and_the_n
     assert stack.list_objects(BUCKET) == {}
     if AIRFLOW_V_3_1_PLUS or not AIRFLOW_V_3_0_PLUS:
         assert "CleverTap knows no event named 'Charge' (nearest: 'Charged')" in task_log()
+
+
+def test_a_slice_plan_takes_its_days_as_the_export_operators_do() -> None:
+    # Dates, datetimes, YYYY-MM-DD and YYYYMMDD name the same days, and the same slices.
+    as_text = plan_slices("event_day", ["Charged"], "2026-11-01", "2026-11-02")
+    assert [s["slice_key"] for s in as_text] == ["Charged-20261101", "Charged-20261102"]
+    assert [s["from_date"] for s in as_text] == ["2026-11-01", "2026-11-02"]
+    for first, last in [
+        ("20261101", "20261102"),
+        (dt.date(2026, 11, 1), dt.date(2026, 11, 2)),
+        (dt.datetime(2026, 11, 1, 6), dt.datetime(2026, 11, 2, 23)),
+    ]:
+        assert plan_slices("event_day", ["Charged"], first, last) == as_text
