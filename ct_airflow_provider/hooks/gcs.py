@@ -297,7 +297,7 @@ class CleverTapGCSHook(GCSHook):
         """Size of each resumable upload chunk (a multiple of 256 KiB, as the GCS API requires)."""
         return UPLOAD_CHUNK_BYTES
 
-    def start_file_upload(self, source: BinaryIO, object_name: str, content_type: str) -> FileUpload:
+    def start_file_upload(self, source: BinaryIO, object_name: str, content_type: str) -> ResumableFileUpload:
         """Start a resumable upload of ``object_name`` that reads its chunks from ``source``.
 
         Each ``send_chunk()`` reads :data:`UPLOAD_CHUNK_BYTES` from ``source`` and sends them (the
@@ -312,7 +312,7 @@ class CleverTapGCSHook(GCSHook):
         :param content_type: the object's MIME type.
         """
         blob = self.get_conn().bucket(self.bucket_name).blob(object_name, chunk_size=UPLOAD_CHUNK_BYTES)
-        return FileUpload(blob, source, content_type)
+        return ResumableFileUpload(blob, source, content_type)
 
     def upload_bytes(self, data: bytes, object_name: str, content_type: str) -> None:
         """Upload a small object held in memory (the manifest)."""
@@ -524,7 +524,7 @@ def get_bucket_hook(gcs_conn_id: str) -> CleverTapGCSHook:
     return CleverTapGCSHook(gcs_conn_id=gcs_conn_id)
 
 
-class FileUpload:
+class ResumableFileUpload:
     """A resumable upload of the Google client fed straight from a file (see ``start_file_upload``).
 
     The client's public ``BlobWriter`` copies what it is given into a buffer and reads each chunk

@@ -10,6 +10,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import pyarrow.parquet as pq
@@ -257,9 +258,8 @@ def test_profiles_are_exported_once_each(stack: GCSTestStack, simulator: Simulat
 def test_a_day_cut_into_six_4_hour_windows_exports_every_event_once(
     stack: GCSTestStack, simulator: SimulatorServer
 ) -> None:
-    tz = simulator.truth.today and __import__("zoneinfo").ZoneInfo(simulator.timezone)
     day = _yesterday(simulator) - dt.timedelta(days=1)
-    midnight = dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.timezone.utc)
+    midnight = _account_midnight(simulator, day)
     with DAG(
         dag_id="e2e_recurring_4h",
         schedule=DeltaDataIntervalTimetable(dt.timedelta(hours=4)),
@@ -278,7 +278,7 @@ def test_a_day_cut_into_six_4_hour_windows_exports_every_event_once(
     manifests = [n for n in stack.list_objects(BUCKET) if n.endswith("manifest.json")]
     assert len(manifests) == 6
     assert seen == _truth_ts(simulator, "App Launched", day)
-    assert min(seen) >= ts_of(midnight, tz)
+    assert min(seen) >= ts_of(midnight, ZoneInfo(simulator.timezone))
 
 
 def test_refused_inputs_fail_before_any_api_call(stack: GCSTestStack, simulator: SimulatorServer) -> None:
@@ -480,9 +480,8 @@ def test_a_failed_slice_leaves_the_export_without_a_manifest(
 def test_a_recurring_export_sliced_by_event_writes_each_window_once(
     stack: GCSTestStack, simulator: SimulatorServer
 ) -> None:
-    tz = __import__("zoneinfo").ZoneInfo(simulator.timezone)
     day = _yesterday(simulator) - dt.timedelta(days=1)
-    midnight = dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.timezone.utc)
+    midnight = _account_midnight(simulator, day)
     events = ["App Launched", "Charged"]
     with DAG(
         dag_id="e2e_sliced_recurring",
@@ -538,9 +537,15 @@ def test_slice_plans_that_cannot_work_are_refused_when_the_dag_is_parsed(
         CleverTapExportTaskGroup("export", **kwargs)
 
 
+def _account_midnight(simulator: SimulatorServer, day: dt.date) -> dt.datetime:
+    """The start of ``day`` in the account's time zone, in UTC (where recurring test DAGs start)."""
+    tz = ZoneInfo(simulator.timezone)
+    return dt.datetime.combine(day, dt.time(), tzinfo=tz).astimezone(dt.timezone.utc)
+
+
 def _truth_in(simulator: SimulatorServer, event: str, start: dt.datetime, end: dt.datetime) -> Counter[int]:
     """``ts`` of every record of ``event`` in ``[start, end)``, as the account holds them."""
-    tz = __import__("zoneinfo").ZoneInfo(simulator.timezone)
+    tz = ZoneInfo(simulator.timezone)
     first, last = ts_of(start, tz), ts_of(end, tz)
     day, truth = start.astimezone(tz).date(), Counter[int]()
     while day <= end.astimezone(tz).date():
